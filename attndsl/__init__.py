@@ -1,0 +1,12 @@
+"""attndsl: a declarative attention-architecture compiler (YAML / .attn -> ONNX)."""
+
+from .api import load_spec, parse_spec
+from .errors import AttnDSLError, SpecError, SpecErrors, SpecSyntaxError
+from .ir import Model, print_ir
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttnDSLError", "Model", "SpecError", "SpecErrors", "SpecSyntaxError", "__version__",
+    "load_spec", "parse_spec", "print_ir",
+]

@@ -1,0 +1,149 @@
+"""The one parser: Lark grammar loading and the tree -> AST transformer for both syntaxes."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
+
+from ..errors import SpecSyntaxError
+from ..source import Source, Span
+from . import ast
+
+_TOKEN_NAMES = {
+    "NAME": "a name", "NUMBER": "a number", "STRING": "a quoted string", "_NL": "a new line",
+    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'",
+    "RBRACE": "'}'", "COMMA": "','", "EQUAL": "'='", "COLON": "':'", "DOT": "'.'",
+    "AMPERSAND": "'&'", "VBAR": "'|'", "TILDE": "'~'", "$END": "end of input",
+}
+
+
+@cache
+def parser() -> Lark:
+    text = resources.files("attndsl.grammars").joinpath("attn.lark").read_text("utf-8")
+    return Lark(
+        text, start=["module", "mask_expr", "score_list"], parser="lalr",
+        propagate_positions=True, maybe_placeholders=True,
+    )
+
+
+class Placement:
+    """Maps positions inside parsed text to positions in the spec's Source.
+
+    For a ``.attn`` file the parsed text is the source itself; for a YAML string it sits at
+    (line, col) of the YAML file (``col_offset`` accounts for a quote character).
+    """
+
+    def __init__(self, source: Source, line: int = 1, col: int = 1):
+        self.source, self.line, self.col = source, line, col
+
+    def span(self, line: int, col: int, end_col: int | None = None) -> Span:
+        if line == 1:
+            shift = self.col - 1
+            return Span(self.source, self.line, col + shift, None if end_col is None else end_col + shift)
+        return Span(self.source, self.line + line - 1, col, end_col)
+
+    def of(self, item: Token | Tree) -> Span | None:
+        if isinstance(item, Token):
+            if item.line is None:
+                return None
+            end = item.end_column if item.end_line == item.line else None
+            return self.span(item.line, item.column, end)
+        meta = item.meta
+        if getattr(meta, "empty", True):
+            return None
+        end = meta.end_column if meta.end_line == meta.line else None
+        return self.span(meta.line, meta.column, end)
+
+
+def _number(tok: Token, place: Placement) -> ast.Num:
+    text = str(tok)
+    try:
+        value: int | float = int(text)
+    except ValueError:
+        value = float(text)
+    return ast.Num(value, text, place.of(tok))
+
+
+@v_args(tree=True)
+class ExprBuilder(Transformer):
+    """Lark tree of an expression -> ``ast`` nodes with spans."""
+
+    def __init__(self, place: Placement):
+        super().__init__()
+        self.place = place
+
+    def number(self, t: Tree) -> ast.Num:
+        return _number(t.children[0], self.place)
+
+    def name(self, t: Tree) -> ast.Name:
+        return ast.Name(str(t.children[0]), self.place.of(t.children[0]))
+
+    def string(self, t: Tree) -> ast.Str:
+        return ast.Str(str(t.children[0])[1:-1], self.place.of(t.children[0]))
+
+    def range(self, t: Tree) -> ast.Range:
+        lo, hi = (_number(c, self.place) for c in t.children)
+        return ast.Range(lo, hi, self.place.of(t))
+
+    def kwarg(self, t: Tree) -> ast.KwArg:
+        key, value = t.children
+        return ast.KwArg(str(key), value, self.place.of(t))
+
+    def call(self, t: Tree) -> ast.Call:
+        name, *args = t.children
+        return ast.Call(str(name), tuple(a for a in args if a is not None), self.place.of(t))
+
+    def bare(self, t: Tree) -> ast.Call:
+        tok = t.children[0]
+        return ast.Call(str(tok), (), self.place.of(tok), bare=True)
+
+    def not_(self, t: Tree) -> ast.Not:
+        return ast.Not(t.children[0], self.place.of(t))
+
+    def and_expr(self, t: Tree) -> ast.And:
+        return ast.And(tuple(t.children), self.place.of(t))
+
+    def or_expr(self, t: Tree) -> ast.Or:
+        return ast.Or(tuple(t.children), self.place.of(t))
+
+    def score_list(self, t: Tree) -> tuple[ast.Call, ...]:
+        return tuple(t.children)
+
+
+def syntax_error(err: UnexpectedInput, place: Placement, what: str) -> SpecSyntaxError:
+    """A Lark failure as a SpecSyntaxError with position, found text and expectations."""
+    line, col = getattr(err, "line", 1) or 1, getattr(err, "column", 1) or 1
+    if isinstance(err, UnexpectedCharacters):
+        found = repr(err.char)
+        expected = err.allowed
+    elif isinstance(err, UnexpectedEOF):
+        found = "end of input"
+        expected = err.expected
+    else:
+        tok = getattr(err, "token", None)
+        found = "end of input" if tok is None or tok.type == "$END" else (
+            "end of line" if tok.type == "_NL" else repr(str(tok)))
+        expected = getattr(err, "expected", None) or getattr(err, "accepts", None) or set()
+        if tok is not None and tok.type != "$END" and tok.line is not None:
+            line, col = tok.line, tok.column
+    names = sorted({_TOKEN_NAMES.get(e, repr(e.lower()) if e.isupper() else e) for e in expected or ()})
+    hint = None
+    if names:
+        hint = "expected " + (", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0])
+    return SpecSyntaxError(f"unexpected {found} in {what}", place.span(line, col), hint)
+
+
+def parse_expr(text: str, place: Placement, start: str = "mask_expr"):
+    """Parse a mask expression (``mask_expr``) or a score list (``score_list``)."""
+    what = "mask expression" if start == "mask_expr" else "score modifiers"
+    try:
+        tree = parser().parse(text, start=start)
+    except UnexpectedInput as err:
+        raise syntax_error(err, place, what) from None
+    try:
+        return ExprBuilder(place).transform(tree)
+    except VisitError as err:  # pragma: no cover - transformer bugs surface unwrapped
+        raise err.orig_exc from None

@@ -1,0 +1,177 @@
+"""The YAML front end: safe-composed YAML nodes (with positions) -> ``ast.SpecAST``."""
+
+from __future__ import annotations
+
+import yaml
+
+from ..errors import AttnDSLError, ErrorCollector, SpecSyntaxError, did_you_mean
+from ..source import Source, Span
+from . import ast
+from .expr import Placement, parse_expr
+
+TOP_KEYS = ("attndsl", "name", "dtype", "seed", "weights", "dims", "inputs", "blocks", "outputs")
+_TAGS = {
+    "tag:yaml.org,2002:int": int, "tag:yaml.org,2002:float": float,
+    "tag:yaml.org,2002:bool": bool, "tag:yaml.org,2002:null": type(None),
+}
+
+
+def _span(source: Source, node: yaml.Node) -> Span:
+    m, e = node.start_mark, node.end_mark
+    return Span(source, m.line + 1, m.column + 1, e.column + 1 if e.line == m.line else None)
+
+
+class _Loader:
+    def __init__(self, source: Source):
+        self.source = source
+        self.errors = ErrorCollector()
+        self._construct = yaml.SafeLoader("")
+
+    def sp(self, node: yaml.Node) -> Span:
+        return _span(self.source, node)
+
+    def scalar(self, node: yaml.Node) -> object:
+        if not isinstance(node, yaml.ScalarNode):
+            return node
+        kind = _TAGS.get(node.tag)
+        if kind is None:
+            return node.value
+        return self._construct.construct_object(node, deep=True)
+
+    def mapping(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, Span]]:
+        if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            return []
+        if not isinstance(node, yaml.MappingNode):
+            self.errors.error(f"{what} must be a mapping", self.sp(node))
+            return []
+        seen: dict[str, Span] = {}
+        out = []
+        for k, v in node.value:
+            key = str(self.scalar(k))
+            if key in seen:
+                self.errors.error(f"duplicate key '{key}' in {what}", self.sp(k),
+                                  f"first given at line {seen[key].line}")
+                continue
+            seen[key] = self.sp(k)
+            out.append((key, v, self.sp(k)))
+        return out
+
+    def expr(self, node: yaml.Node, start: str):
+        text = str(node.value)
+        m = node.start_mark
+        quoted = 1 if node.style in ('"', "'") else 0
+        place = Placement(self.source, m.line + 1, m.column + 1 + quoted)
+        return parse_expr(text, place, start)
+
+    def setting_value(self, key: str, node: yaml.Node) -> object:
+        if key == "mask":
+            if isinstance(node, yaml.ScalarNode):
+                return self.expr(node, "mask_expr")
+            self.errors.error("mask must be a string (a mask expression)", self.sp(node))
+            return None
+        if key == "score":
+            items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+            mods: list[ast.Call] = []
+            for item in items:
+                if not isinstance(item, yaml.ScalarNode):
+                    self.errors.error("score modifiers are strings like 'softcap(30.0)'",
+                                      self.sp(item))
+                    continue
+                if item.tag == "tag:yaml.org,2002:null":
+                    continue
+                mods.extend(self.expr(item, "score_list"))
+            return tuple(mods)
+        if key == "rope":
+            if isinstance(node, yaml.ScalarNode):
+                value = self.scalar(node)
+                if value is True or value is None:
+                    return ()
+                if value is False:
+                    return False
+                self.errors.error("rope must be a mapping like {theta: 10000.0}", self.sp(node))
+                return ()
+            return tuple(
+                ast.Setting(k, self.scalar(v), ks, self.sp(v))
+                for k, v, ks in self.mapping(node, "rope"))
+        return self.scalar(node)
+
+    def load(self) -> ast.SpecAST:
+        try:
+            root = yaml.compose(self.source.text, Loader=yaml.SafeLoader)
+        except yaml.MarkedYAMLError as err:
+            mark = err.problem_mark or err.context_mark
+            span = Span(self.source, mark.line + 1, mark.column + 1) if mark else None
+            raise SpecSyntaxError(f"invalid YAML: {err.problem or err.context}", span) from None
+        if root is None:
+            raise SpecSyntaxError("the spec is empty", Span(self.source, 1, 1),
+                                  "a spec starts with 'attndsl: 1'")
+        version = None
+        top: list[ast.Setting] = []
+        extra: list[ast.Setting] = []
+        dims: list[ast.DimDecl] = []
+        inputs: list[ast.InputDecl] = []
+        blocks: list[ast.BlockDecl] = []
+        outputs: list[ast.OutputDecl] = []
+        for key, node, kspan in self.mapping(root, "the spec"):
+            if key == "attndsl":
+                version = ast.Setting(key, self.scalar(node), kspan, self.sp(node))
+            elif key in ("name", "dtype", "seed", "weights"):
+                top.append(ast.Setting(key, self.scalar(node), kspan, self.sp(node)))
+            elif key == "dims":
+                for name, v, s in self.mapping(node, "dims"):
+                    dims.append(ast.DimDecl(name, self.scalar(v), s))
+            elif key == "inputs":
+                for name, v, s in self.mapping(node, "inputs"):
+                    inputs.append(self.input_decl(name, v, s))
+            elif key == "blocks":
+                for name, v, s in self.mapping(node, "blocks"):
+                    settings = []
+                    for k, vv, ks in self.mapping(v, f"block '{name}'"):
+                        try:
+                            settings.append(ast.Setting(k, self.setting_value(k, vv), ks, self.sp(vv)))
+                        except AttnDSLError as err:
+                            self.errors.add(err)
+                    blocks.append(ast.BlockDecl(name, tuple(settings), "attention", s))
+            elif key == "outputs":
+                for name, v, s in self.mapping(node, "outputs"):
+                    ref = str(self.scalar(v))
+                    stream, _, attr = ref.partition(".")
+                    outputs.append(ast.OutputDecl(name, stream, attr or None, s))
+            else:
+                extra.append(ast.Setting(key, None, kspan))
+        if version is None:
+            version = ast.Setting("attndsl", None, Span(self.source, 1, 1))
+        return ast.SpecAST(version, tuple(top), tuple(dims), tuple(inputs), tuple(blocks),
+                           tuple(outputs), tuple(extra), source=self.source,
+                           errors=tuple(self.errors.errors))
+
+    def input_decl(self, name: str, node: yaml.Node, span: Span) -> ast.InputDecl:
+        dtype, dtype_span = None, None
+        shape_node = node
+        if isinstance(node, yaml.MappingNode):
+            shape_node = None
+            for k, v, ks in self.mapping(node, f"input '{name}'"):
+                if k == "shape":
+                    shape_node = v
+                elif k == "dtype":
+                    dtype, dtype_span = str(self.scalar(v)), self.sp(v)
+                else:
+                    self.errors.error(f"unknown key '{k}' in input '{name}'", ks,
+                                      did_you_mean(k, ("shape", "dtype")))
+        if not isinstance(shape_node, yaml.SequenceNode):
+            self.errors.error(f"input '{name}' needs a shape list like [batch, seq, d_model]",
+                              self.sp(shape_node) if shape_node is not None else span)
+            return ast.InputDecl(name, (), dtype, span, dtype_span)
+        entries = []
+        for e in shape_node.value:
+            value = self.scalar(e)
+            if not isinstance(value, (int, str)) or isinstance(value, bool):
+                self.errors.error("a shape entry is a dim name or an integer", self.sp(e))
+                continue
+            entries.append(ast.ShapeEntry(value, self.sp(e)))
+        return ast.InputDecl(name, tuple(entries), dtype, span, dtype_span)
+
+
+def parse_yaml(source: Source) -> ast.SpecAST:
+    """Parse YAML spec text into the shared AST."""
+    return _Loader(source).load()

@@ -1,0 +1,488 @@
+"""AST -> IR: name resolution, defaults, and every semantic check (errors collected)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ErrorCollector, did_you_mean
+from ..frontend import ast
+from ..frontend.yaml_loader import TOP_KEYS
+from ..masks import nodes as mn
+from ..masks.primitives import SCORES, build_call, build_mask
+from ..source import Span
+from .nodes import FLOAT_DTYPES, INPUT_DTYPES, Block, Dim, Input, Model, Output, Rope
+
+BLOCK_KEYS = ("query", "key_value", "key", "value", "heads", "kv_heads", "head_dim",
+              "v_head_dim", "project", "bias", "out_dim", "scale", "score", "mask", "rope",
+              "cache")
+ROPE_KEYS = ("theta", "dim", "interleaved")
+
+
+@dataclass(frozen=True)
+class Stream:
+    """What a block reads: shape entries [batch, seq, width] and where it came from."""
+
+    name: str
+    batch: str | int
+    seq: str | int
+    width: int | None
+    is_block: bool
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class Builder:
+    def __init__(self, spec: ast.SpecAST):
+        self.spec = spec
+        self.errors = ErrorCollector()
+        self.errors.errors.extend(spec.errors)
+        self.dims: dict[str, Dim] = {}
+        self.inputs: dict[str, Input] = {}
+        self.streams: dict[str, Stream] = {}
+
+    def err(self, msg: str, span: Span | None, hint: str | None = None) -> None:
+        self.errors.error(msg, span, hint)
+
+    # ------------------------------------------------------------ top level
+    def build(self) -> Model:
+        spec = self.spec
+        v = spec.version
+        if v.value is None:
+            self.err("missing 'attndsl: 1' (the format version)", v.span,
+                     "start the spec with 'attndsl: 1'")
+        elif v.value != 1:
+            self.err(f"unsupported format version {v.value!r}", v.value_span or v.span,
+                     "this compiler reads version 1")
+        for extra in spec.extra:
+            self.err(f"unknown top-level key '{extra.key}'", extra.span,
+                     did_you_mean(extra.key, TOP_KEYS) or f"valid keys: {', '.join(TOP_KEYS)}")
+        top = {s.key: s for s in spec.top}
+        src = spec.source
+        path = getattr(src, "path", "<string>")
+        name = self.top_str(top.get("name"), Path(path).stem if path != "<string>" else "model")
+        dtype = self.top_str(top.get("dtype"), "float32")
+        if dtype not in FLOAT_DTYPES:
+            s = top["dtype"]
+            self.err(f"unsupported dtype '{dtype}'", s.value_span or s.span,
+                     did_you_mean(dtype, FLOAT_DTYPES) or "use float32 or float16")
+            dtype = "float32"
+        seed = 0
+        if "seed" in top:
+            s = top["seed"]
+            if _is_int(s.value) and s.value >= 0:
+                seed = s.value
+            else:
+                self.err("seed must be a non-negative integer", s.value_span or s.span)
+        weights = None
+        if "weights" in top:
+            wname = self.top_str(top["weights"], "")
+            base = Path(path).parent if path != "<string>" else Path(".")
+            weights = str(base / wname)
+        self.dtype = dtype
+        for d in spec.dims:
+            self.add_dim(d)
+        for i in spec.inputs:
+            self.add_input(i)
+        blocks = self.build_blocks()
+        outputs = self.build_outputs({b.name: b for b in blocks})
+        self.errors.raise_if_any()
+        return Model(name=name, dtype=dtype, seed=seed, dims=tuple(self.dims.values()),
+                     inputs=tuple(self.inputs.values()), blocks=tuple(blocks),
+                     outputs=tuple(outputs), weights_file=weights, version=1,
+                     spec_text=getattr(src, "text", ""), spec_path=path)
+
+    def top_str(self, s: ast.Setting | None, default: str) -> str:
+        if s is None:
+            return default
+        if not isinstance(s.value, str) or not s.value:
+            self.err(f"'{s.key}' must be a non-empty string", s.value_span or s.span)
+            return default
+        return s.value
+
+    def add_dim(self, d: ast.DimDecl) -> None:
+        if d.name in self.dims:
+            self.err(f"duplicate dim '{d.name}'", d.span)
+            return
+        if d.value == "dynamic":
+            self.dims[d.name] = Dim(d.name, None, d.span)
+        elif _is_int(d.value) and d.value > 0:
+            self.dims[d.name] = Dim(d.name, d.value, d.span)
+        else:
+            self.err(f"dim '{d.name}' must be a positive integer or 'dynamic', got {d.value!r}",
+                     d.span)
+            self.dims[d.name] = Dim(d.name, None, d.span)
+
+    def add_input(self, i: ast.InputDecl) -> None:
+        if i.name in self.inputs:
+            self.err(f"duplicate input '{i.name}'", i.span)
+            return
+        dtype = i.dtype or self.dtype
+        if dtype not in INPUT_DTYPES:
+            self.err(f"unsupported input dtype '{dtype}'", i.dtype_span or i.span,
+                     did_you_mean(dtype, INPUT_DTYPES) or f"use one of {', '.join(INPUT_DTYPES)}")
+            dtype = self.dtype
+        if dtype in FLOAT_DTYPES and dtype != self.dtype:
+            self.err(f"float input '{i.name}' is {dtype} but the model dtype is {self.dtype}",
+                     i.dtype_span or i.span, f"use {self.dtype} (or omit dtype)")
+        shape: list[str | int] = []
+        for e in i.shape:
+            if isinstance(e.value, str):
+                if e.value not in self.dims:
+                    self.err(f"unknown dim '{e.value}' in the shape of '{i.name}'", e.span,
+                             did_you_mean(e.value, self.dims) or "declare it under 'dims'")
+            elif not _is_int(e.value) or e.value <= 0:
+                self.err(f"invalid dim {e.value!r} in the shape of '{i.name}'", e.span,
+                         "sizes are positive integers or dim names")
+            shape.append(e.value)
+        self.inputs[i.name] = Input(i.name, tuple(shape), dtype, i.span)
+        if dtype in FLOAT_DTYPES and len(shape) == 3:
+            self.streams[i.name] = Stream(i.name, shape[0], shape[1], self.size(shape[2]), False)
+
+    def size(self, entry: str | int) -> int | None:
+        if _is_int(entry):
+            return entry
+        d = self.dims.get(entry)
+        return d.size if d else None
+
+    # ------------------------------------------------------------ blocks
+    def build_blocks(self) -> list[Block]:
+        decls = {}
+        for b in self.spec.blocks:
+            if b.name in decls:
+                self.err(f"duplicate block '{b.name}'", b.span)
+            elif b.name in self.inputs:
+                self.err(f"block '{b.name}' has the name of an input", b.span,
+                         "streams share one namespace")
+            else:
+                decls[b.name] = b
+        order = self.order_blocks(decls)
+        out = []
+        for name in order:
+            blk = self.build_block(decls[name])
+            if blk is not None:
+                out.append(blk)
+                self.streams[blk.name] = Stream(blk.name, self.streams[blk.query].batch,
+                                                self.streams[blk.query].seq, blk.out_dim, True)
+        return out
+
+    def stream_refs(self, b: ast.BlockDecl) -> list[ast.Setting]:
+        return [s for s in b.settings if s.key in ("query", "key_value", "key", "value")]
+
+    def order_blocks(self, decls: dict[str, ast.BlockDecl]) -> list[str]:
+        """Blocks in dependency order (stable); cycles and dangling names are errors."""
+        deps: dict[str, list[str]] = {}
+        for name, b in decls.items():
+            deps[name] = []
+            for s in self.stream_refs(b):
+                ref = s.value
+                if not isinstance(ref, str):
+                    continue
+                if ref in decls:
+                    deps[name].append(ref)
+                elif ref not in self.inputs:
+                    self.err(f"unknown stream '{ref}' in block '{name}'", s.value_span or s.span,
+                             did_you_mean(ref, [*self.inputs, *decls])
+                             or "a stream is an input or a block")
+                elif ref not in self.streams:
+                    inp = self.inputs[ref]
+                    self.err(f"input '{ref}' is not a stream: streams are float inputs of shape "
+                             f"[batch, seq, width], this one is {inp.dtype}{list(inp.shape)}",
+                             s.value_span or s.span)
+        order: list[str] = []
+        state: dict[str, int] = {}
+
+        def visit(n: str, path: list[str]) -> None:
+            if state.get(n) == 2:
+                return
+            if state.get(n) == 1:
+                cyc = path[path.index(n):] + [n]
+                b = decls[n]
+                self.err(f"cyclic stream reference: {' -> '.join(cyc)}", b.span,
+                         "a block may read only inputs and blocks that do not read it")
+                return
+            state[n] = 1
+            for d in deps[n]:
+                visit(d, path + [n])
+            state[n] = 2
+            order.append(n)
+
+        for n in decls:
+            visit(n, [])
+        return order
+
+    def build_block(self, b: ast.BlockDecl) -> Block | None:
+        n_err = len(self.errors.errors)
+        s: dict[str, ast.Setting] = {}
+        for st in b.settings:
+            if st.key not in BLOCK_KEYS:
+                self.err(f"unknown key '{st.key}' in block '{b.name}'", st.span,
+                         did_you_mean(st.key, BLOCK_KEYS) or f"valid keys: {', '.join(BLOCK_KEYS)}")
+            elif st.key in s:
+                self.err(f"duplicate key '{st.key}' in block '{b.name}'", st.span)
+            else:
+                s[st.key] = st
+        if b.kind != "attention":
+            self.err(f"unknown block kind '{b.kind}'", b.span, "blocks are attention(...)")
+        project = self.flag(s, "project", True)
+        q = self.stream(s, "query", b)
+        if project:
+            for k in ("key", "value"):
+                if k in s:
+                    self.err(f"'{k}' is for core mode (project: false)", s[k].span,
+                             "with projections, use 'key_value'")
+            kv = self.stream(s, "key_value", b, default=q.name if q else None)
+            k_stream = v_stream = kv
+        else:
+            if "key_value" in s and ("key" in s or "value" in s):
+                self.err("give either 'key_value' or 'key' and 'value'", s["key_value"].span)
+            kv_default = s["key_value"].value if "key_value" in s else (q.name if q else None)
+            kvkey = "key_value" if "key_value" in s else "key"
+            k_stream = self.stream(s, "key" if "key" in s else kvkey, b, default=kv_default)
+            v_stream = self.stream(s, "value" if "value" in s else kvkey, b, default=kv_default)
+        heads = self.pos_int(s, "heads", None, b)
+        kv_heads = self.pos_int(s, "kv_heads", heads, b)
+        if heads and kv_heads and heads % kv_heads:
+            self.err(f"kv_heads {kv_heads} does not divide heads {heads}",
+                     s["kv_heads"].value_span or s["kv_heads"].span,
+                     "GQA needs heads to be a multiple of kv_heads")
+        if q is None or k_stream is None or v_stream is None or not heads or not kv_heads:
+            self.names_only(s)
+            return None
+        for other in {k_stream.name: k_stream, v_stream.name: v_stream}.values():
+            if other.batch != q.batch:
+                ref = next(x for x in self.stream_refs(b) if x.value == other.name)
+                self.err(f"batch dims differ: '{q.name}' has {q.batch!r}, '{other.name}' has "
+                         f"{other.batch!r}", ref.value_span or ref.span)
+        if k_stream.seq != v_stream.seq:
+            self.err(f"key and value streams have different lengths ({k_stream.seq!r} vs "
+                     f"{v_stream.seq!r})", s.get("value", s.get("key", b)).span)
+        for st in (q, k_stream, v_stream):
+            if st.width is None:
+                self.err(f"stream '{st.name}' needs a fixed width (its last dim)", b.span,
+                         "widths are integers, not dynamic dims")
+        if len(self.errors.errors) > n_err:
+            return None
+        width_q, width_k, width_v = q.width, k_stream.width, v_stream.width
+        head_dim = self.pos_int(s, "head_dim", None, b)
+        if head_dim is None:
+            if width_q % heads:
+                self.err(f"query width {width_q} is not divisible by heads {heads}",
+                         s["heads"].value_span or s["heads"].span, "set head_dim explicitly")
+                return None
+            head_dim = width_q // heads
+        v_default = head_dim
+        if not project and "v_head_dim" not in s and width_v % kv_heads == 0:
+            v_default = width_v // kv_heads
+        v_head_dim = self.pos_int(s, "v_head_dim", v_default, b)
+        if not project:
+            for st, want, what in ((q, heads * head_dim, "heads * head_dim"),
+                                   (k_stream, kv_heads * head_dim, "kv_heads * head_dim"),
+                                   (v_stream, kv_heads * v_head_dim, "kv_heads * v_head_dim")):
+                if st.width != want:
+                    self.err(f"width mismatch: stream '{st.name}' has width {st.width}, core mode "
+                             f"needs {what} = {want}", b.span)
+            if "out_dim" in s:
+                self.err("out_dim needs projections (project: true)", s["out_dim"].span)
+            if "bias" in s and s["bias"].value is True:
+                self.err("bias needs projections (project: true)", s["bias"].span)
+        out_dim = self.pos_int(s, "out_dim", width_q, b) if project else heads * v_head_dim
+        bias = self.flag(s, "bias", False)
+        cache = self.flag(s, "cache", False)
+        scale = 1.0 / math.sqrt(head_dim)
+        if "scale" in s:
+            v = s["scale"].value
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+                scale = float(v)
+            else:
+                self.err("scale must be a positive number", s["scale"].value_span or s["scale"].span)
+        self_attn = (k_stream.name == q.name) if project else True
+        rope = self.rope(s.get("rope"), head_dim)
+        mask = self.mask(s.get("mask"), b, heads, self_attn, cache, q, k_stream)
+        score = self.scores(s.get("score"), b, heads)
+        if len(self.errors.errors) > n_err:
+            return None
+        return Block(
+            name=b.name, query=q.name, key=k_stream.name, value=v_stream.name, heads=heads,
+            kv_heads=kv_heads, head_dim=head_dim, v_head_dim=v_head_dim, width_q=width_q,
+            width_kv=width_k, out_dim=out_dim, project=project, bias=bias, scale=scale, mask=mask,
+            score=score, rope=rope, cache=cache, self_attention=self_attn, span=b.span)
+
+    def names_only(self, s: dict[str, ast.Setting]) -> None:
+        """Report unknown primitive names of a block that cannot be built further."""
+        st = s.get("mask")
+        if st is not None and isinstance(st.value, (ast.Call, ast.Not, ast.And, ast.Or)):
+            build_mask(st.value, self.errors)
+        st = s.get("score")
+        if st is not None and isinstance(st.value, tuple):
+            for call in st.value:
+                build_call(call, SCORES, self.errors, "score modifier")
+
+    def stream(self, s, key, b, default=None) -> Stream | None:
+        st = s.get(key)
+        ref = st.value if st is not None else default
+        if ref is None:
+            if key == "query" or "query" not in s:
+                self.err(f"block '{b.name}' needs '{key}'", b.span, f"add '{key}: <stream>'")
+            return None
+        if not isinstance(ref, str):
+            self.err(f"'{key}' must name a stream", st.value_span or st.span)
+            return None
+        return self.streams.get(ref)  # unknown names were reported by order_blocks
+
+    def flag(self, s, key, default: bool) -> bool:
+        st = s.get(key)
+        if st is None:
+            return default
+        if isinstance(st.value, bool):
+            return st.value
+        self.err(f"'{key}' must be true or false", st.value_span or st.span)
+        return default
+
+    def pos_int(self, s, key, default, b) -> int | None:
+        st = s.get(key)
+        if st is None:
+            if default is None and key == "heads":
+                self.err(f"block '{b.name}' needs 'heads'", b.span, "add 'heads: <count>'")
+            return default
+        if _is_int(st.value) and st.value > 0:
+            return st.value
+        self.err(f"'{key}' must be a positive integer, got {st.value!r}", st.value_span or st.span)
+        return None
+
+    def rope(self, st: ast.Setting | None, head_dim: int) -> Rope | None:
+        if st is None or st.value is False:
+            return None
+        if not isinstance(st.value, tuple):
+            self.err("rope must be a mapping like {theta: 10000.0}", st.value_span or st.span)
+            return None
+        vals = {}
+        for kw in st.value:
+            if kw.key not in ROPE_KEYS:
+                self.err(f"unknown rope key '{kw.key}'", kw.span,
+                         did_you_mean(kw.key, ROPE_KEYS) or f"valid keys: {', '.join(ROPE_KEYS)}")
+            vals[kw.key] = kw
+        theta = 10000.0
+        if "theta" in vals:
+            v = vals["theta"].value
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+                theta = float(v)
+            else:
+                self.err("rope theta must be a positive number", vals["theta"].value_span)
+        dim = head_dim
+        if "dim" in vals:
+            v = vals["dim"].value
+            if _is_int(v) and 0 < v <= head_dim and v % 2 == 0:
+                dim = v
+            else:
+                self.err(f"rope dim must be an even integer in 2..{head_dim}, got {v!r}",
+                         vals["dim"].value_span)
+        elif head_dim % 2:
+            self.err(f"rope needs an even head_dim (got {head_dim})", st.span, "set rope dim")
+        inter = False
+        if "interleaved" in vals:
+            v = vals["interleaved"].value
+            if isinstance(v, bool):
+                inter = v
+            else:
+                self.err("rope interleaved must be true or false", vals["interleaved"].value_span)
+        return Rope(theta, dim, inter)
+
+    def check_input(self, name: str, span, what: str, kinds: tuple[str, ...], rank: tuple[int, ...]):
+        inp = self.inputs.get(name)
+        if inp is None:
+            self.err(f"unknown input '{name}' in {what}", span,
+                     did_you_mean(name, self.inputs) or "declare it under 'inputs'")
+            return None
+        if inp.dtype not in kinds:
+            self.err(f"{what} needs a {' or '.join(kinds)} input; '{name}' is {inp.dtype}", span)
+        elif len(inp.shape) not in rank:
+            self.err(f"{what} needs an input of rank {' or '.join(map(str, rank))}; '{name}' has "
+                     f"shape {list(inp.shape)}", span)
+        return inp
+
+    def mask(self, st, b, heads, self_attn, cache, q: Stream, k: Stream) -> mn.Mask:
+        if st is None:
+            return mn.All()
+        if not isinstance(st.value, (ast.Call, ast.Not, ast.And, ast.Or)):
+            self.err("mask must be a mask expression", st.value_span or st.span)
+            return mn.All()
+        m = build_mask(st.value, self.errors)
+        if m is None:
+            return mn.All()
+        for node in mn.walk(m):
+            if isinstance(node, mn.Heads):
+                bad = [h for h in node.heads if h >= heads]
+                if bad:
+                    self.err(f"heads({bad[0]}) is out of range: the block has {heads} heads "
+                             f"(0..{heads - 1})", node.span)
+            elif isinstance(node, mn.Padding):
+                self.check_input(node.input, node.span, "padding/prefix", ("int64", "int32"), (1,))
+            elif isinstance(node, mn.Document):
+                self.check_input(node.input, node.span, "document", ("int64", "int32"), (2,))
+                if not self_attn:
+                    self.err("document(ids) needs self-attention (one ids tensor for queries and "
+                             "keys)", node.span)
+            elif isinstance(node, mn.MaskInput):
+                self.check_input(node.input, node.span, "mask", ("bool",), (1, 2, 3, 4))
+            elif isinstance(node, mn.Random):
+                ql, kl = self.size(q.seq), self.size(k.seq)
+                if ql is None or kl is None or cache:
+                    self.err("random(...) needs static query and key lengths", node.span,
+                             "give the sequence dims fixed sizes (and no cache)")
+            elif isinstance(node, mn.Global):
+                pass
+        return m
+
+    def scores(self, st, b, heads) -> tuple[mn.Score, ...]:
+        if st is None:
+            return ()
+        if not isinstance(st.value, tuple):
+            self.err("score must be a list of modifiers", st.value_span or st.span)
+            return ()
+        out = []
+        for call in st.value:
+            node = build_call(call, SCORES, self.errors, "score modifier")
+            if node is None:
+                continue
+            if isinstance(node, mn.BiasInput):
+                self.check_input(node.input, node.span, "bias", FLOAT_DTYPES, (1, 2, 3, 4))
+            out.append(node)
+        return tuple(out)
+
+    # ------------------------------------------------------------ outputs
+    def build_outputs(self, blocks: dict[str, Block]) -> list[Output]:
+        out: list[Output] = []
+        seen: set[str] = set()
+        for o in self.spec.outputs:
+            if o.name in seen:
+                self.err(f"duplicate output '{o.name}'", o.span)
+                continue
+            if o.name in self.inputs:
+                self.err(f"output '{o.name}' has the name of an input", o.span,
+                         "graph inputs and outputs need distinct names")
+                continue
+            seen.add(o.name)
+            if o.stream not in blocks:
+                known = {d.name for d in self.spec.blocks}
+                if o.stream not in known:
+                    self.err(f"unknown block '{o.stream}' in output '{o.name}'", o.span,
+                             did_you_mean(o.stream, known) or "outputs name blocks")
+                continue
+            if o.attr not in (None, "weights"):
+                self.err(f"unknown block attribute '{o.attr}'", o.span,
+                         "use '<block>' or '<block>.weights'")
+                continue
+            out.append(Output(o.name, o.stream, o.attr, o.span))
+        if not self.spec.outputs:
+            self.err("the spec has no outputs", self.spec.version.span,
+                     "add 'outputs: {y: <block>}'")
+        return out
+
+
+def build_ir(spec: ast.SpecAST) -> Model:
+    """Resolve and check a parsed spec; raises SpecError / SpecErrors."""
+    return Builder(spec).build()

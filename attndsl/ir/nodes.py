@@ -1,0 +1,132 @@
+"""The IR: frozen dataclasses with every default resolved and every name checked.
+
+The IR knows nothing of ONNX. ``Model`` is what passes rewrite, the printer prints, the
+reference interpreter evaluates and the lowerings translate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..masks.nodes import Mask, Score
+from ..source import Span
+
+FLOAT_DTYPES = ("float32", "float16")
+INPUT_DTYPES = ("float32", "float16", "int64", "int32", "bool")
+
+
+@dataclass(frozen=True, slots=True)
+class Dim:
+    """A named size: ``size`` is an int, or None for a ``dynamic`` (symbolic) dim."""
+
+    name: str
+    size: int | None
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Input:
+    """A graph input. Shape entries are dim names or ints; dtype is resolved."""
+
+    name: str
+    shape: tuple[str | int, ...]
+    dtype: str
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Rope:
+    theta: float = 10000.0
+    dim: int = 0  # features rotated per head (<= head_dim, even)
+    interleaved: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One attention block. ``project=False`` is core mode: ``query``/``key``/``value`` are
+    already per-head-packed streams and no weights exist."""
+
+    name: str
+    query: str
+    key: str  # projected mode: the key_value stream
+    value: str  # projected mode: the key_value stream
+    heads: int
+    kv_heads: int
+    head_dim: int
+    v_head_dim: int
+    width_q: int
+    width_kv: int  # projected mode: key_value width; core mode: key width (G*D)
+    out_dim: int  # width of the block's output stream
+    project: bool = True
+    bias: bool = False
+    scale: float = 1.0
+    mask: Mask | None = None
+    score: tuple[Score, ...] = ()
+    rope: Rope | None = None
+    cache: bool = False
+    self_attention: bool = True  # query positions are past_len + i (else i)
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def group(self) -> int:
+        """Query heads per kv head."""
+        return self.heads // self.kv_heads
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A graph output: a block's output stream, or its probabilities (``attr='weights'``)."""
+
+    name: str
+    stream: str
+    attr: str | None = None
+    span: Span | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    dtype: str
+    seed: int
+    dims: tuple[Dim, ...]
+    inputs: tuple[Input, ...]
+    blocks: tuple[Block, ...]
+    outputs: tuple[Output, ...]
+    weights_file: str | None = None  # resolved path, or None for seeded weights
+    version: int = 1
+    spec_text: str = field(default="", compare=False, repr=False)
+    spec_path: str = field(default="", compare=False, repr=False)
+
+    def dim(self, name: str) -> Dim:
+        return next(d for d in self.dims if d.name == name)
+
+    def input(self, name: str) -> Input:
+        return next(i for i in self.inputs if i.name == name)
+
+    def block(self, name: str) -> Block:
+        return next(b for b in self.blocks if b.name == name)
+
+    def has_input(self, name: str) -> bool:
+        return any(i.name == name for i in self.inputs)
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every parameter the model needs, name -> shape (PyTorch Linear layout)."""
+        from ..masks.nodes import RelativeBias
+
+        out: dict[str, tuple[int, ...]] = {}
+        for b in self.blocks:
+            if b.project:
+                h, g, d, dv = b.heads, b.kv_heads, b.head_dim, b.v_head_dim
+                out[f"{b.name}.q_proj.weight"] = (h * d, b.width_q)
+                out[f"{b.name}.k_proj.weight"] = (g * d, b.width_kv)
+                out[f"{b.name}.v_proj.weight"] = (g * dv, b.width_kv)
+                out[f"{b.name}.o_proj.weight"] = (b.out_dim, h * dv)
+                if b.bias:
+                    out[f"{b.name}.q_proj.bias"] = (h * d,)
+                    out[f"{b.name}.k_proj.bias"] = (g * d,)
+                    out[f"{b.name}.v_proj.bias"] = (g * dv,)
+                    out[f"{b.name}.o_proj.bias"] = (b.out_dim,)
+            for s in b.score:
+                if isinstance(s, RelativeBias):
+                    out[f"{b.name}.relative_bias.weight"] = (s.buckets, b.heads)
+        return out

@@ -1,0 +1,1 @@
+"""The mask and score algebra: typed nodes, the primitive table, evaluation helpers."""
