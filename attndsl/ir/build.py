@@ -450,6 +450,11 @@ class Builder:
                 continue
             if isinstance(node, mn.BiasInput):
                 self.check_input(node.input, node.span, "bias", FLOAT_DTYPES, (1, 2, 3, 4))
+            elif isinstance(node, mn.RelativeBias):
+                exact = (node.buckets // 2 if node.bidirectional else node.buckets) // 2
+                if exact < 1 or node.max_distance <= exact:
+                    self.err("relative_bias needs at least 4 buckets (2 one-directional) and "
+                             f"max_distance > {max(exact, 1)}", node.span)
             out.append(node)
         return tuple(out)
 

@@ -1,0 +1,129 @@
+"""The numpy reference interpreter: evaluates the IR in float64, straight from the contract.
+
+It shares nothing with the lowerings except the constant tables (``masks.tables``), so it is
+the project's own oracle for every emitted graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .ir.nodes import Block, Model
+from .masks import nodes as mn
+from .masks.eval import eval_mask
+from .masks.tables import alibi_slopes, rope_inv_freq, t5_buckets
+
+
+def rope(x: np.ndarray, pos: np.ndarray, theta: float, dim: int, interleaved: bool) -> np.ndarray:
+    """Rotate the first ``dim`` features of each head of ``x`` [B, H, S, D] at positions pos."""
+    ang = pos[:, None].astype(np.float64) * rope_inv_freq(dim, theta)[None, :]  # [S, dim/2]
+    cos, sin = np.cos(ang), np.sin(ang)
+    rot, rest = x[..., :dim], x[..., dim:]
+    if interleaved:
+        a, b = rot[..., 0::2], rot[..., 1::2]
+        out = np.empty_like(rot)
+        out[..., 0::2] = a * cos - b * sin
+        out[..., 1::2] = a * sin + b * cos
+    else:
+        half = dim // 2
+        a, b = rot[..., :half], rot[..., half:]
+        out = np.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
+    return np.concatenate([out, rest], axis=-1)
+
+
+def _linear(x: np.ndarray, w: Mapping[str, np.ndarray], name: str, bias: bool) -> np.ndarray:
+    y = x @ w[f"{name}.weight"].T
+    return y + w[f"{name}.bias"] if bias else y
+
+
+def _heads(x: np.ndarray, n: int) -> np.ndarray:
+    """[B, S, n*D] -> [B, n, S, D]."""
+    b, s, f = x.shape
+    return x.reshape(b, s, n, f // n).transpose(0, 2, 1, 3)
+
+
+def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, np.ndarray],
+              inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One block: returns {'out', 'weights', and with a cache 'present_key'/'present_value'}."""
+    b = block
+    xq, xk, xv = streams[b.query], streams[b.key], streams[b.value]
+    if b.project:
+        q = _linear(xq, w, f"{b.name}.q_proj", b.bias)
+        k = _linear(xk, w, f"{b.name}.k_proj", b.bias)
+        v = _linear(xv, w, f"{b.name}.v_proj", b.bias)
+    else:
+        q, k, v = xq, xk, xv
+    q, k, v = _heads(q, b.heads), _heads(k, b.kv_heads), _heads(v, b.kv_heads)
+    past = 0
+    if b.cache:
+        past_k = np.asarray(inputs[f"{b.name}.past_key"], np.float64)
+        past_v = np.asarray(inputs[f"{b.name}.past_value"], np.float64)
+        past = past_k.shape[2]
+    sq, sk = q.shape[2], k.shape[2]
+    q_pos = (past if b.self_attention else 0) + np.arange(sq)
+    if b.rope is not None:
+        q = rope(q, q_pos, b.rope.theta, b.rope.dim, b.rope.interleaved)
+        k = rope(k, past + np.arange(sk), b.rope.theta, b.rope.dim, b.rope.interleaved)
+    out: dict[str, np.ndarray] = {}
+    if b.cache:
+        k = np.concatenate([past_k, k], axis=2)
+        v = np.concatenate([past_v, v], axis=2)
+        out["present_key"], out["present_value"] = k, v
+    k_pos = np.arange(k.shape[2])
+    kh = np.repeat(k, b.group, axis=1)  # query head h reads kv head h // group
+    vh = np.repeat(v, b.group, axis=1)
+    s = b.scale * (q @ kh.transpose(0, 1, 3, 2))  # [B, H, Sq, Sk]
+    allowed = np.broadcast_to(
+        eval_mask(b.mask, b.heads, q_pos, k_pos, q.shape[0], inputs), s.shape).copy()
+    rel = k_pos[None, :] - q_pos[:, None]
+    for mod in b.score:
+        if isinstance(mod, mn.Alibi):
+            s = s - alibi_slopes(b.heads)[:, None, None] * np.abs(rel)[None]
+        elif isinstance(mod, mn.Softcap):
+            s = mod.cap * np.tanh(s / mod.cap)
+        elif isinstance(mod, mn.RelativeBias):
+            buckets = t5_buckets(rel, mod.buckets, mod.max_distance, mod.bidirectional)
+            table = w[f"{b.name}.relative_bias.weight"]  # [buckets, H]
+            s = s + table[buckets].transpose(2, 0, 1)[None]
+        elif isinstance(mod, mn.BiasInput):
+            t = np.asarray(inputs[mod.input], np.float64)
+            s = s + t
+            allowed &= np.broadcast_to(~np.isneginf(t.reshape((1,) * (4 - t.ndim) + t.shape)),
+                                       s.shape)
+    s = np.where(allowed, s, -np.inf)
+    row_ok = allowed.any(axis=-1, keepdims=True)
+    m = np.where(row_ok, s.max(axis=-1, keepdims=True), 0.0)
+    e = np.where(allowed, np.exp(s - m), 0.0)
+    p = e / np.where(row_ok, e.sum(axis=-1, keepdims=True), 1.0)
+    o = p @ vh  # [B, H, Sq, Dv]
+    o = o.transpose(0, 2, 1, 3).reshape(o.shape[0], sq, b.heads * b.v_head_dim)
+    if b.project:
+        o = _linear(o, w, f"{b.name}.o_proj", b.bias)
+    out["out"], out["weights"] = o, p
+    return out
+
+
+def run_reference(model: Model, weights: Mapping[str, np.ndarray],
+                  inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """All graph outputs (spec outputs, then present caches) in float64, keyed by ONNX name.
+
+    Weights are rounded to the model dtype first, so a float16 model is compared with the
+    parameters it really holds."""
+    w = {k: np.asarray(v).astype(model.dtype).astype(np.float64) for k, v in weights.items()}
+    streams: dict[str, np.ndarray] = {
+        i.name: np.asarray(inputs[i.name], np.float64)
+        for i in model.inputs if i.dtype.startswith("float") and i.name in inputs}
+    results: dict[str, dict[str, np.ndarray]] = {}
+    for b in model.blocks:
+        results[b.name] = run_block(b, w, streams, inputs)
+        streams[b.name] = results[b.name]["out"]
+    out: dict[str, np.ndarray] = {}
+    for o in model.outputs:
+        out[o.name] = results[o.stream]["weights" if o.attr == "weights" else "out"]
+    for b in model.blocks:
+        if b.cache:
+            out[f"{b.name}.present_key"] = results[b.name]["present_key"]
+            out[f"{b.name}.present_value"] = results[b.name]["present_value"]
+    return out
