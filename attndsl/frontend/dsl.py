@@ -97,9 +97,14 @@ class _Builder:
                 expr = self.expr.transform(item.children[0])
                 settings.append(ast.Setting("mask", expr, self.sp(item), getattr(expr, "span", None)))
             elif item.data == "score_line":
-                mods = self.expr.transform(item.children[0])
+                mods = item.children[0]
+                mods = () if mods is None else self.expr.transform(mods)
                 settings.append(ast.Setting("score", mods, self.sp(item),
-                                            self.sp(item.children[0])))
+                                            self.sp(item.children[0] or item)))
+            elif item.data == "rope_flag":  # `rope false` (no rope), `rope true` (defaults)
+                tok = item.children[0]
+                value = {"true": (), "false": False}.get(str(tok), str(tok))
+                settings.append(ast.Setting("rope", value, self.sp(item), self.sp(tok)))
             elif item.data == "rope_line":
                 kws = tuple(self.kwarg(k) for k in item.children if k is not None)
                 settings.append(ast.Setting("rope", kws, self.sp(item), self.sp(item)))

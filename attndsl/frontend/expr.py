@@ -7,8 +7,9 @@ from importlib import resources
 
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
+from lark.lexer import PatternStr
 
-from ..errors import SpecSyntaxError
+from ..errors import SpecSyntaxError, did_you_mean
 from ..source import Source, Span
 from . import ast
 
@@ -113,26 +114,47 @@ class ExprBuilder(Transformer):
         return tuple(t.children)
 
 
+def _token_name(name: str) -> str:
+    if name in _TOKEN_NAMES:
+        return _TOKEN_NAMES[name]
+    try:
+        pattern = parser().get_terminal(name).pattern
+    except KeyError:
+        return name
+    return repr(pattern.value) if isinstance(pattern, PatternStr) else name.lower()
+
+
 def syntax_error(err: UnexpectedInput, place: Placement, what: str) -> SpecSyntaxError:
     """A Lark failure as a SpecSyntaxError with position, found text and expectations."""
     line, col = getattr(err, "line", 1) or 1, getattr(err, "column", 1) or 1
+    tok = None
     if isinstance(err, UnexpectedCharacters):
         found = repr(err.char)
-        expected = err.allowed
+        expected = set(err.allowed or ())
     elif isinstance(err, UnexpectedEOF):
         found = "end of input"
-        expected = err.expected
+        expected = set(err.expected or ())
     else:
         tok = getattr(err, "token", None)
         found = "end of input" if tok is None or tok.type == "$END" else (
             "end of line" if tok.type == "_NL" else repr(str(tok)))
-        expected = getattr(err, "expected", None) or getattr(err, "accepts", None) or set()
+        # `accepts` is exact (each token tried); `expected` is the LALR state's, shared
+        # between the .attn file and the expressions in YAML strings
+        expected = set(getattr(err, "accepts", None) or getattr(err, "expected", None) or ())
         if tok is not None and tok.type != "$END" and tok.line is not None:
             line, col = tok.line, tok.column
-    names = sorted({_TOKEN_NAMES.get(e, repr(e.lower()) if e.isupper() else e) for e in expected or ()})
+    if what != "spec":  # an expression in a YAML string: no lines, no braces
+        expected -= {"_NL", "RBRACE"}
+    names = sorted({_token_name(e) for e in expected})
     hint = None
     if names:
-        hint = "expected " + (", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0])
+        hint = "expected " + (", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1
+                              else names[0])
+    if tok is not None and tok.type == "NAME":  # a misspelt keyword: `modle x`
+        words = [n.strip("'") for n in names if n.strip("'").isalpha()]
+        close = did_you_mean(str(tok), words)
+        if close:
+            hint = f"{hint}; {close}" if hint else close
     return SpecSyntaxError(f"unexpected {found} in {what}", place.span(line, col), hint)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import yaml
 
-from ..errors import AttnDSLError, ErrorCollector, SpecSyntaxError, did_you_mean
+from ..errors import AttnDSLError, ErrorCollector, SpecError, SpecSyntaxError, did_you_mean
 from ..source import Source, Span
 from . import ast
 from .expr import Placement, parse_expr
@@ -14,6 +16,8 @@ _TAGS = {
     "tag:yaml.org,2002:int": int, "tag:yaml.org,2002:float": float,
     "tag:yaml.org,2002:bool": bool, "tag:yaml.org,2002:null": type(None),
 }
+
+_EXP_FLOAT = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+")
 
 
 def _span(source: Source, node: yaml.Node) -> Span:
@@ -35,8 +39,13 @@ class _Loader:
             return node
         kind = _TAGS.get(node.tag)
         if kind is None:
+            if node.style is None and _EXP_FLOAT.fullmatch(node.value):
+                return float(node.value)  # `1e-5`, `5e5`: floats in YAML 1.2 and Python
             return node.value
-        return self._construct.construct_object(node, deep=True)
+        try:
+            return self._construct.construct_object(node, deep=True)
+        except ValueError:  # an int of more than 4300 digits
+            return node.value
 
     def mapping(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, Span]]:
         if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
@@ -47,7 +56,10 @@ class _Loader:
         seen: dict[str, Span] = {}
         out = []
         for k, v in node.value:
-            key = str(self.scalar(k))
+            if not isinstance(k, yaml.ScalarNode):
+                self.errors.error(f"a key in {what} must be a name", self.sp(k))
+                continue
+            key = k.value  # as written: `on:` or `null:` name things, they are not bools
             if key in seen:
                 self.errors.error(f"duplicate key '{key}' in {what}", self.sp(k),
                                   f"first given at line {seen[key].line}")
@@ -70,6 +82,17 @@ class _Loader:
             self.errors.error("mask must be a string (a mask expression)", self.sp(node))
             return None
         if key == "score":
+            if isinstance(node, yaml.SequenceNode) and node.flow_style and all(
+                    isinstance(i, yaml.ScalarNode) and i.style is None for i in node.value):
+                # `[softcap(30.0), relative_bias(buckets=8, max_distance=16)]`: YAML would split
+                # at the commas inside the parentheses, so parse the raw text between brackets
+                # (unless an item is quoted: then the items are the modifiers).
+                start, end = node.start_mark, node.end_mark
+                text = self.source.text[start.index + 1:end.index - 1]
+                if not text.strip():
+                    return ()
+                place = Placement(self.source, start.line + 1, start.column + 2)
+                return tuple(parse_expr(text, place, "score_list"))
             items = node.value if isinstance(node, yaml.SequenceNode) else [node]
             mods: list[ast.Call] = []
             for item in items:
@@ -102,9 +125,17 @@ class _Loader:
             mark = err.problem_mark or err.context_mark
             span = Span(self.source, mark.line + 1, mark.column + 1) if mark else None
             raise SpecSyntaxError(f"invalid YAML: {err.problem or err.context}", span) from None
+        except yaml.reader.ReaderError as err:  # a control character; position is an index
+            before = self.source.text[:err.position]
+            span = Span(self.source, before.count("\n") + 1,
+                        err.position - (before.rfind("\n") + 1) + 1)
+            raise SpecSyntaxError(f"invalid YAML: character {err.character:#06x} is not "
+                                  "allowed", span) from None
         if root is None:
             raise SpecSyntaxError("the spec is empty", Span(self.source, 1, 1),
                                   "a spec starts with 'attndsl: 1'")
+        if not isinstance(root, yaml.MappingNode):
+            raise SpecError("the spec must be a mapping of keys like 'attndsl: 1'", self.sp(root))
         version = None
         top: list[ast.Setting] = []
         extra: list[ast.Setting] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ BLOCK_KEYS = ("query", "key_value", "key", "value", "heads", "kv_heads", "head_d
               "v_head_dim", "project", "bias", "out_dim", "scale", "score", "mask", "rope",
               "cache")
 ROPE_KEYS = ("theta", "dim", "interleaved")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,11 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_number(v: object) -> bool:
+    """An int or a finite float (not a bool)."""
+    return _is_int(v) or (isinstance(v, float) and math.isfinite(v))
+
+
 class Builder:
     def __init__(self, spec: ast.SpecAST):
         self.spec = spec
@@ -43,6 +50,8 @@ class Builder:
         self.dims: dict[str, Dim] = {}
         self.inputs: dict[str, Input] = {}
         self.streams: dict[str, Stream] = {}
+        self.bad_dims: set[str] = set()  # reported once, not again where they are used
+        self.bad_streams: set[str] = set()  # inputs with a reported error in their shape
 
     def err(self, msg: str, span: Span | None, hint: str | None = None) -> None:
         self.errors.error(msg, span, hint)
@@ -60,7 +69,14 @@ class Builder:
         for extra in spec.extra:
             self.err(f"unknown top-level key '{extra.key}'", extra.span,
                      did_you_mean(extra.key, TOP_KEYS) or f"valid keys: {', '.join(TOP_KEYS)}")
-        top = {s.key: s for s in spec.top}
+        top: dict[str, ast.Setting] = {}
+        for s in spec.top:
+            if s.key in top:
+                first = top[s.key].span
+                self.err(f"duplicate '{s.key}'", s.span,
+                         f"first given at line {first.line}" if first else None)
+            else:
+                top[s.key] = s
         src = spec.source
         path = getattr(src, "path", "<string>")
         name = self.top_str(top.get("name"), Path(path).stem if path != "<string>" else "model")
@@ -103,7 +119,14 @@ class Builder:
             return default
         return s.value
 
+    def check_name(self, name: str, what: str, span: Span | None) -> None:
+        """Names are identifiers, so that both syntaxes can write them."""
+        if not _IDENT.fullmatch(name):
+            self.err(f"invalid {what} name {name!r}", span,
+                     "names are identifiers: letters, digits and '_', not starting with a digit")
+
     def add_dim(self, d: ast.DimDecl) -> None:
+        self.check_name(d.name, "dim", d.span)
         if d.name in self.dims:
             self.err(f"duplicate dim '{d.name}'", d.span)
             return
@@ -113,10 +136,12 @@ class Builder:
             self.dims[d.name] = Dim(d.name, d.value, d.span)
         else:
             self.err(f"dim '{d.name}' must be a positive integer or 'dynamic', got {d.value!r}",
-                     d.span)
+                     d.span, did_you_mean(str(d.value), ["dynamic"]))
             self.dims[d.name] = Dim(d.name, None, d.span)
+            self.bad_dims.add(d.name)
 
     def add_input(self, i: ast.InputDecl) -> None:
+        self.check_name(i.name, "input", i.span)
         if i.name in self.inputs:
             self.err(f"duplicate input '{i.name}'", i.span)
             return
@@ -129,18 +154,24 @@ class Builder:
             self.err(f"float input '{i.name}' is {dtype} but the model dtype is {self.dtype}",
                      i.dtype_span or i.span, f"use {self.dtype} (or omit dtype)")
         shape: list[str | int] = []
+        shape_ok = True
         for e in i.shape:
             if isinstance(e.value, str):
                 if e.value not in self.dims:
                     self.err(f"unknown dim '{e.value}' in the shape of '{i.name}'", e.span,
                              did_you_mean(e.value, self.dims) or "declare it under 'dims'")
+                shape_ok = shape_ok and e.value in self.dims and e.value not in self.bad_dims
             elif not _is_int(e.value) or e.value <= 0:
                 self.err(f"invalid dim {e.value!r} in the shape of '{i.name}'", e.span,
                          "sizes are positive integers or dim names")
+                shape_ok = False
             shape.append(e.value)
         self.inputs[i.name] = Input(i.name, tuple(shape), dtype, i.span)
         if dtype in FLOAT_DTYPES and len(shape) == 3:
-            self.streams[i.name] = Stream(i.name, shape[0], shape[1], self.size(shape[2]), False)
+            width = self.size(shape[2]) if shape_ok else None
+            self.streams[i.name] = Stream(i.name, shape[0], shape[1], width, False)
+            if not shape_ok:
+                self.bad_streams.add(i.name)
 
     def size(self, entry: str | int) -> int | None:
         if _is_int(entry):
@@ -152,6 +183,7 @@ class Builder:
     def build_blocks(self) -> list[Block]:
         decls = {}
         for b in self.spec.blocks:
+            self.check_name(b.name, "block", b.span)
             if b.name in decls:
                 self.err(f"duplicate block '{b.name}'", b.span)
             elif b.name in self.inputs:
@@ -260,11 +292,14 @@ class Builder:
         if k_stream.seq != v_stream.seq:
             self.err(f"key and value streams have different lengths ({k_stream.seq!r} vs "
                      f"{v_stream.seq!r})", s.get("value", s.get("key", b)).span)
-        for st in (q, k_stream, v_stream):
+        widths_known = True
+        for st in {x.name: x for x in (q, k_stream, v_stream)}.values():
             if st.width is None:
-                self.err(f"stream '{st.name}' needs a fixed width (its last dim)", b.span,
-                         "widths are integers, not dynamic dims")
-        if len(self.errors.errors) > n_err:
+                widths_known = False
+                if st.name not in self.bad_streams:  # else its shape was reported
+                    self.err(f"stream '{st.name}' needs a fixed width (its last dim)", b.span,
+                             "widths are integers, not dynamic dims")
+        if not widths_known or len(self.errors.errors) > n_err:
             return None
         width_q, width_k, width_v = q.width, k_stream.width, v_stream.width
         head_dim = self.pos_int(s, "head_dim", None, b)
@@ -295,7 +330,7 @@ class Builder:
         scale = 1.0 / math.sqrt(head_dim)
         if "scale" in s:
             v = s["scale"].value
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            if _is_number(v) and v > 0:
                 scale = float(v)
             else:
                 self.err("scale must be a positive number", s["scale"].value_span or s["scale"].span)
@@ -368,7 +403,7 @@ class Builder:
         theta = 10000.0
         if "theta" in vals:
             v = vals["theta"].value
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
+            if _is_number(v) and v > 0:
                 theta = float(v)
             else:
                 self.err("rope theta must be a positive number", vals["theta"].value_span)
@@ -405,7 +440,7 @@ class Builder:
         return inp
 
     def mask(self, st, b, heads, self_attn, cache, q: Stream, k: Stream) -> mn.Mask:
-        if st is None:
+        if st is None or st.value is None:  # None: the front end reported it
             return mn.All()
         if not isinstance(st.value, (ast.Call, ast.Not, ast.And, ast.Or)):
             self.err("mask must be a mask expression", st.value_span or st.span)
@@ -463,6 +498,7 @@ class Builder:
         out: list[Output] = []
         seen: set[str] = set()
         for o in self.spec.outputs:
+            self.check_name(o.name, "output", o.span)
             if o.name in seen:
                 self.err(f"duplicate output '{o.name}'", o.span)
                 continue

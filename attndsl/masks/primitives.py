@@ -4,6 +4,7 @@ and to print typed nodes back in the one expression syntax."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,6 +69,9 @@ SCORES: dict[str, Primitive] = {p.name: p for p in (
 )}
 
 
+_MAX_RANGE = 1 << 16  # a..b in heads(...) / global(...) lists every value
+
+
 def _arg_value(arg, param: Param, errors: ErrorCollector, where: str):
     """Check one argument against its parameter; returns the value or None after an error."""
     span = getattr(arg, "span", None)
@@ -85,8 +89,9 @@ def _arg_value(arg, param: Param, errors: ErrorCollector, where: str):
         errors.error(f"{where}: '{param.name}' must be a number", span)
         return None
     if param.kind == "float":
-        if arg.value <= 0:
-            errors.error(f"{where}: '{param.name}' must be positive, got {arg.text}", span)
+        if not 0 < arg.value < math.inf:
+            errors.error(f"{where}: '{param.name}' must be positive and finite, got {arg.text}",
+                         span)
             return None
         return float(arg.value)
     if not isinstance(arg.value, int):
@@ -119,7 +124,11 @@ def build_call(call: ast.Call, table: dict[str, Primitive], errors: ErrorCollect
                 if lo is not None and hi is not None:
                     if hi < lo:
                         errors.error(f"{where}: empty range {lo}..{hi}", arg.span)
-                    values.extend(range(lo, hi + 1))
+                    elif hi - lo >= _MAX_RANGE:
+                        errors.error(f"{where}: range {lo}..{hi} is too long", arg.span,
+                                     f"at most {_MAX_RANGE} values")
+                    else:
+                        values.extend(range(lo, hi + 1))
             elif isinstance(arg, ast.KwArg):
                 errors.error(f"{where} takes no keyword arguments", arg.span)
             else:
@@ -129,7 +138,7 @@ def build_call(call: ast.Call, table: dict[str, Primitive], errors: ErrorCollect
         if not call.args:
             errors.error(f"{where} needs at least one position", call.span)
             return None
-        return prim.make(*sorted(set(values)), span=call.span)
+        return _with_span(prim.make(*sorted(set(values))), call.span)
     given: dict[str, object] = {}
     positional = [a for a in call.args if not isinstance(a, ast.KwArg)]
     if len(positional) > len(prim.params):

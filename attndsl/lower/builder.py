@@ -1,0 +1,184 @@
+"""A small deterministic graph builder over ``onnx.helper``.
+
+Every value name comes from one counter and the current scope (``/<scope>/<Op>_<n>``), so the
+same calls give the same graph, byte for byte. Generated names start with ``/``, which no spec
+name does, so they never collide with graph inputs, outputs or weights. Constants become
+initializers, shared between identical values. Helpers that changed signature between opsets
+(the Reduce* family) take the opset into account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+FLOAT = TensorProto.FLOAT
+FLOAT16 = TensorProto.FLOAT16
+INT64 = TensorProto.INT64
+BOOL = TensorProto.BOOL
+
+ONNX_TYPES = {"float32": FLOAT, "float16": FLOAT16, "int64": INT64, "int32": TensorProto.INT32,
+              "bool": BOOL}
+
+Dims = Sequence[int | str | None]
+
+
+class GraphBuilder:
+    """Collects nodes, initializers, inputs and outputs of one ONNX graph."""
+
+    def __init__(self, opset: int):
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self._count = 0
+        self._scope = ""
+        self._consts: dict[tuple[str, tuple[int, ...], bytes], str] = {}
+
+    # ------------------------------------------------------------ names and scopes
+    @contextmanager
+    def scope(self, name: str) -> Iterator[None]:
+        outer, self._scope = self._scope, f"{self._scope}/{name}"
+        try:
+            yield
+        finally:
+            self._scope = outer
+
+    def fresh(self, hint: str) -> str:
+        self._count += 1
+        return f"{self._scope}/{hint}_{self._count}"
+
+    # ------------------------------------------------------------ graph interface
+    def add_input(self, name: str, elem_type: int, shape: Dims) -> str:
+        self.inputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+        return name
+
+    def add_output(self, name: str, value: str, elem_type: int, shape: Dims) -> None:
+        """Expose ``value`` as graph output ``name`` (through an Identity node)."""
+        self.nodes.append(helper.make_node("Identity", [value], [name], name=f"{name}/Identity"))
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+
+    def add_initializer(self, name: str, array: np.ndarray) -> str:
+        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))
+        return name
+
+    def make_graph(self, name: str) -> onnx.GraphProto:
+        return helper.make_graph(self.nodes, name, self.inputs, self.outputs, self.initializers)
+
+    # ------------------------------------------------------------ nodes and constants
+    def op(self, op_type: str, *inputs: str, n_out: int = 1, **attrs: object) -> str:
+        """Add one node; returns its (single) output name."""
+        outs = self.op_multi(op_type, *inputs, n_out=n_out, **attrs)
+        return outs[0]
+
+    def op_multi(self, op_type: str, *inputs: str, n_out: int, **attrs: object) -> list[str]:
+        base = self.fresh(op_type)
+        outs = [f"{base}_out{i}" if n_out > 1 else f"{base}_out" for i in range(n_out)]
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=base, **attrs))
+        return outs
+
+    def const(self, value: object, dtype: str | np.dtype) -> str:
+        """A constant initializer (deduplicated by dtype, shape and bytes)."""
+        arr = np.array(value, dtype=dtype, order="C")  # (ascontiguousarray makes 0-d 1-d)
+        key = (arr.dtype.str, arr.shape, arr.tobytes())
+        name = self._consts.get(key)
+        if name is None:
+            self._count += 1
+            name = f"/const_{self._count}"
+            self._consts[key] = name
+            self.add_initializer(name, arr)
+        return name
+
+    def i64(self, *values: int) -> str:
+        """A 1-D int64 constant."""
+        return self.const(list(values), np.int64)
+
+    def scalar(self, value: float | int | bool, dtype: str | np.dtype) -> str:
+        return self.const(value, dtype)
+
+    # ------------------------------------------------------------ typed helpers
+    def matmul(self, a: str, b: str) -> str:
+        return self.op("MatMul", a, b)
+
+    def add(self, a: str, b: str) -> str:
+        return self.op("Add", a, b)
+
+    def sub(self, a: str, b: str) -> str:
+        return self.op("Sub", a, b)
+
+    def mul(self, a: str, b: str) -> str:
+        return self.op("Mul", a, b)
+
+    def div(self, a: str, b: str) -> str:
+        return self.op("Div", a, b)
+
+    def cast(self, x: str, to: int) -> str:
+        return self.op("Cast", x, to=to)
+
+    def reshape(self, x: str, shape: Sequence[int] | str) -> str:
+        target = shape if isinstance(shape, str) else self.i64(*shape)
+        return self.op("Reshape", x, target)
+
+    def transpose(self, x: str, perm: Sequence[int]) -> str:
+        return self.op("Transpose", x, perm=list(perm))
+
+    def unsqueeze(self, x: str, axes: Sequence[int]) -> str:
+        return self.op("Unsqueeze", x, self.i64(*axes))
+
+    def concat(self, xs: Sequence[str], axis: int) -> str:
+        return self.op("Concat", *xs, axis=axis)
+
+    def slice(self, x: str, starts: Sequence[int], ends: Sequence[int],
+              axes: Sequence[int]) -> str:
+        return self.op("Slice", x, self.i64(*starts), self.i64(*ends), self.i64(*axes))
+
+    def shape(self, x: str, start: int | None = None, end: int | None = None) -> str:
+        return self.op("Shape", x, start=start, end=end)
+
+    def dim(self, x: str, axis: int) -> str:
+        """The size of one axis of ``x`` as an int64 scalar."""
+        return self.op("Squeeze", self.shape(x, axis, axis + 1 if axis != -1 else None),
+                       self.i64(0))
+
+    def gather(self, data: str, indices: str, axis: int = 0) -> str:
+        return self.op("Gather", data, indices, axis=axis)
+
+    def range(self, start: str, limit: str, delta: str) -> str:
+        return self.op("Range", start, limit, delta)
+
+    def where(self, cond: str, a: str, b: str) -> str:
+        return self.op("Where", cond, a, b)
+
+    def and_(self, a: str, b: str) -> str:
+        return self.op("And", a, b)
+
+    def or_(self, a: str, b: str) -> str:
+        return self.op("Or", a, b)
+
+    def not_(self, a: str) -> str:
+        return self.op("Not", a)
+
+    def equal(self, a: str, b: str) -> str:
+        return self.op("Equal", a, b)
+
+    def less(self, a: str, b: str) -> str:
+        return self.op("Less", a, b)
+
+    def less_equal(self, a: str, b: str) -> str:
+        return self.op("LessOrEqual", a, b)
+
+    def greater_equal(self, a: str, b: str) -> str:
+        return self.op("GreaterOrEqual", a, b)
+
+    def reduce(self, op_type: str, x: str, axes: Sequence[int], keepdims: bool = True) -> str:
+        """ReduceMax / ReduceMin / ReduceSum...: axes moved from attribute to input at opset 18
+        (ReduceSum at 13)."""
+        if self.opset >= 18 or op_type == "ReduceSum":
+            return self.op(op_type, x, self.i64(*axes), keepdims=int(keepdims))
+        return self.op(op_type, x, axes=list(axes), keepdims=int(keepdims))

@@ -1,0 +1,251 @@
+"""The portable lowering: IR -> ONNX with standard ops only (default domain, opsets 17..21).
+
+Per block: projections ``x @ W.T + b`` (weights are initializers in PyTorch layout, named as
+the weights); split heads to [B, H, S, D]; RoPE; the cache concat; logits as one batched
+MatMul (GQA folds the query heads of a group into the rows: [B, G, group*Sq, D], so K/V are
+never repeated); score modifiers; the mask (a bool tensor, masked logits -> -inf by Where);
+Softmax; the fully-masked-row guard (built from the bool mask, so it works on every runtime);
+probabilities @ V; merge heads; output projection.
+
+float16 models keep inputs, weights, projections and outputs in float16 and compute from the
+per-head q/k/v to the attention output in float32. Cached keys/values are stored in the model
+dtype, and the attention reads the stored values, so a step with a cache computes exactly
+what a step without one would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..errors import LoweringError
+from ..ir.nodes import Block, Model, Rope
+from ..masks import nodes as mn
+from ..masks.tables import rope_inv_freq
+from ..weights import check_weights
+from .builder import BOOL, FLOAT, ONNX_TYPES, GraphBuilder
+from .mask_ops import MaskLowering, lower_scores, row_witnesses
+from .positions import Positions
+
+SUPPORTED_OPSETS = (17, 18, 19, 20, 21)
+PAST_LEN, PRESENT_LEN = "past_len", "present_len"
+
+
+def check_opset(opset: int) -> None:
+    if opset not in SUPPORTED_OPSETS:
+        raise LoweringError(
+            f"unsupported ONNX opset {opset!r} for the portable target",
+            hint=f"choose one of {', '.join(map(str, SUPPORTED_OPSETS))}")
+
+
+def lower_portable(model: Model, weights: Mapping[str, np.ndarray],
+                   opset: int = 18) -> onnx.ModelProto:
+    """The model as an ONNX ModelProto using only standard ops of ``opset``."""
+    check_opset(opset)
+    return _Lowering(model, weights, opset).run()
+
+
+class _Lowering:
+    def __init__(self, model: Model, weights: Mapping[str, np.ndarray], opset: int):
+        self.model = model
+        self.opset = opset
+        self.g = GraphBuilder(opset)
+        self.dtype = ONNX_TYPES[model.dtype]
+        self.weights = check_weights(model, dict(weights), "weights")
+        self.input_types = {i.name: i.dtype for i in model.inputs}
+        self.streams: dict[str, str] = {}
+        self.stream_dims: dict[str, tuple[str | int, str | int]] = {}  # name -> (batch, seq)
+        self.results: dict[str, dict[str, str]] = {}
+        self._f32: dict[str, str] = {}
+        self._rope: dict[tuple[str, float, int], tuple[str, str]] = {}
+
+    # ------------------------------------------------------------ model
+    def run(self) -> onnx.ModelProto:
+        m, g = self.model, self.g
+        for i in m.inputs:
+            g.add_input(i.name, ONNX_TYPES[i.dtype], [self.onnx_dim(e) for e in i.shape])
+            if i.dtype == m.dtype and len(i.shape) == 3:
+                self.streams[i.name] = i.name
+                self.stream_dims[i.name] = (i.shape[0], i.shape[1])
+        for b in m.blocks:
+            self.stream_dims[b.name] = self.stream_dims[b.query]
+            if b.cache:
+                batch = self.onnx_dim(self.stream_dims[b.query][0])
+                for what, d in (("key", b.head_dim), ("value", b.v_head_dim)):
+                    g.add_input(f"{b.name}.past_{what}", self.dtype,
+                                [batch, b.kv_heads, PAST_LEN, d])
+        for name, arr in self.weights.items():
+            g.add_initializer(name, arr.astype(m.dtype))
+        for b in m.blocks:
+            with g.scope(b.name):
+                self.block(b)
+        self.outputs()
+        opset_ids = [helper.make_opsetid("", self.opset)]
+        return helper.make_model(
+            g.make_graph(m.name), opset_imports=opset_ids, producer_name="attndsl",
+            ir_version=helper.find_min_ir_version_for(opset_ids))
+
+    def outputs(self) -> None:
+        m, g = self.model, self.g
+        for o in m.outputs:
+            b = m.block(o.stream)
+            batch, seq = (self.onnx_dim(e) for e in self.stream_dims[b.name])
+            if o.attr == "weights":
+                k_len = PRESENT_LEN if b.cache else self.onnx_dim(self.stream_dims[b.key][1])
+                probs = self.results[b.name]["weights"]
+                if self.dtype != FLOAT:
+                    with g.scope(b.name):
+                        probs = g.cast(probs, self.dtype)
+                g.add_output(o.name, probs, self.dtype, [batch, b.heads, seq, k_len])
+            else:
+                g.add_output(o.name, self.streams[b.name], self.dtype, [batch, seq, b.out_dim])
+        for b in m.blocks:
+            if b.cache:
+                batch = self.onnx_dim(self.stream_dims[b.query][0])
+                for what, d in (("key", b.head_dim), ("value", b.v_head_dim)):
+                    g.add_output(f"{b.name}.present_{what}", self.results[b.name][what],
+                                 self.dtype, [batch, b.kv_heads, PRESENT_LEN, d])
+
+    def onnx_dim(self, entry: str | int) -> str | int:
+        """A shape entry as ONNX sees it: fixed dims are numbers, dynamic ones dim_params."""
+        if isinstance(entry, int):
+            return entry
+        size = self.model.dim(entry).size
+        return entry if size is None else size
+
+    def static_size(self, entry: str | int) -> int | None:
+        return entry if isinstance(entry, int) else self.model.dim(entry).size
+
+    def float32(self, name: str) -> str:
+        """A graph input or weight of the model's float type, as float32."""
+        if self.dtype == FLOAT:
+            return name
+        if name not in self._f32:
+            self._f32[name] = self.g.cast(name, FLOAT)
+        return self._f32[name]
+
+    def to_float32(self, x: str) -> str:
+        return x if self.dtype == FLOAT else self.g.cast(x, FLOAT)
+
+    def to_model_dtype(self, x: str) -> str:
+        return x if self.dtype == FLOAT else self.g.cast(x, self.dtype)
+
+    # ------------------------------------------------------------ one block
+    def block(self, b: Block) -> None:
+        g = self.g
+        xq, xk, xv = self.streams[b.query], self.streams[b.key], self.streams[b.value]
+        if b.project:
+            q = self.linear(xq, f"{b.name}.q_proj", b.bias)
+            k = self.linear(xk, f"{b.name}.k_proj", b.bias)
+            v = self.linear(xv, f"{b.name}.v_proj", b.bias)
+        else:
+            q, k, v = xq, xk, xv
+        q = self.to_float32(self.split_heads(q, b.heads, b.head_dim))
+        k = self.to_float32(self.split_heads(k, b.kv_heads, b.head_dim))
+        v = self.split_heads(v, b.kv_heads, b.v_head_dim)
+        past = g.dim(f"{b.name}.past_key", 2) if b.cache else None
+        pos = Positions(g, b.self_attention, past, xq, xk, same_stream=b.query == b.key)
+        if b.rope is not None:
+            q = self.rope(q, pos.q, b.rope, b.head_dim)
+            k = self.rope(k, pos.k_new, b.rope, b.head_dim)
+        q = g.mul(q, g.scalar(b.scale, np.float32))
+        result: dict[str, str] = {}
+        if b.cache:
+            result["key"] = g.concat([f"{b.name}.past_key", self.to_model_dtype(k)], axis=2)
+            result["value"] = g.concat([f"{b.name}.past_value", v], axis=2)
+            k, v = result["key"], result["value"]
+        k, v = self.to_float32(k), self.to_float32(v)
+        s = self.per_group(b, q, g.transpose(k, [0, 1, 3, 2]), b.head_dim)  # [B, H, Sq, Sk]
+        s = lower_scores(g, b, pos, s, self.float32)
+        allowed, guard = self.allowed(b, pos)
+        mask = None if allowed is True else (
+            allowed if isinstance(allowed, str) else g.const([False], bool))
+        if mask is not None:
+            s = g.where(mask, s, g.scalar(-np.inf, np.float32))
+        p = g.op("Softmax", s, axis=-1)
+        if mask is not None and guard:  # rows with no allowed key: probabilities 0, not NaN
+            row_ok = g.cast(g.reduce("ReduceMax", g.cast(mask, FLOAT), [-1]), BOOL)
+            p = g.where(row_ok, p, g.scalar(0.0, np.float32))
+        o = self.per_group(b, p, v, 0)  # [B, H, Sq, Dv]
+        o = g.reshape(g.transpose(o, [0, 2, 1, 3]), [0, 0, b.heads * b.v_head_dim])
+        o = self.to_model_dtype(o)
+        if b.project:
+            o = self.linear(o, f"{b.name}.o_proj", b.bias)
+        self.streams[b.name] = o
+        result["weights"] = p
+        self.results[b.name] = result
+
+    def linear(self, x: str, name: str, bias: bool) -> str:
+        """``x @ W.T + b`` with W in PyTorch layout [out, in]."""
+        g = self.g
+        with g.scope(name.rsplit(".", 1)[-1]):
+            y = g.matmul(x, g.transpose(f"{name}.weight", [1, 0]))
+            return g.add(y, f"{name}.bias") if bias else y
+
+    def split_heads(self, x: str, n: int, d: int) -> str:
+        """[B, S, n*d] -> [B, n, S, d] (feature h*d + j is feature j of head h)."""
+        return self.g.transpose(self.g.reshape(x, [0, 0, n, d]), [0, 2, 1, 3])
+
+    def per_group(self, b: Block, a: str, kv: str, width: int) -> str:
+        """``a`` [B, H, Sq, X] @ ``kv`` [B, G, X, Y] with query head h reading kv head
+        h // group: the heads of a group are folded into the rows, one plain batched MatMul.
+        ``width`` is X when known (0 copies it from ``a``)."""
+        g = self.g
+        if b.group == 1:
+            return g.matmul(a, kv)
+        folded = g.reshape(a, [0, b.kv_heads, -1, width])  # [B, G, group*Sq, X]
+        return g.reshape(g.matmul(folded, kv), [0, b.heads, -1, 0])
+
+    def rope(self, x: str, positions: str, rope: Rope, head_dim: int) -> str:
+        """Rotate the first ``rope.dim`` features of each head of x [B, n, S, D] (float32)."""
+        g = self.g
+        dim, half = rope.dim, rope.dim // 2
+        with g.scope("rope"):
+            cos, sin = self.rope_tables(positions, rope)  # [S, dim/2]
+            rot = x if dim == head_dim else g.slice(x, [0], [dim], [3])
+            if rope.interleaved:
+                pairs = g.reshape(rot, [0, 0, 0, half, 2])
+                a, c = g.slice(pairs, [0], [1], [4]), g.slice(pairs, [1], [2], [4])
+                cos, sin = g.unsqueeze(cos, [2]), g.unsqueeze(sin, [2])  # [S, dim/2, 1]
+            else:
+                a, c = g.slice(rot, [0], [half], [3]), g.slice(rot, [half], [dim], [3])
+            first = g.sub(g.mul(a, cos), g.mul(c, sin))
+            second = g.add(g.mul(c, cos), g.mul(a, sin))
+            out = g.concat([first, second], axis=-1)
+            if rope.interleaved:
+                out = g.reshape(out, [0, 0, 0, dim])
+            if dim < head_dim:
+                out = g.concat([out, g.slice(x, [dim], [head_dim], [3])], axis=-1)
+            return out
+
+    def rope_tables(self, positions: str, rope: Rope) -> tuple[str, str]:
+        """cos and sin of the rotation angles [S, dim/2], built once per positions tensor."""
+        key = (positions, rope.theta, rope.dim)
+        if key not in self._rope:
+            g = self.g
+            inv = g.const(rope_inv_freq(rope.dim, rope.theta).astype(np.float32), np.float32)
+            angles = g.mul(g.unsqueeze(g.cast(positions, FLOAT), [1]), inv)
+            self._rope[key] = (g.op("Cos", angles), g.op("Sin", angles))
+        return self._rope[key]
+
+    def allowed(self, b: Block, pos: Positions) -> tuple[str | bool, bool]:
+        """The block's bool mask with bias(t) -inf cells removed, and whether some query row
+        may end up with no key (then the guard zeroes it)."""
+        g = self.g
+        lens = (self.static_size(self.stream_dims[b.query][1]),
+                self.static_size(self.stream_dims[b.key][1]))
+        mask = b.mask if b.mask is not None else mn.All()
+        allowed = MaskLowering(g, b, pos, self.input_types, lens).lower(mask)
+        diagonal = b.self_attention and b.query == b.key
+        guard = not row_witnesses(mask, diagonal)
+        for mod in b.score:
+            if isinstance(mod, mn.BiasInput):
+                guard = True
+                finite = g.not_(g.op("IsInf", self.float32(mod.input), detect_positive=0))
+                if allowed is False:
+                    break
+                allowed = finite if allowed is True else g.and_(allowed, finite)
+        return allowed, guard and allowed is not True
