@@ -68,7 +68,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     model = _load(args.spec)
     weights = load_weights(model, args.weights) if args.weights else None
     proto = compile_model(model, weights=weights, opset=args.opset)
-    save_model_atomic(proto, args.output)
+    try:
+        save_model_atomic(proto, args.output)
+    except OSError as err:
+        raise AttnDSLError(f"cannot write '{args.output}': {err.strerror or err}") from None
     size = Path(args.output).stat().st_size
     params = sum(math.prod(s) for s in model.weight_shapes().values())
     print(f"wrote {args.output}: model {model.name}, {len(model.blocks)} block(s), "
@@ -133,6 +136,8 @@ def _save_npz(path: str, arrays: dict) -> None:
     try:
         np.savez(tmp, **arrays)
         os.replace(tmp, target)
+    except OSError as err:
+        raise AttnDSLError(f"cannot write '{path}': {err.strerror or err}") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -172,22 +177,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.output:
         _save_npz(args.output, outputs)
         print(f"wrote {args.output}")
-    if not args.verify:
-        return 0
+    return _verify(model, proto, inputs, outputs) if args.verify else 0
+
+
+def _verify(model, proto, inputs: dict, outputs: dict) -> int:
+    """Max abs error of every output against the numpy reference; 1 when any is above the
+    tolerance of the model's dtype (or NaN, or missing)."""
+    import numpy as np
+
     from .reference import run_reference
 
-    weights = _initializers(proto, model)
-    expected = run_reference(model, weights, inputs)
+    expected = run_reference(model, _initializers(proto, model), inputs)
     tol = TOLERANCE[model.dtype]
-    worst = 0.0
+    failed = []
     print(f"verify against the numpy reference (tolerance {tol:g} max abs error):")
     for name, want in expected.items():
+        if name not in outputs:
+            failed.append(name)
+            print(f"  {name}: missing from the model's outputs FAIL")
+            continue
         got = np.asarray(outputs[name], np.float64)
         err = float(np.max(np.abs(got - want))) if want.size else 0.0
-        worst = max(worst, err)
-        print(f"  {name}: max abs error {err:.3g} {'ok' if err <= tol else 'FAIL'}")
-    if worst > tol:
-        print(f"verify failed: max abs error {worst:.3g} > {tol:g}", file=sys.stderr)
+        ok = got.shape == want.shape and err <= tol  # NaN is never <= tol
+        if not ok:
+            failed.append(name)
+        print(f"  {name}: max abs error {err:.3g} {'ok' if ok else 'FAIL'}")
+    if failed:
+        print(f"verify failed for {', '.join(failed)} (tolerance {tol:g})", file=sys.stderr)
         return 1
     return 0
 
@@ -347,6 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except AttnDSLError as err:
         print(str(err), file=sys.stderr)
+        return 2
+    except OSError as err:  # unreadable or unwritable paths, full disks...
+        where = f"'{err.filename}': " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
     except Exception as err:
         if os.environ.get("ATTNDSL_DEBUG") == "1":

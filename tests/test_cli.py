@@ -246,6 +246,16 @@ def test_failed_compile_leaves_output_untouched(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml", "m.onnx", "w.npz"]
 
 
+def test_unwritable_output_is_a_clean_error(tmp_path):
+    missing = tmp_path / "no" / "such" / "dir"
+    r = attndsl_cli("compile", GPT2, "-o", missing / "m.onnx")
+    assert_clean_error(r)
+    assert r.stderr.strip() == f"error: cannot write '{missing / 'm.onnx'}': No such file or directory"
+    r = attndsl_cli("run", GPT2, "--output", missing / "out.npz")
+    assert_clean_error(r)
+    assert f"error: cannot write '{missing / 'out.npz'}'" in r.stderr
+
+
 # ---------------------------------------------------------------- run
 
 
@@ -260,6 +270,16 @@ def test_run_verify_spec_and_write_outputs(tmp_path):
     with np.load(out) as f:
         assert sorted(f.files) == ["attn.present_key", "attn.present_value", "y"]
         assert f["y"].shape == (2, 9, 128)
+
+
+def test_run_verify_float16(tmp_path):
+    spec = tmp_path / "gpt2_fp16.yaml"
+    spec.write_text((EXAMPLES / "gpt2_causal.yaml").read_text().replace(
+        "name: gpt2_causal\n", "name: gpt2_causal\ndtype: float16\n"))
+    r = attndsl_cli("run", spec, "--verify", "--sizes", "seq=33")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "y: float16[2, 33, 192]" in r.stdout
+    assert "tolerance 0.02 max abs error" in r.stdout
 
 
 def test_run_given_inputs_matches_in_process_reference(tmp_path):
@@ -301,7 +321,8 @@ def test_run_compiled_model_verifies_and_detects_mismatch(tmp_path):
     onnx.save(proto, tmp_path / "lying.onnx")
     r = attndsl_cli("run", tmp_path / "lying.onnx", "--verify")
     assert r.returncode == 1
-    assert "FAIL" in r.stdout and "verify failed" in r.stderr
+    assert "probs: max abs error" in r.stdout and "FAIL" in r.stdout
+    assert r.stderr.startswith("verify failed for ") and "probs" in r.stderr
 
 
 def test_run_onnx_not_from_attndsl(tmp_path):

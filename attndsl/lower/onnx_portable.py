@@ -16,6 +16,7 @@ what a step without one would.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -41,11 +42,27 @@ def check_opset(opset: int) -> None:
             hint=f"choose one of {', '.join(map(str, SUPPORTED_OPSETS))}")
 
 
+@dataclass(frozen=True)
+class BlockExplanation:
+    """Which lowering a block got and why (``attndsl compile --explain``)."""
+
+    block: str
+    lowering: str
+    reason: str
+
+
 def lower_portable(model: Model, weights: Mapping[str, np.ndarray],
                    opset: int = 18) -> onnx.ModelProto:
     """The model as an ONNX ModelProto using only standard ops of ``opset``."""
+    return lower_with_explanations(model, weights, opset)[0]
+
+
+def lower_with_explanations(model: Model, weights: Mapping[str, np.ndarray], opset: int = 18
+                            ) -> tuple[onnx.ModelProto, list[BlockExplanation]]:
+    """The ONNX model and, per block, the lowering chosen and why."""
     check_opset(opset)
-    return _Lowering(model, weights, opset).run()
+    lowering = _Lowering(model, weights, opset)
+    return lowering.run(), lowering.explain
 
 
 class _Lowering:
@@ -61,6 +78,7 @@ class _Lowering:
         self.results: dict[str, dict[str, str]] = {}
         self._f32: dict[str, str] = {}
         self._rope: dict[tuple[str, float, int], tuple[str, str]] = {}
+        self.explain: list[BlockExplanation] = []
 
     # ------------------------------------------------------------ model
     def run(self) -> onnx.ModelProto:
@@ -135,6 +153,17 @@ class _Lowering:
 
     # ------------------------------------------------------------ one block
     def block(self, b: Block) -> None:
+        """Lower one block with the strategy the plan picks (``--explain`` reports it)."""
+        q, k, v, pos, result = self.prepare(b)
+        o, p = self.attend_dense(b, q, k, v, pos)
+        self.explain.append(BlockExplanation(b.name, "portable/dense",
+                                             "dense attention over all query/key pairs"))
+        self.finish(b, o, p, result)
+
+    def prepare(self, b: Block) -> tuple[str, str, str, Positions, dict[str, str]]:
+        """Projections, heads, RoPE, scale and the cache: q [B, H, Sq, D] (scaled), k
+        [B, G, Sk, D] and v [B, G, Sk, Dv] in float32 (past keys first), the block's positions,
+        and the present key/value values (``result``) when the block has a cache."""
         g = self.g
         xq, xk, xv = self.streams[b.query], self.streams[b.key], self.streams[b.value]
         if b.project:
@@ -157,7 +186,13 @@ class _Lowering:
             result["key"] = g.concat([f"{b.name}.past_key", self.to_model_dtype(k)], axis=2)
             result["value"] = g.concat([f"{b.name}.past_value", v], axis=2)
             k, v = result["key"], result["value"]
-        k, v = self.to_float32(k), self.to_float32(v)
+        return q, self.to_float32(k), self.to_float32(v), pos, result
+
+    def attend_dense(self, b: Block, q: str, k: str, v: str,
+                     pos: Positions) -> tuple[str, str]:
+        """Dense attention over all (query, key) pairs: output [B, H, Sq, Dv] and the
+        probabilities [B, H, Sq, Sk] (float32)."""
+        g = self.g
         s = self.per_group(b, q, g.transpose(k, [0, 1, 3, 2]), b.head_dim)  # [B, H, Sq, Sk]
         s = lower_scores(g, b, pos, s, self.float32)
         allowed, guard = self.allowed(b, pos)
@@ -169,13 +204,18 @@ class _Lowering:
         if mask is not None and guard:  # rows with no allowed key: probabilities 0, not NaN
             row_ok = g.cast(g.reduce("ReduceMax", g.cast(mask, FLOAT), [-1]), BOOL)
             p = g.where(row_ok, p, g.scalar(0.0, np.float32))
-        o = self.per_group(b, p, v, 0)  # [B, H, Sq, Dv]
+        return self.per_group(b, p, v, 0), p
+
+    def finish(self, b: Block, o: str, p: str | None, result: dict[str, str]) -> None:
+        """Merge heads of o [B, H, Sq, Dv], output projection; record the block's results."""
+        g = self.g
         o = g.reshape(g.transpose(o, [0, 2, 1, 3]), [0, 0, b.heads * b.v_head_dim])
         o = self.to_model_dtype(o)
         if b.project:
             o = self.linear(o, f"{b.name}.o_proj", b.bias)
         self.streams[b.name] = o
-        result["weights"] = p
+        if p is not None:
+            result["weights"] = p
         self.results[b.name] = result
 
     def linear(self, x: str, name: str, bias: bool) -> str:

@@ -28,7 +28,6 @@ def _as4(a: np.ndarray) -> np.ndarray:
 
 
 def _eval(m: n.Mask, heads: int, q: np.ndarray, k: np.ndarray, inputs) -> np.ndarray:
-    d = q - k
     if isinstance(m, n.All):
         return np.ones((1, 1, 1, 1), bool)
     if isinstance(m, n.Never):
@@ -38,11 +37,11 @@ def _eval(m: n.Mask, heads: int, q: np.ndarray, k: np.ndarray, inputs) -> np.nda
     if isinstance(m, n.Window):
         return (k >= q - m.left) & (k <= q + m.right)
     if isinstance(m, n.Sliding):
-        return (k <= q) & (d < m.size)
+        return (k <= q) & (q - k < m.size)
     if isinstance(m, n.Dilated):
-        return (k >= q - m.left) & (k <= q + m.right) & (d % m.dilation == 0)
+        return (k >= q - m.left) & (k <= q + m.right) & ((q - k) % m.dilation == 0)
     if isinstance(m, n.Strided):
-        return d % m.stride == 0
+        return (q - k) % m.stride == 0
     if isinstance(m, n.Chunk):
         return q // m.size == k // m.size
     if isinstance(m, n.Summary):
