@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,27 +13,53 @@ import onnx
 
 from .errors import LoweringError
 from .ir.nodes import Model
-from .lower import check_opset, lower_portable
+from .lower import check_opset
+from .lower.onnx_portable import BlockExplanation, lower_with_explanations
 from .weights import load_weights
 
 
+@dataclass(frozen=True)
+class CompileOptions:
+    """How to compile: ONNX opset; target ``portable`` (standard ops) or ``ort`` (ONNX Runtime
+    fused kernels where a block maps exactly); block-sparse strategy ``auto | dense | block``
+    and tile size; optimization passes (None: the default pipeline)."""
+
+    opset: int = 18
+    target: str = "portable"
+    sparse: str = "auto"
+    block_size: int = 64
+    passes: tuple[str, ...] | None = None
+
+
 def compile_model(model: Model, weights: Mapping[str, np.ndarray] | None = None,
-                  opset: int = 18) -> onnx.ModelProto:
-    """The model as a checked ONNX ModelProto (portable standard ops).
+                  opset: int = 18, options: CompileOptions | None = None) -> onnx.ModelProto:
+    """The model as a checked ONNX ModelProto (``options`` win over ``opset``).
 
     ``weights`` default to the spec's weights file, else the seeded ones. The result is the
-    same bytes for the same model, weights, opset and compiler version."""
+    same bytes for the same model, weights, options and compiler version."""
+    return compile_with_explanations(model, weights, options or CompileOptions(opset=opset))[0]
+
+
+def compile_with_explanations(model: Model, weights: Mapping[str, np.ndarray] | None = None,
+                              options: CompileOptions | None = None
+                              ) -> tuple[onnx.ModelProto, list[BlockExplanation]]:
+    """The checked model and, per block, which lowering was chosen and why (``--explain``).
+
+    ``onnx.checker.check_model(full_check=True)`` runs for every target; for the ``ort``
+    target it skips the ``com.microsoft`` nodes (onnx has no schemas for that domain)."""
     from . import __version__
 
-    check_opset(opset)
+    options = options or CompileOptions()
+    check_opset(options.opset, options.target)
     if weights is None:
         weights = load_weights(model)
-    proto = lower_portable(model, weights, opset)
+    proto, explain = lower_with_explanations(model, weights, options.opset, options.target)
     proto.producer_name = "attndsl"
     proto.producer_version = __version__
     proto.doc_string = f"attndsl model '{model.name}'"
     for key, value in (("attndsl.spec", model.spec_text), ("attndsl.version", __version__),
-                       ("attndsl.opset", str(opset)), ("attndsl.target", "portable")):
+                       ("attndsl.opset", str(options.opset)),
+                       ("attndsl.target", options.target)):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     try:
@@ -40,7 +67,7 @@ def compile_model(model: Model, weights: Mapping[str, np.ndarray] | None = None,
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
         raise LoweringError(f"the emitted ONNX model fails the checker: {err}",
                             hint="this is a compiler bug; please report it") from None
-    return proto
+    return proto, explain
 
 
 def model_bytes(proto: onnx.ModelProto) -> bytes:

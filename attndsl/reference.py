@@ -49,7 +49,10 @@ def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, n
     """One block: returns {'out', 'weights', and with a cache 'present_key'/'present_value'}."""
     b = block
     xq, xk, xv = streams[b.query], streams[b.key], streams[b.value]
-    if b.project:
+    if b.project and b.fused_qkv:  # one stream, one weight: the q, k, v rows stacked
+        hd, gd = b.heads * b.head_dim, b.kv_heads * b.head_dim
+        q, k, v = np.split(_linear(xq, w, f"{b.name}.qkv_proj", b.bias), [hd, hd + gd], axis=-1)
+    elif b.project:
         q = _linear(xq, w, f"{b.name}.q_proj", b.bias)
         k = _linear(xk, w, f"{b.name}.k_proj", b.bias)
         v = _linear(xv, w, f"{b.name}.v_proj", b.bias)

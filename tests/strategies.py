@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from hypothesis import strategies as st
 
 POSITION_LEAVES = (
@@ -56,49 +58,91 @@ def _paren(text: str) -> str:
 
 SCORE_ITEMS = ("alibi", "softcap(20.0)", "softcap(3.5)",
                "relative_bias(buckets=8, max_distance=16)", "bias(tb)")
+TOPOLOGIES = ("single", "chain", "cross", "core")
+MASK_INPUTS = {"lengths": "  lengths: {shape: [batch], dtype: int64}",
+               "doc": "  doc: {shape: [batch, seq], dtype: int64}",
+               "m": "  m: {shape: [seq, seq], dtype: bool}",
+               "tb": "  tb: [seq, seq]"}
 
 
 @st.composite
-def spec_yaml(draw, fixed_lengths: bool = False) -> str:
-    """A random valid spec (YAML) using every feature class: GQA, rope, cache, scores, masks."""
+def _block(draw, name: str, query: str, fixed_lengths: bool, *,
+           key_value: str | None = None, core: bool = False,
+           rich: bool = False) -> tuple[list[str], dict[str, int]]:
+    """The lines of one block, and its heads / kv_heads / head_dim. Cross-attention
+    (``key_value`` another stream) and cached blocks avoid the inputs shaped by ``seq`` alone
+    (document ids, mask(m), bias(tb))."""
     kv = draw(st.sampled_from([1, 2, 4]))
     heads = kv * draw(st.sampled_from([1, 2]))
     head_dim = draw(st.sampled_from([4, 8]))
-    d_model = draw(st.sampled_from([8, 16]))
     cache = draw(st.booleans()) and not fixed_lengths
+    plain = cache or key_value is not None
     mask = draw(mask_text(heads, inputs=True, random_leaf=fixed_lengths, max_leaves=4))
-    if cache:
+    if plain:
         mask = mask.replace("document(doc)", "causal").replace("mask(m)", "causal")
     scores = draw(st.lists(st.sampled_from(SCORE_ITEMS), max_size=2, unique=True))
-    if cache:
+    if plain:
         scores = [s for s in scores if s != "bias(tb)"]
     rope = draw(st.sampled_from([None, "{theta: 10000.0}", "{dim: 4, interleaved: true}"]))
-    seq = "6" if fixed_lengths else "dynamic"
-    lines = [
-        "attndsl: 1", "name: random_spec", f"seed: {draw(st.integers(0, 5))}",
-        "dims:", "  batch: dynamic", f"  seq: {seq}", f"  d_model: {d_model}",
-        "inputs:", "  x: [batch, seq, d_model]",
-        "  lengths: {shape: [batch], dtype: int64}",
-        "  doc: {shape: [batch, seq], dtype: int64}",
-        "  m: {shape: [seq, seq], dtype: bool}",
-        "  tb: [seq, seq]",
-        "blocks:", "  attn:", "    query: x", f"    heads: {heads}", f"    kv_heads: {kv}",
-        f"    head_dim: {head_dim}", f"    mask: \"{mask}\"",
-        f"    bias: {draw(st.sampled_from(['true', 'false']))}",
-    ]
+    lines = [f"  {name}:", f"    query: {query}"]
+    if core:
+        lines += ["    project: false", "    key: kc", "    value: vc"]
+    elif key_value is not None:
+        lines.append(f"    key_value: {key_value}")
+    lines += [f"    heads: {heads}", f"    kv_heads: {kv}"]
+    if not core:
+        lines += [f"    head_dim: {head_dim}",
+                  f"    bias: {draw(st.sampled_from(['true', 'false']))}"]
+    lines.append(f"    mask: \"{mask}\"")
+    if rich and not core:
+        for key, values in (("v_head_dim", [2, 6]), ("out_dim", [8, 12]),
+                            ("scale", [0.25, 1.5])):
+            if draw(st.booleans()):
+                lines.append(f"    {key}: {draw(st.sampled_from(values))}")
     if scores:
         lines.append(f"    score: [{', '.join(scores)}]")
     if rope:
         lines.append(f"    rope: {rope}")
     if cache:
         lines.append("    cache: true")
-    lines += ["outputs:", "  y: attn", "  p: attn.weights"]
-    used = " ".join([mask, *scores])
-    keep = []
-    for line in lines:
-        name = line.strip().split(":")[0]
-        if name in ("lengths", "doc", "m", "tb") and line.startswith("  ") and not \
-                line.startswith("    ") and f"({name})" not in used:
-            continue
-        keep.append(line)
-    return "\n".join(keep) + "\n"
+    return lines, {"heads": heads, "kv": kv, "head_dim": head_dim}
+
+
+@st.composite
+def spec_yaml(draw, fixed_lengths: bool = False, rich: bool = False,
+              float16: bool = False) -> str:
+    """A random valid spec (YAML) using every feature class: GQA, rope, cache, scores, masks.
+
+    ``rich`` adds more topologies (two chained blocks, cross-attention to a second stream,
+    core mode) and the size keys v_head_dim / out_dim / scale; ``float16`` may pick that
+    dtype. Without them the spec is one projected self-attention block in float32."""
+    d_model = draw(st.sampled_from([8, 16]))
+    topology = draw(st.sampled_from(TOPOLOGIES)) if rich else "single"
+    dtype = draw(st.sampled_from(["float32", "float16"])) if float16 else "float32"
+    seq = "6" if fixed_lengths else "dynamic"
+    mem = "5" if fixed_lengths else "dynamic"
+    block = functools.partial(_block, fixed_lengths=fixed_lengths, rich=rich)
+    inputs = ["  x: [batch, seq, d_model]"]
+    if topology == "single":
+        blocks, _ = draw(block("attn", "x"))
+    elif topology == "chain":
+        blocks = draw(block("attn", "x"))[0] + draw(block("top", "attn"))[0]
+    elif topology == "cross":
+        inputs.append("  mem: [batch, mem_len, 12]")
+        blocks, _ = draw(block("attn", "x", key_value="mem"))
+    else:  # core mode: the query stream has width heads * head_dim
+        blocks, b = draw(block("attn", "qc", core=True))
+        inputs = [f"  qc: [batch, seq, {b['heads'] * b['head_dim']}]",
+                  f"  kc: [batch, seq, {b['kv'] * b['head_dim']}]",
+                  f"  vc: [batch, seq, {b['kv'] * b['head_dim']}]"]
+    used = " ".join(blocks)
+    inputs += [line for name, line in MASK_INPUTS.items() if f"({name})" in used]
+    last = "top" if topology == "chain" else "attn"
+    lines = [
+        "attndsl: 1", "name: random_spec", f"dtype: {dtype}", f"seed: {draw(st.integers(0, 5))}",
+        "dims:", "  batch: dynamic", f"  seq: {seq}", f"  d_model: {d_model}",
+        *([f"  mem_len: {mem}"] if topology == "cross" else []),
+        "inputs:", *inputs, "blocks:", *blocks,
+        "outputs:", f"  y: {last}", "  p: attn.weights",
+    ]
+    return "\n".join(lines) + "\n"

@@ -69,6 +69,14 @@ def test_version():
     assert r.stdout.strip() == f"attndsl {attndsl.__version__}"
 
 
+def test_console_script():
+    script = Path(sys.executable).with_name("attndsl")
+    if not script.exists():
+        pytest.skip("attndsl is not installed as a script next to this Python")
+    r = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout.strip()) == (0, f"attndsl {attndsl.__version__}")
+
+
 @pytest.mark.parametrize("command", [None, *COMMANDS])
 def test_help(command):
     r = attndsl_cli(*([command] if command else []), "--help")
@@ -250,7 +258,8 @@ def test_unwritable_output_is_a_clean_error(tmp_path):
     missing = tmp_path / "no" / "such" / "dir"
     r = attndsl_cli("compile", GPT2, "-o", missing / "m.onnx")
     assert_clean_error(r)
-    assert r.stderr.strip() == f"error: cannot write '{missing / 'm.onnx'}': No such file or directory"
+    want = f"error: cannot write '{missing / 'm.onnx'}': No such file or directory"
+    assert r.stderr.strip() == want
     r = attndsl_cli("run", GPT2, "--output", missing / "out.npz")
     assert_clean_error(r)
     assert f"error: cannot write '{missing / 'out.npz'}'" in r.stderr

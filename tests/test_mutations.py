@@ -1,8 +1,9 @@
 """Mutated spec text never raises anything but AttnDSLError (both syntaxes).
 
-Valid specs are cut into tokens; Hypothesis deletes, duplicates, swaps and inserts tokens
-and splices in random characters. The front end and the IR builder must answer every
-result with a spec or an AttnDSLError (a message with a position), never a crash.
+Valid specs are cut into tokens; Hypothesis deletes, duplicates, swaps, replaces and inserts
+tokens and splices in random characters. The front end and the IR builder must answer every
+result with a spec or an AttnDSLError (a message with a position), never a crash; and a
+mutant that is still valid converts to the other syntax and back to an equal IR.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ for _path in _GOLDEN:
     SEEDS += [(_text, _path.name), (convert_text(_text, _path.name, "dsl"),
                                      _path.with_suffix(".attn").name)]
 
+_WORDS = ["0", "1", "2", "3", "-1", "0.0", "2.5", "1e999", "65", "4096", "true", "false",
+          "dynamic", "x", "attn", "local", "heads", "causal", "random", "document", "bias",
+          "float16", "int64", "bool", "weights"]
 _JUNK = st.one_of(
     st.sampled_from(["\t", "\n", " ", ":", "-", "[", "]", "{", "}", "(", ")", ",", "=", "&",
                      "|", "~", "..", ".", '"', "'", "#", "*", "!", "&a", "? ", "\\\n", "0",
@@ -44,8 +48,10 @@ def mutated(draw) -> tuple[str, str]:
     tokens = _TOKEN.findall(text)
     for _ in range(draw(st.integers(1, 4))):
         i = draw(st.integers(0, len(tokens) - 1))
-        op = draw(st.sampled_from(["delete", "duplicate", "swap", "insert", "junk"]))
-        if op == "delete":
+        op = draw(st.sampled_from(["delete", "duplicate", "swap", "insert", "junk", "replace"]))
+        if op == "replace":  # a word or number for another: keeps the text parseable
+            tokens[i] = draw(st.sampled_from([t for t in tokens if t.strip()] + _WORDS))
+        elif op == "delete":
             del tokens[i]
         elif op == "duplicate":
             tokens.insert(i, tokens[i])
@@ -61,9 +67,14 @@ def mutated(draw) -> tuple[str, str]:
 
 def parses_or_fails_cleanly(text: str, path: str) -> None:
     try:
-        parse_spec(text, path)
+        model = parse_spec(text, path)
     except AttnDSLError as err:
         str(err)  # the message renders too
+        return
+    other, suffix = ("dsl", ".attn") if path.endswith(".yaml") else ("yaml", ".yaml")
+    other_path = str(Path(path).with_suffix(suffix))
+    converted = convert_text(text, path, other)
+    assert parse_spec(converted, other_path) == model
 
 
 @pytest.mark.parametrize("text,path", SEEDS, ids=[p for _, p in SEEDS])

@@ -34,6 +34,7 @@ MODES = ("core", "core_cache", "cross", "cross_cache", "fixed")
 CORE = """\
 attndsl: 1
 name: probe
+dtype: {dtype}
 dims: {{batch: dynamic, sq: {sq}, sk: {sk}, kt: {kt}}}
 inputs:
   q: [batch, sq, {qw}]
@@ -49,6 +50,7 @@ blocks:
     heads: {heads}
     kv_heads: {kv}
     mask: "{mask}"
+    score: [{score}]
     cache: {cache}
 outputs: {{p: attn.weights}}
 """
@@ -56,6 +58,7 @@ outputs: {{p: attn.weights}}
 CROSS = """\
 attndsl: 1
 name: probe
+dtype: {dtype}
 dims: {{batch: dynamic, sq: dynamic, sk: dynamic, kt: dynamic}}
 inputs:
   x: [batch, sq, 8]
@@ -69,12 +72,16 @@ blocks:
     kv_heads: {kv}
     head_dim: 2
     mask: "{mask}"
+    score: [{score}]
     cache: {cache}
 outputs: {{p: attn.weights}}
 """
 
-# bool mask input shapes: full, per-(q, k) only, per-key only
+# bool mask / bias input shapes: full, per-(q, k) only, per-key only
 M_SHAPES = ("[batch, 1, sq, kt]", "[sq, kt]", "[batch, 1, 1, kt]")
+# score lists that keep equal logits equal; bias(tb) is 0 or -inf (-inf counts as masked)
+SCORES = ("", "bias(tb)", "softcap(5.0), bias(tb)", "softcap(2.0)")
+LENGTH = st.one_of(st.integers(1, 7), st.integers(1, 16))
 
 
 @functools.lru_cache(maxsize=64)
@@ -96,8 +103,8 @@ def probe_case(draw):
     mask = draw(mask_text(heads, inputs=True, random_leaf=fixed, max_leaves=6))
     if cross:
         mask = mask.replace("document(doc)", "causal")  # documents need self-attention
-    batch, sq, sk = draw(st.integers(1, 2)), draw(st.integers(1, 7)), draw(st.integers(1, 7))
-    past = draw(st.integers(0, 4)) if cache else 0
+    batch, sq, sk = draw(st.integers(1, 2)), draw(LENGTH), draw(LENGTH)
+    past = draw(st.integers(0, 8)) if cache else 0
     if "document(doc)" in mask:  # ids index query positions too: keep past + i < kt
         sq = min(sq, sk)
     kt = past + sk
@@ -108,8 +115,12 @@ def probe_case(draw):
         inputs.append("  doc: {shape: [batch, kt], dtype: int64}")
     if "mask(m)" in mask:
         inputs.append(f"  m: {{shape: {draw(st.sampled_from(M_SHAPES))}, dtype: bool}}")
+    score = draw(st.sampled_from(SCORES))
+    if "tb" in score:
+        inputs.append(f"  tb: {draw(st.sampled_from(M_SHAPES))}")
     fields = {"inputs": "\n".join(inputs), "heads": heads, "kv": kv, "mask": mask,
-              "cache": "true" if cache else "false"}
+              "cache": "true" if cache else "false", "score": score,
+              "dtype": draw(st.sampled_from(["float32", "float16"]))}
     if cross:
         text = CROSS.format(**fields)
     else:
@@ -135,6 +146,9 @@ def probe_inputs(model, sizes, past, seed) -> dict[str, np.ndarray]:
         feed["doc"] = rng.integers(0, 3, size=(b, kt)).astype(np.int64)
     if "m" in feed:
         feed["m"] = rng.random(feed["m"].shape) < rng.uniform(0.2, 0.9)
+    if "tb" in feed:
+        cut = rng.random(feed["tb"].shape) < rng.uniform(0.0, 0.5)
+        feed["tb"] = np.where(cut, -np.inf, 0.0).astype(feed["tb"].dtype)
     return feed
 
 
@@ -147,16 +161,22 @@ def test_compiled_mask_equals_eval_mask(case):
     feed = probe_inputs(model, sizes, past, seed)
     probs = run_session(session, feed)["p"]
     q_pos = (past if block.self_attention else 0) + np.arange(sizes["sq"])
+    shape = (sizes["batch"], block.heads, sizes["sq"], sizes["kt"])
     want = np.broadcast_to(
         eval_mask(block.mask, block.heads, q_pos, np.arange(sizes["kt"]), sizes["batch"], feed),
-        (sizes["batch"], block.heads, sizes["sq"], sizes["kt"]))
+        shape)
+    if "tb" in feed:  # bias(t): -inf cells count as masked
+        tb = feed["tb"]
+        want = want & np.broadcast_to(np.isfinite(tb.reshape((1,) * (4 - tb.ndim) + tb.shape)),
+                                      shape)
     assert probs.shape == want.shape
     assert not np.isnan(probs).any()
     bad = np.argwhere((probs > 0) != want)
     assert bad.size == 0, f"{len(bad)} cells differ, first (b, h, i, k) = {bad[0].tolist()}"
     count = want.sum(axis=-1, keepdims=True)
-    np.testing.assert_allclose(probs, np.where(want, 1.0 / np.maximum(count, 1), 0.0),
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(probs.astype(np.float64),
+                               np.where(want, 1.0 / np.maximum(count, 1), 0.0),
+                               rtol=1e-6 if model.dtype == "float32" else 1e-3, atol=0)
 
 
 # ----------------------------------------------------------------------------- whole specs
@@ -189,15 +209,20 @@ def check_spec(text: str, sizes: dict[str, int], past: int, seed: int) -> None:
     for name, ref in want.items():
         assert got[name].shape == ref.shape, name
         assert not np.isnan(got[name]).any(), name
-        np.testing.assert_allclose(got[name], ref, atol=1e-4, rtol=0, err_msg=name)
+        np.testing.assert_allclose(got[name].astype(np.float64), ref, rtol=0,
+                                   atol=TOL[model.dtype], err_msg=name)
 
 
-@given(text=spec_yaml(), batch=st.integers(1, 3), seq=st.integers(1, 9),
-       past=st.integers(0, 4), seed=st.integers(0, 9))
-def test_random_specs_round_trip_and_run(text, batch, seq, past, seed):
-    check_spec(text, {"batch": batch, "seq": seq}, past, seed)
+TOL = {"float32": 1e-4, "float16": 5e-3}
 
 
-@given(text=spec_yaml(fixed_lengths=True), batch=st.integers(1, 2), seed=st.integers(0, 9))
+@given(text=spec_yaml(rich=True, float16=True), batch=st.integers(1, 3), seq=st.integers(1, 9),
+       mem=st.integers(1, 9), past=st.integers(0, 4), seed=st.integers(0, 9))
+def test_random_specs_round_trip_and_run(text, batch, seq, mem, past, seed):
+    check_spec(text, {"batch": batch, "seq": seq, "mem_len": mem}, past, seed)
+
+
+@given(text=spec_yaml(fixed_lengths=True, rich=True, float16=True), batch=st.integers(1, 2),
+       seed=st.integers(0, 9))
 def test_random_fixed_length_specs_round_trip_and_run(text, batch, seed):
     check_spec(text, {"batch": batch}, 0, seed)

@@ -65,6 +65,7 @@ class Block:
     rope: Rope | None = None
     cache: bool = False
     self_attention: bool = True  # query positions are past_len + i (else i)
+    fused_qkv: bool = False  # one weight <block>.qkv_proj.{weight,bias} = [q; k; v] rows
     span: Span | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -117,15 +118,16 @@ class Model:
         for b in self.blocks:
             if b.project:
                 h, g, d, dv = b.heads, b.kv_heads, b.head_dim, b.v_head_dim
-                out[f"{b.name}.q_proj.weight"] = (h * d, b.width_q)
-                out[f"{b.name}.k_proj.weight"] = (g * d, b.width_kv)
-                out[f"{b.name}.v_proj.weight"] = (g * dv, b.width_kv)
-                out[f"{b.name}.o_proj.weight"] = (b.out_dim, h * dv)
+                shapes = {"q": (h * d, b.width_q), "k": (g * d, b.width_kv),
+                          "v": (g * dv, b.width_kv)}
+                if b.fused_qkv:  # one stream: the q, k, v rows stacked in one Linear
+                    shapes = {"qkv": (h * d + g * d + g * dv, b.width_q)}
+                shapes["o"] = (b.out_dim, h * dv)
+                for proj, shape in shapes.items():
+                    out[f"{b.name}.{proj}_proj.weight"] = shape
                 if b.bias:
-                    out[f"{b.name}.q_proj.bias"] = (h * d,)
-                    out[f"{b.name}.k_proj.bias"] = (g * d,)
-                    out[f"{b.name}.v_proj.bias"] = (g * dv,)
-                    out[f"{b.name}.o_proj.bias"] = (b.out_dim,)
+                    for proj, shape in shapes.items():
+                        out[f"{b.name}.{proj}_proj.bias"] = shape[:1]
             for s in b.score:
                 if isinstance(s, RelativeBias):
                     out[f"{b.name}.relative_bias.weight"] = (s.buckets, b.heads)

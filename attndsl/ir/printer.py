@@ -37,6 +37,8 @@ def print_ir(model: Model) -> str:
                          f"interleaved={str(b.rope.interleaved).lower()}")
         if b.cache:
             lines.append("    cache")
+        if b.fused_qkv:
+            lines.append("    fused qkv projection")
     for o in model.outputs:
         lines.append(f"  output {o.name} = {o.stream}{'.' + o.attr if o.attr else ''}")
     return "\n".join(lines) + "\n"

@@ -3,6 +3,8 @@
 A mask lowers to a bool tensor broadcastable to ``[batch, heads, q_len, k_len]`` (each
 primitive only has the axes it depends on: ``causal`` is ``[Sq, Sk]``, ``heads(...)`` is
 ``[H, 1, 1]``, ``padding(len)`` is ``[B, 1, 1, Sk]``), or to a Python bool when it is constant.
+Over the cells of a block-sparse piece (``PairPositions``) the pair axes ``[Sq, Sk]`` become
+the piece's (``[tiles, rows, keys]`` for gathered tiles) and the same rules hold.
 """
 
 from __future__ import annotations
@@ -14,17 +16,19 @@ import numpy as np
 from ..errors import LoweringError
 from ..ir.nodes import Block
 from ..masks import nodes as mn
-from ..masks.tables import alibi_slopes, random_blocks, t5_buckets
+from ..masks.tables import alibi_slopes, random_blocks, random_chosen, t5_buckets
 from .builder import FLOAT, INT64, GraphBuilder
-from .positions import Positions
+from .positions import PairPositions, Positions
 
 MaskValue = str | bool
+AnyPositions = Positions | PairPositions
 
 
 class MaskLowering:
     """Lowers the mask of one block; equal sub-expressions are built once."""
 
-    def __init__(self, g: GraphBuilder, block: Block, pos: Positions, input_types: dict[str, str],
+    def __init__(self, g: GraphBuilder, block: Block, pos: AnyPositions,
+                 input_types: dict[str, str],
                  static_lens: tuple[int | None, int | None]):
         self.g = g
         self.block = block
@@ -56,6 +60,8 @@ class MaskLowering:
             return (not inner) if isinstance(inner, bool) else g.not_(inner)
         i64 = lambda v: g.scalar(v, "int64")  # noqa: E731
         if isinstance(m, mn.Causal):
+            if p.cheap_offsets:
+                return g.greater_equal(p.q_minus_k, i64(0))
             return g.less_equal(p.k, p.q_col)
         if isinstance(m, mn.Window):
             d = p.q_minus_k
@@ -78,21 +84,23 @@ class MaskLowering:
         if isinstance(m, mn.Global):
             return g.or_(self._member(p.q_col, m.positions), self._member(p.k, m.positions))
         if isinstance(m, mn.Heads):
-            table = np.isin(np.arange(self.block.heads), m.heads).reshape(-1, 1, 1)
-            return g.const(table, bool)
+            table = np.isin(np.arange(self.block.heads), m.heads)
+            return g.const(table.reshape(-1, *[1] * p.pair_rank), bool)
         if isinstance(m, mn.Random):
             q_len, k_len = self.static_lens
             if q_len is None or k_len is None:
                 raise LoweringError(f"block '{self.block.name}': random(...) needs static query "
                                     "and key lengths", m.span)
-            return g.const(random_blocks(m.r, m.block, m.seed, q_len, k_len), bool)
+            if p.whole:
+                return g.const(random_blocks(m.r, m.block, m.seed, q_len, k_len), bool)
+            return self._random_lookup(m, q_len, k_len)
         if isinstance(m, mn.Padding):
-            lens = g.reshape(self._int64_input(m.input), [-1, 1, 1, 1])
+            lens = g.reshape(self._int64_input(m.input), [-1, *[1] * (p.pair_rank + 1)])
             return g.less(p.k, lens)
-        if isinstance(m, mn.Document):
+        if isinstance(m, mn.Document):  # ids [B, k_len] at the query and key positions
             ids = self._int64_input(m.input)
-            ids_q = g.unsqueeze(g.gather(ids, p.q, axis=1), [1, 3])  # [B, 1, Sq, 1]
-            ids_k = g.unsqueeze(g.gather(ids, p.k, axis=1), [1, 2])  # [B, 1, 1, Sk]
+            ids_q = g.unsqueeze(g.gather(ids, p.index(p.q_col), axis=1), [1])  # [B, 1, Sq, 1]
+            ids_k = g.unsqueeze(g.gather(ids, p.index(p.k_row), axis=1), [1])  # [B, 1, 1, Sk]
             return g.equal(ids_q, ids_k)
         if isinstance(m, mn.MaskInput):
             return m.input
@@ -121,13 +129,28 @@ class MaskLowering:
         return g.equal(g.op("Mod", self.pos.q_minus_k, g.scalar(n, "int64")), g.scalar(0, "int64"))
 
     def _member(self, x: str, positions: tuple[int, ...]) -> str:
-        """``x`` is one of ``positions`` (a bool lookup table; x >= 0)."""
+        """``x`` is one of ``positions`` (a bool lookup table; x >= 0, or masked elsewhere)."""
         g = self.g
         top = max(positions)
         table = np.zeros(top + 1, dtype=bool)
         table[list(positions)] = True
-        idx = g.op("Min", x, g.scalar(top, "int64"))
+        idx = g.op("Clip", x, g.scalar(0, "int64"), g.scalar(top, "int64"))
         return g.and_(g.less_equal(x, g.scalar(top, "int64")), g.gather(g.const(table, bool), idx))
+
+    def _random_lookup(self, m: mn.Random, q_len: int, k_len: int) -> str:
+        """random(...) at the positions of a piece: its block table [nq, nk] read at
+        (query row // block, key // block), flattened to one Gather."""
+        g, p = self.g, self.pos
+        chosen = random_chosen(m.r, m.block, m.seed, q_len, k_len)
+        nk = -(-k_len // m.block)
+        table = np.zeros((len(chosen), nk), dtype=bool)
+        for qb, ks in enumerate(chosen):
+            table[qb, ks] = True
+        i64 = lambda v: g.scalar(v, "int64")  # noqa: E731
+        row = g.op("Clip", g.sub(p.q_col, p.q_first), i64(0), i64(q_len - 1))
+        key = g.op("Clip", p.k, i64(0), i64(k_len - 1))
+        idx = g.add(g.mul(g.div(row, i64(m.block)), i64(nk)), g.div(key, i64(m.block)))
+        return g.gather(g.const(table.reshape(-1), bool), idx)
 
 
 def row_witnesses(m: mn.Mask, diagonal: bool) -> frozenset[str]:
@@ -157,14 +180,15 @@ def row_witnesses(m: mn.Mask, diagonal: bool) -> frozenset[str]:
     return frozenset()
 
 
-def lower_scores(g: GraphBuilder, block: Block, pos: Positions, s: str,
+def lower_scores(g: GraphBuilder, block: Block, pos: AnyPositions, s: str,
                  float32: Callable[[str], str]) -> str:
     """Apply the block's score modifiers, in order, to the float32 logits ``s``.
 
     ``float32(name)`` gives a graph input or weight as float32."""
     for mod in block.score:
         if isinstance(mod, mn.Alibi):
-            slopes = g.const(alibi_slopes(block.heads).reshape(-1, 1, 1), np.float32)
+            slopes = alibi_slopes(block.heads).reshape(-1, *[1] * pos.pair_rank)
+            slopes = g.const(slopes, np.float32)
             dist = g.cast(g.op("Abs", pos.q_minus_k), FLOAT)
             s = g.sub(s, g.mul(slopes, dist))
         elif isinstance(mod, mn.Softcap):
@@ -179,10 +203,11 @@ def lower_scores(g: GraphBuilder, block: Block, pos: Positions, s: str,
     return s
 
 
-def _relative_bias(g: GraphBuilder, block: Block, pos: Positions, mod: mn.RelativeBias,
+def _relative_bias(g: GraphBuilder, block: Block, pos: AnyPositions, mod: mn.RelativeBias,
                    float32: Callable[[str], str]) -> str:
-    """``table[bucket(k - q), h]`` as [H, Sq, Sk]. Buckets come from a lookup table over
-    relative positions -R..R; beyond R (past max_distance) T5's bucket is constant."""
+    """``table[bucket(k - q), h]`` as [H, Sq, Sk] (the head axis before the pair axes).
+    Buckets come from a lookup table over relative positions -R..R; beyond R (past
+    max_distance) T5's bucket is constant."""
     reach = max(mod.max_distance, mod.buckets) + 1
     rel = np.arange(-reach, reach + 1)
     lut = t5_buckets(rel, mod.buckets, mod.max_distance, mod.bidirectional)
@@ -198,4 +223,5 @@ def _relative_bias(g: GraphBuilder, block: Block, pos: Positions, mod: mn.Relati
                 g.scalar(reach, "int64"))
     bucket = g.gather(g.const(lut, np.int64), idx)  # [Sq, Sk]
     weight = float32(f"{block.name}.relative_bias.weight")  # [buckets, H]
-    return g.transpose(g.gather(weight, bucket), [2, 0, 1])  # [H, Sq, Sk]
+    r = pos.pair_rank
+    return g.transpose(g.gather(weight, bucket), [r, *range(r)])  # [H, Sq, Sk]

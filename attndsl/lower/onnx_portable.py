@@ -32,14 +32,18 @@ from .mask_ops import MaskLowering, lower_scores, row_witnesses
 from .positions import Positions
 
 SUPPORTED_OPSETS = (17, 18, 19, 20, 21)
+TARGET_OPSETS = {"portable": SUPPORTED_OPSETS, "ort": (17, 18, 19, 20, 21, 22, 23, 24)}
 PAST_LEN, PRESENT_LEN = "past_len", "present_len"
 
 
-def check_opset(opset: int) -> None:
-    if opset not in SUPPORTED_OPSETS:
+def check_opset(opset: int, target: str = "portable") -> None:
+    if target not in TARGET_OPSETS:
+        raise LoweringError(f"unknown target {target!r}",
+                            hint=f"choose one of {', '.join(TARGET_OPSETS)}")
+    if opset not in TARGET_OPSETS[target]:
         raise LoweringError(
-            f"unsupported ONNX opset {opset!r} for the portable target",
-            hint=f"choose one of {', '.join(map(str, SUPPORTED_OPSETS))}")
+            f"unsupported ONNX opset {opset!r} for the {target} target",
+            hint=f"choose one of {', '.join(map(str, TARGET_OPSETS[target]))}")
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,15 @@ def lower_portable(model: Model, weights: Mapping[str, np.ndarray],
     return lower_with_explanations(model, weights, opset)[0]
 
 
-def lower_with_explanations(model: Model, weights: Mapping[str, np.ndarray], opset: int = 18
+def lower_with_explanations(model: Model, weights: Mapping[str, np.ndarray], opset: int = 18,
+                            target: str = "portable"
                             ) -> tuple[onnx.ModelProto, list[BlockExplanation]]:
     """The ONNX model and, per block, the lowering chosen and why."""
-    check_opset(opset)
-    lowering = _Lowering(model, weights, opset)
+    check_opset(opset, target)
+    cls = _Lowering
+    if target == "ort":  # --target ort: ORT fused kernels per block where exact (ort_contrib)
+        from .ort_contrib import OrtLowering as cls
+    lowering = cls(model, weights, opset)
     return lowering.run(), lowering.explain
 
 
@@ -166,7 +174,11 @@ class _Lowering:
         and the present key/value values (``result``) when the block has a cache."""
         g = self.g
         xq, xk, xv = self.streams[b.query], self.streams[b.key], self.streams[b.value]
-        if b.project:
+        if b.project and b.fused_qkv:  # one MatMul for the three projections of one stream
+            sizes = (b.heads * b.head_dim, b.kv_heads * b.head_dim, b.kv_heads * b.v_head_dim)
+            qkv = self.linear(xq, f"{b.name}.qkv_proj", b.bias)
+            q, k, v = g.op_multi("Split", qkv, g.i64(*sizes), axis=-1, n_out=3)
+        elif b.project:
             q = self.linear(xq, f"{b.name}.q_proj", b.bias)
             k = self.linear(xk, f"{b.name}.k_proj", b.bias)
             v = self.linear(xv, f"{b.name}.v_proj", b.bias)
@@ -176,17 +188,28 @@ class _Lowering:
         k = self.to_float32(self.split_heads(k, b.kv_heads, b.head_dim))
         v = self.split_heads(v, b.kv_heads, b.v_head_dim)
         past = g.dim(f"{b.name}.past_key", 2) if b.cache else None
-        pos = Positions(g, b.self_attention, past, xq, xk, same_stream=b.query == b.key)
+        pos = Positions(g, b.self_attention, past, self.length_source(b.query),
+                        self.length_source(b.key), same_stream=b.query == b.key)
         if b.rope is not None:
             q = self.rope(q, pos.q, b.rope, b.head_dim)
             k = self.rope(k, pos.k_new, b.rope, b.head_dim)
-        q = g.mul(q, g.scalar(b.scale, np.float32))
+        if b.scale != 1.0:  # (fold-scale moves the scale into the query projection)
+            q = g.mul(q, g.scalar(b.scale, np.float32))
         result: dict[str, str] = {}
         if b.cache:
             result["key"] = g.concat([f"{b.name}.past_key", self.to_model_dtype(k)], axis=2)
             result["value"] = g.concat([f"{b.name}.past_value", v], axis=2)
             k, v = result["key"], result["value"]
         return q, self.to_float32(k), self.to_float32(v), pos, result
+
+    def length_source(self, stream: str) -> str:
+        """The value whose axis 1 is as long as ``stream``: a block's output is as long as its
+        query, so the blocks of one chain build their positions from the same value (and
+        ``share-computations`` builds them once)."""
+        blocks = {b.name: b for b in self.model.blocks}
+        while stream in blocks:
+            stream = blocks[stream].query
+        return self.streams[stream]
 
     def attend_dense(self, b: Block, q: str, k: str, v: str,
                      pos: Positions) -> tuple[str, str]:

@@ -1,0 +1,490 @@
+"""The ``ort`` target: ONNX Runtime's fused attention kernels where a block maps onto one of
+them exactly, the portable lowering (standard ops) for the other blocks.
+
+Per block, in this order (the first that matches wins; ``match_*`` returns a plan or the reason
+it does not apply, ``emit_*`` builds the nodes):
+
+- ``com.microsoft.GroupQueryAttention``: self-attention over one stream, causal (attndsl's
+  bottom-right alignment, which GQA shares) or causal with a window (``sliding(w)`` is
+  ``local_window_size = w``: keys q-w+1..q, see runtimes.md), or non-causal without a cache
+  when kv_heads < heads; head_dim a multiple of 8 (CPU kernel), v_head_dim = head_dim; score
+  ``softcap(c)`` (attribute, applied before the bias) then additive ``alibi`` /
+  ``relative_bias`` (``attention_bias``). RoPE is fused (``do_rotary``) when its dim is a
+  multiple of 16 (the CPU kernel wants cos/sin widths that are multiples of 8), else it runs as
+  ``com.microsoft.RotaryEmbedding`` first. With a cache the same graph serves the prompt
+  (past_len 0) and decode steps; ``query_seqlens`` (= the step length) lets a multi-token step
+  with past context run for batch > 1. Rows are never fully masked (the query's own key is
+  always allowed).
+- ``com.microsoft.MultiHeadAttention``: kv_heads = heads, no causal/window mask (the kernel
+  would compute every q x k pair; the portable plan skips the future), optionally
+  ``padding(len)`` as a 2-D key padding mask. Its default ``mask_filter_value`` is -10000,
+  which leaks for large logits, so attndsl sets the lowest float32; a row is fully masked only
+  when ``len[b] <= 0``, and those rows are zeroed after the kernel. Cache only when
+  v_head_dim = head_dim. Additive ``alibi`` / ``relative_bias`` as ``attention_bias``.
+- ONNX ``Attention`` (opset 23/24, the model's opset): any kv_heads and head sizes, softcap,
+  ``causal`` (``is_causal``, bottom-right), and input-driven masks (``padding``, ``mask(m)``,
+  ``document``) or ``bias(t)`` as ``attn_mask``; the probabilities (``attn.weights``) come from
+  ``qk_matmul_output_mode=3``. Its specification gives fully masked rows a zero output.
+
+Position-sparse masks (windows without a GQA mapping, chunk, dilated, strided, global, random,
+...) stay portable: the fused kernels would compute every q x k pair, the portable plan can skip
+empty tiles. All fused ops run in the model's float type (fp16 models: fp16 kernels).
+
+``onnx.checker.check_model(full_check=True)`` still runs on the result: it checks every
+standard node and the graph, and skips the ``com.microsoft`` nodes (the onnx package has no
+schemas for that domain); the ort target's tests run those in ONNX Runtime instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from ..ir.nodes import Block
+from ..masks import nodes as mn
+from ..masks.primitives import format_leaf, format_mask
+from .builder import FLOAT
+from .mask_ops import MaskLowering, lower_scores
+from .onnx_portable import BlockExplanation, _Lowering
+from .positions import Positions
+
+MS_DOMAIN = "com.microsoft"
+GQA = "com.microsoft.GroupQueryAttention"
+MHA = "com.microsoft.MultiHeadAttention"
+ATTENTION_OPSET = 23
+INT32 = TensorProto.INT32
+LOWEST = float(np.finfo(np.float32).min)
+_POSITION_SPARSE = (mn.Dilated, mn.Strided, mn.Chunk, mn.Summary, mn.Prefix, mn.Global,
+                    mn.Heads, mn.Random)
+_INPUT_MASKS = (mn.Padding, mn.MaskInput, mn.Document)
+
+
+# ---------------------------------------------------------------- block analysis
+@dataclass(frozen=True)
+class Pattern:
+    """A mask seen by the fused kernels: causal (k <= q), a window (with causal: q - k <
+    window) and the input-driven terms (padding, mask(m), document) that remain."""
+
+    causal: bool = False
+    window: int | None = None
+    inputs: tuple[mn.Mask, ...] = ()
+
+
+def _terms(m: mn.Mask | None) -> list[mn.Mask]:
+    if m is None:
+        return []
+    if isinstance(m, mn.And):
+        return [t for term in m.terms for t in _terms(term)]
+    return [m]
+
+
+def mask_pattern(mask: mn.Mask | None) -> Pattern | str:
+    """The block's mask as a Pattern, or why no fused kernel expresses it."""
+    lo, hi = -np.inf, np.inf  # bounds on q - k
+    inputs: list[mn.Mask] = []
+    for t in _terms(mask):
+        if isinstance(t, mn.All):
+            continue
+        if isinstance(t, mn.Causal):
+            lo = max(lo, 0)
+        elif isinstance(t, mn.Sliding):
+            lo, hi = max(lo, 0), min(hi, t.size - 1)
+        elif isinstance(t, mn.Window):
+            lo, hi = max(lo, -t.right), min(hi, t.left)
+        elif isinstance(t, _INPUT_MASKS):
+            inputs.append(t)
+        else:
+            return f"mask {format_mask(t)} has no fused equivalent"
+    text = format_mask(mask) if mask is not None else "all"
+    if lo > hi or lo > 0:
+        return f"mask {text} excludes the query's own position (rows may be empty)"
+    if lo < 0 and (lo > -np.inf or hi < np.inf):
+        return f"mask {text} attends to later keys within a bound (no fused window for that)"
+    causal = lo == 0
+    window = int(hi) + 1 if causal and hi < np.inf else None
+    return Pattern(causal, window, tuple(inputs))
+
+
+def split_scores(score: tuple[mn.Score, ...]) -> tuple[float | None, tuple[mn.Score, ...]] | str:
+    """(softcap, additive modifiers) when a softcap comes first, as the kernels apply it."""
+    cap: float | None = None
+    additive: list[mn.Score] = []
+    for s in score:
+        if isinstance(s, mn.Softcap):
+            if cap is not None or additive:
+                return ("softcap after another score modifier (the kernels apply softcap "
+                        "first)")
+            cap = s.cap
+        else:
+            additive.append(s)
+    return cap, tuple(additive)
+
+
+def _diagonal(low: _Lowering, b: Block) -> bool:
+    """Self-attention where query i and new key i share a position (one stream, or equal
+    lengths by dim name)."""
+    return b.self_attention and (
+        b.query == b.key or low.stream_dims[b.query][1] == low.stream_dims[b.key][1])
+
+
+def _wants_weights(low: _Lowering, b: Block) -> bool:
+    return any(o.stream == b.name and o.attr == "weights" for o in low.model.outputs)
+
+
+def _describe(b: Block, pattern: Pattern, cap: float | None,
+              additive: tuple[mn.Score, ...]) -> list[str]:
+    words = []
+    if pattern.window is not None:
+        words.append(f"sliding window {pattern.window}")
+    for m in pattern.inputs:
+        words.append(format_leaf(m))
+    if cap is not None:
+        words.append(f"softcap {cap:g}")
+    words += [_score_text(s) for s in additive]
+    if b.cache:
+        words.append("KV cache")
+    return words
+
+
+def _score_text(s: mn.Score) -> str:
+    if isinstance(s, mn.BiasInput):
+        return f"bias({s.input})"
+    return "relative_bias" if isinstance(s, mn.RelativeBias) else "alibi"
+
+
+# ---------------------------------------------------------------- GroupQueryAttention
+@dataclass(frozen=True)
+class GqaPlan:
+    causal: bool
+    window: int | None
+    softcap: float | None
+    additive: tuple[mn.Score, ...]
+    fused_rope: bool
+    reason: str
+
+
+def match_gqa(low: _Lowering, b: Block) -> GqaPlan | str:
+    """GroupQueryAttention when the block maps exactly, else why not."""
+    if not _diagonal(low, b):
+        return "not self-attention over one query/key length"
+    if _wants_weights(low, b):
+        return "the probabilities are an output"
+    if b.v_head_dim != b.head_dim:
+        return f"v_head_dim {b.v_head_dim} != head_dim {b.head_dim}"
+    if b.head_dim % 8:
+        return f"head_dim {b.head_dim} is not a multiple of 8 (ORT CPU kernel)"
+    if b.scale == 0:
+        return "scale 0 (the kernel reads 0 as 1/sqrt(D))"
+    pattern = mask_pattern(b.mask)
+    if isinstance(pattern, str):
+        return pattern
+    if pattern.inputs:
+        return f"mask {format_leaf(pattern.inputs[0])} has no GroupQueryAttention input"
+    if not pattern.causal and b.cache:
+        return ("non-causal with a KV cache (GQA needs causal for multi-token steps at "
+                "batch > 1)")
+    scores = split_scores(b.score)
+    if isinstance(scores, str):
+        return scores
+    cap, additive = scores
+    if any(isinstance(s, mn.BiasInput) for s in additive):
+        return "bias(t) may be -inf on a whole row (GQA would not give 0)"
+    fused_rope = b.rope is not None and b.rope.dim % 16 == 0
+    kind = "causal" if pattern.causal else "non-causal"
+    words = [f"{kind} GQA {b.heads}/{b.kv_heads}"] + _describe(b, pattern, cap, additive)
+    if b.rope is not None:
+        words.append(f"RoPE dim {b.rope.dim}" + (
+            " (fused)" if fused_rope else " (com.microsoft.RotaryEmbedding: dim not a "
+            "multiple of 16)"))
+    return GqaPlan(pattern.causal, pattern.window, cap, additive, fused_rope,
+                   ", ".join(words))
+
+
+def emit_gqa(low: _Lowering, b: Block, plan: GqaPlan) -> None:
+    g = low.g
+    q, k, v, pos, past = _project(low, b)
+    batch = g.shape(low.streams[b.query], 0, 1)
+    total = pos.k_total
+    seqlens = g.op("Expand", g.cast(g.sub(total, g.scalar(1, "int64")), INT32), batch)
+    cos = sin = ""
+    if b.rope is not None and plan.fused_rope:
+        cos, sin = _rope_cache(low, b, total)
+    elif b.rope is not None:
+        q, k = _rotary(low, b, q, b.heads, pos, past, True), _rotary(low, b, k, b.kv_heads,
+                                                                       pos, past, False)
+    bias = _additive_bias(low, b, plan.additive, pos)
+    qsl = ""
+    if b.cache and low.static_size(low.stream_dims[b.query][0]) != 1:
+        qsl = g.op("Expand", g.cast(g.dim(low.streams[b.query], 1), INT32), batch)
+    pk, pv = (f"{b.name}.past_key", f"{b.name}.past_value") if b.cache else ("", "")
+    inputs = [q, k, v, pk, pv, seqlens, g.cast(total, INT32), cos, sin, "", bias,
+              "", "", "", "", "", qsl]
+    while not inputs[-1]:
+        inputs.pop()
+    outs = g.op_multi(
+        "GroupQueryAttention", *inputs, n_out=3 if b.cache else 1, domain=MS_DOMAIN,
+        num_heads=b.heads, kv_num_heads=b.kv_heads, scale=float(b.scale),
+        softcap=plan.softcap, local_window_size=plan.window,
+        causal=None if plan.causal else 0, do_rotary=1 if cos else None,
+        rotary_interleaved=1 if cos and b.rope.interleaved else None)
+    _finish(low, b, outs[0], None, outs[1:])
+
+
+# ---------------------------------------------------------------- MultiHeadAttention
+@dataclass(frozen=True)
+class MhaPlan:
+    padding: str | None
+    additive: tuple[mn.Score, ...]
+    reason: str
+
+
+def match_mha(low: _Lowering, b: Block) -> MhaPlan | str:
+    """MultiHeadAttention when the block maps exactly, else why not."""
+    if b.kv_heads != b.heads:
+        return f"kv_heads {b.kv_heads} != heads {b.heads}"
+    if _wants_weights(low, b):
+        return "the probabilities are an output"
+    if b.cache and b.v_head_dim != b.head_dim:
+        return "a KV cache with v_head_dim != head_dim"
+    if b.scale == 0:
+        return "scale 0 (the kernel reads 0 as 1/sqrt(D))"
+    pattern = mask_pattern(b.mask)
+    if isinstance(pattern, str):
+        return pattern
+    if pattern.causal:
+        return "causal (MultiHeadAttention computes every q x k pair; the portable plan skips "\
+               "the future)"
+    if any(not isinstance(m, mn.Padding) for m in pattern.inputs) or len(pattern.inputs) > 1:
+        return f"mask {format_mask(b.mask)} has no MultiHeadAttention input"
+    scores = split_scores(b.score)
+    if isinstance(scores, str):
+        return scores
+    cap, additive = scores
+    if cap is not None:
+        return "softcap (MultiHeadAttention has none)"
+    if any(isinstance(s, mn.BiasInput) for s in additive):
+        return "bias(t) may be -inf on a whole row (MultiHeadAttention would not give 0)"
+    padding = pattern.inputs[0].input if pattern.inputs else None
+    words = [f"MHA {b.heads} heads"] + _describe(b, pattern, None, additive)
+    if b.rope is not None:
+        words.append(f"RoPE dim {b.rope.dim} (com.microsoft.RotaryEmbedding)")
+    return MhaPlan(padding, additive, ", ".join(words))
+
+
+def emit_mha(low: _Lowering, b: Block, plan: MhaPlan) -> None:
+    g = low.g
+    q, k, v, pos, past = _project(low, b)
+    if b.rope is not None:
+        q, k = _rotary(low, b, q, b.heads, pos, past, True), _rotary(low, b, k, b.heads, pos,
+                                                                       past, False)
+    kpm = lens = ""
+    if plan.padding is not None:
+        lens = plan.padding
+        if low.input_types[lens] != "int64":
+            lens = g.cast(lens, TensorProto.INT64)
+        kpm = g.cast(g.less(pos.k, g.unsqueeze(lens, [1])), INT32)  # [B, T]
+    bias = _additive_bias(low, b, plan.additive, pos)
+    pk, pv = (f"{b.name}.past_key", f"{b.name}.past_value") if b.cache else ("", "")
+    inputs = [q, k, v, "", kpm, bias, pk, pv]
+    while not inputs[-1]:
+        inputs.pop()
+    outs = g.op_multi("MultiHeadAttention", *inputs, n_out=3 if b.cache else 1,
+                      domain=MS_DOMAIN, num_heads=b.heads, scale=float(b.scale),
+                      mask_filter_value=LOWEST if kpm else None)
+    o = outs[0]
+    if lens:  # len[b] <= 0 masks every key of the batch's rows: output 0, not an average
+        keep = g.op("Greater", g.reshape(lens, [-1, 1, 1]), g.scalar(0, "int64"))
+        o = g.where(keep, o, g.scalar(0.0, _np_dtype(low)))
+    _finish(low, b, o, None, outs[1:])
+
+
+# ---------------------------------------------------------------- ONNX Attention
+@dataclass(frozen=True)
+class AttentionPlan:
+    is_causal: bool
+    softcap: float | None
+    mask: mn.Mask | None  # lowered to attn_mask
+    additive: tuple[mn.Score, ...]
+    weights: bool
+    reason: str
+
+
+def match_attention(low: _Lowering, b: Block) -> AttentionPlan | str:
+    """ONNX Attention (the model's opset, 23 or 24) when the block maps exactly."""
+    if low.opset < ATTENTION_OPSET:
+        return f"needs opset >= {ATTENTION_OPSET} (the model uses {low.opset})"
+    pattern = mask_pattern(b.mask)
+    if isinstance(pattern, str):
+        return pattern
+    if pattern.window is not None:
+        return (f"sliding window {pattern.window} (Attention-{low.opset} has no window; the "
+                "portable plan skips empty tiles)")
+    scores = split_scores(b.score)
+    if isinstance(scores, str):
+        return scores
+    cap, additive = scores
+    is_causal = pattern.causal and _diagonal(low, b)
+    terms = list(pattern.inputs) + ([mn.Causal()] if pattern.causal and not is_causal else [])
+    mask = None if not terms else terms[0] if len(terms) == 1 else mn.And(tuple(terms))
+    weights = _wants_weights(low, b)
+    words = [f"{'causal' if pattern.causal else 'dense'} {b.heads}/{b.kv_heads} heads"]
+    words += _describe(b, pattern, cap, additive)
+    if weights:
+        words.append("probabilities from qk_matmul_output_mode=3")
+    if b.rope is not None:
+        words.append(f"RoPE dim {b.rope.dim} (com.microsoft.RotaryEmbedding)")
+    return AttentionPlan(is_causal, cap, mask, additive, weights, ", ".join(words))
+
+
+def emit_attention(low: _Lowering, b: Block, plan: AttentionPlan) -> None:
+    g = low.g
+    q, k, v, pos, past = _project(low, b)
+    if b.rope is not None:
+        q, k = _rotary(low, b, q, b.heads, pos, past, True), _rotary(low, b, k, b.kv_heads,
+                                                                       pos, past, False)
+    attn_mask = ""
+    if plan.mask is not None:
+        lens = (low.static_size(low.stream_dims[b.query][1]),
+                low.static_size(low.stream_dims[b.key][1]))
+        allowed = MaskLowering(g, b, pos, low.input_types, lens).lower(plan.mask)
+        attn_mask = allowed if isinstance(allowed, str) else g.const([allowed], bool)
+    if plan.additive:
+        bias = lower_scores(g, dataclasses.replace(b, score=plan.additive), pos,
+                            g.scalar(0.0, np.float32), low.float32)
+        if attn_mask:
+            bias = g.where(attn_mask, bias, g.scalar(-np.inf, np.float32))
+        attn_mask = low.to_model_dtype(bias)
+    pk, pv = (f"{b.name}.past_key", f"{b.name}.past_value") if b.cache else ("", "")
+    inputs = [q, k, v, attn_mask, pk, pv]
+    while not inputs[-1]:
+        inputs.pop()
+    outs = g.op_multi(
+        "Attention", *inputs, n_out=4 if plan.weights else 3 if b.cache else 1,
+        q_num_heads=b.heads, kv_num_heads=b.kv_heads, scale=float(b.scale),
+        is_causal=1 if plan.is_causal else None, softcap=plan.softcap,
+        qk_matmul_output_mode=3 if plan.weights else None,
+        softmax_precision=FLOAT if low.dtype != FLOAT else None)
+    cache = outs[1:3] if b.cache else []
+    _finish(low, b, outs[0], outs[3] if plan.weights else None, cache)
+
+
+# ---------------------------------------------------------------- shared pieces
+def _np_dtype(low: _Lowering) -> np.dtype:
+    return np.dtype(low.model.dtype)
+
+
+def _project(low: _Lowering, b: Block) -> tuple[str, str, str, Positions, str | None]:
+    """q [B, Sq, H*D], k [B, Sk, G*D], v [B, Sk, G*Dv] in the model dtype, the positions and
+    the past length (int64 scalar, with a cache)."""
+    g = low.g
+    xq, xk, xv = low.streams[b.query], low.streams[b.key], low.streams[b.value]
+    if b.project and b.fused_qkv:  # (as prepare(): one MatMul, then Split)
+        sizes = (b.heads * b.head_dim, b.kv_heads * b.head_dim, b.kv_heads * b.v_head_dim)
+        qkv = low.linear(xq, f"{b.name}.qkv_proj", b.bias)
+        xq, xk, xv = g.op_multi("Split", qkv, g.i64(*sizes), axis=-1, n_out=3)
+    elif b.project:
+        xq = low.linear(xq, f"{b.name}.q_proj", b.bias)
+        xk = low.linear(xk, f"{b.name}.k_proj", b.bias)
+        xv = low.linear(xv, f"{b.name}.v_proj", b.bias)
+    past = g.dim(f"{b.name}.past_key", 2) if b.cache else None
+    pos = Positions(g, b.self_attention, past, low.length_source(b.query),
+                    low.length_source(b.key), same_stream=b.query == b.key)
+    return xq, xk, xv, pos, past
+
+
+def _rope_cache(low: _Lowering, b: Block, rows: str) -> tuple[str, str]:
+    """cos and sin [rows, dim/2] for positions 0..rows-1, in the model dtype."""
+    g = low.g
+    positions = g.range(g.scalar(0, "int64"), rows, g.scalar(1, "int64"))
+    cos, sin = low.rope_tables(positions, b.rope)
+    return low.to_model_dtype(cos), low.to_model_dtype(sin)
+
+
+def _rotary(low: _Lowering, b: Block, x: str, heads: int, pos: Positions, past: str | None,
+            query: bool) -> str:
+    """com.microsoft.RotaryEmbedding on x [B, S, heads*D]; positions start at the past
+    length (queries of cross-attention at 0)."""
+    g = low.g
+    start = past if past is not None and (b.self_attention or not query) else None
+    offset = g.reshape(start, [1]) if start is not None else g.i64(0)
+    if query and not _diagonal(low, b):  # the cache must also cover the query positions
+        rows = g.op("Max", pos.k_total, g.dim(low.streams[b.query], 1))
+    else:
+        rows = pos.k_total
+    cos, sin = _rope_cache(low, b, rows)
+    return g.op("RotaryEmbedding", x, offset, cos, sin, domain=MS_DOMAIN, num_heads=heads,
+                rotary_embedding_dim=b.rope.dim, interleaved=int(b.rope.interleaved))
+
+
+def _additive_bias(low: _Lowering, b: Block, additive: tuple[mn.Score, ...],
+                   pos: Positions) -> str:
+    """alibi / relative_bias as ``attention_bias`` [1, H, Sq, T] in the model dtype."""
+    if not additive:
+        return ""
+    g = low.g
+    bias = lower_scores(g, dataclasses.replace(b, score=additive), pos,
+                        g.scalar(0.0, np.float32), low.float32)  # [H, Sq, T]
+    return low.to_model_dtype(g.unsqueeze(bias, [0]))
+
+
+def _finish(low: _Lowering, b: Block, o: str, probs: str | None, cache: list[str]) -> None:
+    """Output projection of o [B, Sq, H*Dv] and the block's results."""
+    result: dict[str, str] = {}
+    if cache:
+        result["key"], result["value"] = cache
+    if probs is not None:
+        result["weights"] = low.to_float32(probs)
+    low.streams[b.name] = low.linear(o, f"{b.name}.o_proj", b.bias) if b.project else o
+    low.results[b.name] = result
+
+
+FUSED: tuple[tuple[str, Callable, Callable], ...] = (
+    (GQA, match_gqa, emit_gqa),
+    (MHA, match_mha, emit_mha),
+    ("Attention", match_attention, emit_attention),
+)
+
+
+class OrtLowering(_Lowering):
+    """The portable lowering with fused ONNX Runtime kernels for the blocks that map."""
+
+    def block(self, b: Block) -> None:
+        reasons: list[tuple[str, str]] = []
+        causal = isinstance(mask_pattern(b.mask), Pattern) and mask_pattern(b.mask).causal
+        for name, match, emit in (FUSED if causal else (FUSED[1], FUSED[0], FUSED[2])):
+            plan = match(self, b)
+            if isinstance(plan, str):
+                reasons.append((name, plan))
+                continue
+            emit(self, b, plan)
+            label = name if name != "Attention" else f"Attention-{min(self.opset, 24)}"
+            self.explain.append(BlockExplanation(b.name, label, plan.reason))
+            return
+        first = len(self.explain)
+        super().block(b)
+        why = _fallback_reason(reasons)
+        self.explain[first:] = [BlockExplanation(e.block, e.lowering, f"{why}; {e.reason}")
+                                for e in self.explain[first:]]
+
+    def run(self) -> onnx.ModelProto:
+        proto = super().run()
+        if any(n.domain == MS_DOMAIN for n in proto.graph.node):
+            proto.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+        return proto
+
+
+def _fallback_reason(reasons: list[tuple[str, str]]) -> str:
+    texts = {r for _, r in reasons}
+    if len(texts) == 1:
+        return f"no fused op: {texts.pop()}"
+    return "no fused op (" + "; ".join(f"{n.rsplit('.', 1)[-1]}: {r}" for n, r in reasons) + ")"
+
+
+__all__ = ["ATTENTION_OPSET", "OrtLowering", "Pattern", "emit_attention", "emit_gqa",
+           "emit_mha", "mask_pattern", "match_attention", "match_gqa", "match_mha",
+           "split_scores"]

@@ -1,0 +1,51 @@
+"""``fold-scale``: the logit scale moved into the query projection.
+
+``s = scale * (q . k)`` and q is linear in the query projection's weight and bias, and RoPE
+rotates q linearly, so scaling the query rows of the weight (and the bias) by ``scale`` and
+setting the block's scale to 1.0 gives the same logits without the per-step multiply. Only
+blocks with projections (core mode has no weight to fold into)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .base import IRPass, PassResult, Program
+
+
+@dataclass(frozen=True)
+class FoldScaleOptions:
+    # fold only scales that are powers of two, so the folded weights are exactly the scaled
+    # ones in every dtype (float16 models round weights once more otherwise)
+    exact_only: bool = False
+
+
+class FoldScale(IRPass):
+    name = "fold-scale"
+    Options = FoldScaleOptions
+
+    def foldable(self, scale: float) -> bool:
+        if scale == 1.0:
+            return False
+        return not self.options.exact_only or math.frexp(scale)[0] == 0.5
+
+    def run(self, program: Program) -> PassResult[Program]:
+        weights = dict(program.weights)
+        blocks = []
+        for b in program.model.blocks:
+            if not (b.project and self.foldable(b.scale)):
+                blocks.append(b)
+                continue
+            proj = f"{b.name}.{'qkv' if b.fused_qkv else 'q'}_proj"
+            rows = b.heads * b.head_dim  # the query rows (first in a fused weight)
+            names = [f"{proj}.weight"] + ([f"{proj}.bias"] if b.bias else [])
+            for name in names:
+                arr = np.array(weights[name], dtype=np.float64)
+                arr[:rows] *= b.scale
+                weights[name] = arr.astype(np.float32)
+            blocks.append(replace(b, scale=1.0))
+        if all(new is old for new, old in zip(blocks, program.model.blocks, strict=True)):
+            return PassResult(program, False)
+        return PassResult(Program(replace(program.model, blocks=tuple(blocks)), weights), True)

@@ -1,0 +1,43 @@
+"""``fuse-qkv``: the q, k and v projections of a block that reads one stream (self-attention
+with projections) become one Linear, ``<block>.qkv_proj``, whose rows are the q rows, then
+the k rows, then the v rows. The lowering emits one MatMul (and one Add) and a Split instead
+of three of each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .base import IRPass, PassResult, Program
+
+
+@dataclass(frozen=True)
+class FuseQKVOptions:
+    blocks: tuple[str, ...] = ()  # fuse only these blocks (empty: every block that can be)
+
+
+class FuseQKV(IRPass):
+    name = "fuse-qkv"
+    Options = FuseQKVOptions
+
+    def run(self, program: Program) -> PassResult[Program]:
+        wanted = set(self.options.blocks)
+        weights = dict(program.weights)
+        blocks = []
+        for b in program.model.blocks:
+            one_stream = b.query == b.key == b.value
+            if (not b.project or b.fused_qkv or not one_stream
+                    or (wanted and b.name not in wanted)):
+                blocks.append(b)
+                continue
+            for part in ("weight", "bias") if b.bias else ("weight",):
+                names = [f"{b.name}.{p}_proj.{part}" for p in "qkv"]
+                weights[f"{b.name}.qkv_proj.{part}"] = np.concatenate(
+                    [weights.pop(n) for n in names], axis=0)
+            blocks.append(replace(b, fused_qkv=True))
+        if all(new is old for new, old in zip(blocks, program.model.blocks, strict=True)):
+            return PassResult(program, False)
+        model = replace(program.model, blocks=tuple(blocks))
+        shapes = model.weight_shapes()  # keep the layout's order (initializer order)
+        return PassResult(Program(model, {n: weights[n] for n in shapes}), True)

@@ -1,0 +1,151 @@
+"""Benchmark cases: shapes, mask patterns, the attndsl spec of each, inputs, work counts.
+
+Every case is core attention (``project: false``): packed per-head streams q [B, Sq, H*D],
+k and v [B, Sk, G*D] in, the attention output [B, Sq, H*D] out. The decode case adds a KV cache
+(past_key / past_value [B, G, P, D]) and a single query.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PATTERNS = ("dense", "causal", "sliding", "bigbird", "decode")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark shape. ``seq`` is the sequence length (for ``decode``: the past length)."""
+
+    pattern: str
+    seq: int
+    heads: int = 12
+    kv_heads: int = 12
+    head_dim: int = 64
+    window: int = 256  # sliding(window); BigBird's block size is window // 4
+    batch: int = 1
+
+    @property
+    def name(self) -> str:
+        if self.pattern == "sliding":
+            return f"sliding{self.window}-{self.seq}"
+        return f"{self.pattern}-{self.seq}"
+
+    @property
+    def q_len(self) -> int:
+        return 1 if self.pattern == "decode" else self.seq
+
+    @property
+    def k_len(self) -> int:
+        return self.seq + 1 if self.pattern == "decode" else self.seq
+
+    @property
+    def block(self) -> int:
+        """BigBird block size (random / global / window are counted in these blocks)."""
+        return max(self.window // 4, 1)
+
+    @property
+    def mask_expr(self) -> str:
+        s, b = self.seq, self.block
+        return {
+            "dense": "all",
+            "causal": "causal",
+            "decode": "causal",
+            "sliding": f"sliding({self.window})",
+            # BigBird ITC: a 3-block window, the first and last blocks global, 3 random blocks
+            "bigbird": (f"window({b + b // 2}, {b + b // 2}) | global(0..{b - 1}, "
+                        f"{s - b}..{s - 1}) | random(3, block={b}, seed=0)"),
+        }[self.pattern]
+
+    def spec_text(self, dynamic: bool = False) -> str:
+        """The case as an attndsl spec (YAML). ``dynamic`` makes the sequence dim symbolic
+        (position-only patterns; BigBird's random blocks need static lengths)."""
+        h, g, d = self.heads, self.kv_heads, self.head_dim
+        seq = "dynamic" if dynamic and self.pattern != "bigbird" else self.q_len
+        lines = ["attndsl: 1", f"name: bench_{self.pattern}",
+                 f"dims: {{batch: {self.batch}, seq: {seq}}}", "inputs:",
+                 f"  q: [batch, seq, {h * d}]", f"  k: [batch, seq, {g * d}]",
+                 f"  v: [batch, seq, {g * d}]", "blocks:", "  attn:", "    project: false",
+                 "    query: q", "    key: k", "    value: v", f"    heads: {h}",
+                 f"    kv_heads: {g}", f"    head_dim: {d}", f"    mask: {self.mask_expr}"]
+        if self.pattern == "decode":
+            lines.append("    cache: true")
+        return "\n".join(lines + ["outputs:", "  y: attn", ""])
+
+    def bool_mask(self) -> np.ndarray:
+        """The mask as bool [Sq, Sk], evaluated by attndsl's numpy mask evaluator from the
+        spec (so every peer attends exactly the pairs attndsl does)."""
+        from attndsl.api import parse_spec
+        from attndsl.masks.eval import eval_mask
+
+        block = parse_spec(self.spec_text(), "bench.yaml").blocks[0]
+        past = self.k_len - self.q_len
+        q_pos = np.arange(past, past + self.q_len)
+        full = eval_mask(block.mask, self.heads, q_pos, np.arange(self.k_len))
+        return np.broadcast_to(full[0, 0], (self.q_len, self.k_len))
+
+    def attended_pairs(self) -> int:
+        """Attended (query, key) pairs of one (batch, head)."""
+        s, w = self.seq, self.window
+        if self.pattern == "dense":
+            return s * s
+        if self.pattern == "causal":
+            return s * (s + 1) // 2
+        if self.pattern == "sliding":
+            return int(np.minimum(np.arange(1, s + 1), w).sum())
+        if self.pattern == "decode":
+            return self.k_len
+        return int(self.bool_mask().sum())
+
+    def flops(self) -> float:
+        """4·B·H·D·attended pairs (QK^T and PV, multiply-add = 2 flops)."""
+        return 4.0 * self.batch * self.heads * self.head_dim * self.attended_pairs()
+
+    def dense_cells(self) -> int:
+        """B·H·Sq·Sk: the score cells a dense implementation materializes."""
+        return self.batch * self.heads * self.q_len * self.k_len
+
+    def inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
+        """The shared inputs: packed q, k, v (and the cache for decode), float32."""
+        rng = np.random.default_rng(seed)
+        b, h, g, d = self.batch, self.heads, self.kv_heads, self.head_dim
+        out = {"q": rng.standard_normal((b, self.q_len, h * d), dtype=np.float32),
+               "k": rng.standard_normal((b, self.q_len, g * d), dtype=np.float32),
+               "v": rng.standard_normal((b, self.q_len, g * d), dtype=np.float32)}
+        if self.pattern == "decode":
+            past = self.seq
+            out["attn.past_key"] = rng.standard_normal((b, g, past, d), dtype=np.float32)
+            out["attn.past_value"] = rng.standard_normal((b, g, past, d), dtype=np.float32)
+        return out
+
+
+def full_cases() -> list[Case]:
+    return ([Case("dense", s) for s in (1024, 2048, 4096)]
+            + [Case("causal", s) for s in (1024, 2048, 4096)]
+            + [Case("sliding", s) for s in (2048, 4096, 8192, 16384)]
+            + [Case("bigbird", 4096)]
+            + [Case("decode", 4096, heads=32, kv_heads=8, head_dim=128)])
+
+
+def quick_cases() -> list[Case]:
+    return [Case("dense", 1024), Case("causal", 2048), Case("sliding", 2048),
+            Case("sliding", 4096), Case("bigbird", 2048),
+            Case("decode", 2048, heads=32, kv_heads=8, head_dim=128)]
+
+
+def dry_cases() -> list[Case]:
+    """Tiny shapes: every code path in seconds (the smoke test)."""
+    tiny = {"heads": 2, "kv_heads": 2, "head_dim": 16, "window": 32}
+    return [Case("dense", 64, **tiny), Case("causal", 64, **tiny), Case("sliding", 128, **tiny),
+            Case("sliding", 256, **tiny), Case("bigbird", 128, **tiny),
+            Case("decode", 64, heads=4, kv_heads=2, head_dim=16)]
+
+
+def select(cases: list[Case], wanted: list[str] | None) -> list[Case]:
+    """Cases whose pattern or name matches one of ``wanted`` (``sliding``, ``causal-4096``,
+    ``sliding256-8192``); all of them when ``wanted`` is empty."""
+    if not wanted:
+        return cases
+    return [c for c in cases if any(w in (c.pattern, c.name) or c.name.startswith(w)
+                                    for w in wanted)]

@@ -1,0 +1,344 @@
+"""The runners: attndsl (per target / strategy) and the peers, each prepared on a case.
+
+A runner's ``prepare(case, inputs, settings)`` does everything that is not timed (compile,
+export, session creation, BlockMask creation, torch.compile's first call) and returns a
+``Prepared`` whose ``call()`` is one timed inference on the shared inputs and whose
+``output(result)`` gives the attention output as packed float32 [B, Sq, H*D] for the
+cross-check. ``Skip`` says why a runner does not apply to a case.
+
+Every ONNX model runs in the same kind of ONNX Runtime session (CPU, ``intra_op_num_threads``
+from the settings, one inter-op thread, default graph optimizations).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .cases import Case
+from .variants import Variant, compile_variant
+
+
+class Skip(Exception):
+    """The runner does not apply to (or cannot run) this case; the message says why."""
+
+
+@dataclass
+class Settings:
+    threads: int = 2
+    compile_flex: bool = True  # False: eager flex_attention (dry runs)
+    dynamic: bool = False  # attndsl specs with a symbolic sequence dim
+
+
+@dataclass
+class Prepared:
+    call: Callable[[], Any]
+    output: Callable[[Any], np.ndarray]
+    setup_s: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Runner:
+    name: str
+    family: str  # attndsl | torch | ort (ORT's fused ops) | export (torch.onnx.export + ORT)
+    what: str  # one line for the README / report
+    prepare: Callable[[Case, dict[str, np.ndarray], Settings], Prepared]
+    applies: Callable[[Case], str | None] = lambda case: None  # None, or why it does not
+    quadratic: Callable[[Case], bool] = lambda case: case.pattern != "decode"
+
+
+# ------------------------------------------------------------------ ONNX Runtime
+def ort_session(model: bytes, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _ort_prepared(model: bytes, feed: dict[str, np.ndarray], settings: Settings,
+                  start: float, outputs: list[str] | None = None, **info: Any) -> Prepared:
+    session = ort_session(model, settings.threads)
+    names = outputs or [o.name for o in session.get_outputs()]
+    return Prepared(call=lambda: session.run(names, feed), output=lambda r: r[0],
+                    setup_s=time.perf_counter() - start,
+                    info={"model_mb": round(len(model) / 2**20, 2), **info})
+
+
+def attndsl_runner(variant: Variant) -> Runner:
+    def prepare(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepared:
+        start = time.perf_counter()
+        proto, explain = compile_variant(variant, case.spec_text(settings.dynamic))
+        data = proto.SerializeToString(deterministic=True)
+        compile_s = time.perf_counter() - start
+        return _ort_prepared(data, inputs, settings, start, outputs=None, compile_s=compile_s,
+                             sha=hashlib.sha256(data).hexdigest()[:16], explain=explain)
+
+    def quadratic(case: Case) -> bool:
+        return case.pattern != "decode" and variant.sparse in (None, "dense")
+
+    return Runner(f"attndsl {variant.label}", "attndsl", variant.what, prepare,
+                  quadratic=quadratic)
+
+
+def _graph(nodes, inputs, outputs, opsets, initializers=()) -> bytes:
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, "peer", inputs, outputs, initializer=list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets])
+    model.ir_version = 10
+    return model.SerializeToString()
+
+
+def _io(case: Case, extra: tuple = ()) -> tuple[list, list[str]]:
+    from onnx import TensorProto, helper
+
+    b, sq, h, g, d = case.batch, case.q_len, case.heads, case.kv_heads, case.head_dim
+    infos = [helper.make_tensor_value_info("q", TensorProto.FLOAT, [b, sq, h * d]),
+             helper.make_tensor_value_info("k", TensorProto.FLOAT, [b, sq, g * d]),
+             helper.make_tensor_value_info("v", TensorProto.FLOAT, [b, sq, g * d])]
+    if case.pattern == "decode":
+        infos += [helper.make_tensor_value_info(n, TensorProto.FLOAT, [b, g, case.seq, d])
+                  for n in ("attn.past_key", "attn.past_value")]
+    return infos + list(extra), ["q", "k", "v"]
+
+
+def _out(name: str = "y"):
+    from onnx import TensorProto, helper
+
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+
+
+def _mha(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepared:
+    from onnx import helper, numpy_helper
+
+    start = time.perf_counter()
+    names, attrs, inits = ["q", "k", "v"], {"num_heads": case.heads}, []
+    if case.pattern == "causal":
+        attrs["unidirectional"] = 1
+    elif case.pattern in ("sliding", "bigbird"):
+        bias = np.where(case.bool_mask(), 0.0, -np.inf).astype(np.float32)[None, None]
+        inits.append(numpy_helper.from_array(bias, "attention_bias"))
+        names += ["", "", "attention_bias"]
+    infos, _ = _io(case)
+    node = helper.make_node("MultiHeadAttention", names, ["y"], domain="com.microsoft", **attrs)
+    model = _graph([node], infos, [_out()], [("", 18), ("com.microsoft", 1)], inits)
+    return _ort_prepared(model, inputs, settings, start)
+
+
+def _gqa(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepared:
+    from onnx import TensorProto, helper, numpy_helper
+
+    start = time.perf_counter()
+    window = case.window if case.pattern == "sliding" else -1
+    total = case.k_len
+    inits = [numpy_helper.from_array(np.full([case.batch], total - 1, np.int32), "seqlens_k"),
+             numpy_helper.from_array(np.array(total, np.int32), "total_sequence_length")]
+    past = ["attn.past_key", "attn.past_value"] if case.pattern == "decode" else ["", ""]
+    node = helper.make_node(
+        "GroupQueryAttention", ["q", "k", "v", *past, "seqlens_k", "total_sequence_length"],
+        ["y", "present_key", "present_value"], domain="com.microsoft", num_heads=case.heads,
+        kv_num_heads=case.kv_heads, local_window_size=window)
+    infos, _ = _io(case)
+    outs = [_out(), helper.make_tensor_value_info("present_key", TensorProto.FLOAT, None),
+            helper.make_tensor_value_info("present_value", TensorProto.FLOAT, None)]
+    model = _graph([node], infos, outs, [("", 18), ("com.microsoft", 1)], inits)
+    return _ort_prepared(model, inputs, settings, start, local_window_size=window)
+
+
+def _attention23(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepared:
+    from onnx import TensorProto, helper, numpy_helper
+
+    start = time.perf_counter()
+    names, outs, inits = ["q", "k", "v"], ["y"], []
+    if case.pattern in ("sliding", "bigbird"):
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(case.bool_mask()), "mask"))
+        names.append("mask")
+    if case.pattern == "decode":
+        names += [""] * (4 - len(names)) + ["attn.past_key", "attn.past_value"]
+        outs += ["present_key", "present_value"]
+    node = helper.make_node("Attention", names, outs, q_num_heads=case.heads,
+                            kv_num_heads=case.kv_heads, is_causal=int(case.pattern == "causal"))
+    infos, _ = _io(case)
+    outputs = [_out()] + [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+                          for n in outs[1:]]
+    model = _graph([node], infos, outputs, [("", 23)], inits)
+    return _ort_prepared(model, inputs, settings, start)
+
+
+# ------------------------------------------------------------------ PyTorch
+def _torch_setup(settings: Settings):
+    import torch
+
+    torch.set_num_threads(settings.threads)
+    return torch
+
+
+class _SdpaModule:
+    """HF-style attention core: packed q/k/v -> heads -> SDPA -> packed output."""
+
+    @staticmethod
+    def build(case: Case, use_bool_mask: bool):
+        import torch
+        import torch.nn.functional as F
+
+        b, sq, h, g, d = case.batch, case.q_len, case.heads, case.kv_heads, case.head_dim
+
+        class Core(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                mask = torch.from_numpy(np.ascontiguousarray(case.bool_mask()))
+                self.register_buffer("mask", mask if use_bool_mask else None)
+
+            def forward(self, q, k, v, past_key=None, past_value=None):
+                q = q.view(b, sq, h, d).transpose(1, 2)
+                k = k.view(b, sq, g, d).transpose(1, 2)
+                v = v.view(b, sq, g, d).transpose(1, 2)
+                if past_key is not None:
+                    k = torch.cat([past_key, k], dim=2)
+                    v = torch.cat([past_value, v], dim=2)
+                kr, vr = k, v
+                if g != h:  # repeat_kv, as Hugging Face models do before SDPA
+                    kr = k.repeat_interleave(h // g, dim=1)
+                    vr = v.repeat_interleave(h // g, dim=1)
+                o = F.scaled_dot_product_attention(
+                    q, kr, vr, attn_mask=self.mask,
+                    is_causal=case.pattern == "causal" and self.mask is None)
+                o = o.transpose(1, 2).reshape(b, sq, h * d)
+                return (o, k, v) if past_key is not None else o
+
+        return Core().eval()
+
+
+def _feed_torch(case: Case, inputs: dict[str, np.ndarray]) -> tuple:
+    import torch
+
+    names = ["q", "k", "v"] + (["attn.past_key", "attn.past_value"]
+                               if case.pattern == "decode" else [])
+    return tuple(torch.from_numpy(inputs[n]) for n in names)
+
+
+def _first(result) -> np.ndarray:
+    return (result[0] if isinstance(result, tuple) else result).numpy()
+
+
+def _sdpa(use_bool_mask: bool):
+    def prepare(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepared:
+        torch = _torch_setup(settings)
+        start = time.perf_counter()
+        module = _SdpaModule.build(case, use_bool_mask)
+        args = _feed_torch(case, inputs)
+
+        def call():
+            with torch.inference_mode():
+                return module(*args)
+
+        return Prepared(call, _first, time.perf_counter() - start)
+
+    return prepare
+
+
+def _flex(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepared:
+    torch = _torch_setup(settings)
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    b, s, h, d = case.batch, case.seq, case.heads, case.head_dim
+    start = time.perf_counter()
+    mask_mod = _mask_mod(case, torch)
+    block_mask = create_block_mask(mask_mod, None, None, s, s, device="cpu")
+    mask_s = time.perf_counter() - start
+    fn = torch.compile(flex_attention) if settings.compile_flex else flex_attention
+    q, k, v = (x.view(b, s, h, d).transpose(1, 2) for x in _feed_torch(case, inputs))
+
+    def call():
+        with torch.inference_mode():
+            return fn(q, k, v, block_mask=block_mask).transpose(1, 2).reshape(b, s, h * d)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compile_start = time.perf_counter()
+        call()  # torch.compile compiles on the first call
+    compile_s = time.perf_counter() - compile_start
+    return Prepared(call, _first, time.perf_counter() - start,
+                    {"block_mask_s": round(mask_s, 2), "compile_s": round(compile_s, 2),
+                     "compiled": settings.compile_flex, "block_size": block_mask.BLOCK_SIZE[0]})
+
+
+def _mask_mod(case: Case, torch):
+    w = case.window
+    if case.pattern == "causal":
+        return lambda b, h, q, k: k <= q
+    if case.pattern == "sliding":
+        return lambda b, h, q, k: (k <= q) & (q - k < w)
+    from attndsl.masks.tables import random_blocks
+
+    blk, s = case.block, case.seq
+    half = blk + blk // 2
+    table = random_blocks(3, blk, 0, s, s)[::blk, ::blk]
+    chosen = torch.from_numpy(np.ascontiguousarray(table))
+
+    def bigbird(b, h, q, k):
+        local = (k >= q - half) & (k <= q + half)
+        glob = (q < blk) | (q >= s - blk) | (k < blk) | (k >= s - blk)
+        return local | glob | chosen[q // blk, k // blk]
+
+    return bigbird
+
+
+def _export(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepared:
+    torch = _torch_setup(settings)
+    start = time.perf_counter()
+    module = _SdpaModule.build(case, use_bool_mask=case.pattern in ("sliding", "bigbird"))
+    args = _feed_torch(case, inputs)
+    names = ["q", "k", "v"] + (["attn.past_key", "attn.past_value"]
+                               if case.pattern == "decode" else [])
+    outs = ["y"] + (["present_key", "present_value"] if case.pattern == "decode" else [])
+    buf = io.BytesIO()
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, buf, dynamo=False, opset_version=18,
+                          input_names=names, output_names=outs)
+    export_s = time.perf_counter() - start
+    return _ort_prepared(buf.getvalue(), inputs, settings, start, export_s=round(export_s, 2))
+
+
+# ------------------------------------------------------------------ the table of peers
+def _only(*patterns: str) -> Callable[[Case], str | None]:
+    def applies(case: Case) -> str | None:
+        return None if case.pattern in patterns else f"not for {case.pattern}"
+    return applies
+
+
+_DECODE_MHA = "MultiHeadAttention has no GQA (kv heads != heads); see ort-gqa"
+
+PEERS: list[Runner] = [
+    Runner("sdpa", "torch", "PyTorch SDPA: no mask (dense), is_causal (causal), else a bool "
+           "mask; decode: cat + repeat_kv + SDPA", _sdpa(False),
+           _only("dense", "causal", "decode")),
+    Runner("sdpa-mask", "torch", "PyTorch SDPA with the bool mask [S, S]", _sdpa(True),
+           _only("causal", "sliding", "bigbird")),
+    Runner("flex", "torch", "torch.compile(flex_attention) with a BlockMask (compile time "
+           "excluded, reported as setup)", _flex, _only("causal", "sliding", "bigbird"),
+           quadratic=lambda case: False),
+    Runner("export", "export", "torch.onnx.export (TorchScript exporter, opset 18) of the SDPA "
+           "module, run in ORT", _export),
+    Runner("ort-mha", "ort", "com.microsoft.MultiHeadAttention (unidirectional for causal, "
+           "additive attention_bias for other masks)", _mha,
+           lambda c: _DECODE_MHA if c.pattern == "decode" else None),
+    Runner("ort-gqa", "ort", "com.microsoft.GroupQueryAttention (causal only; "
+           "local_window_size for sliding; past KV for decode)", _gqa,
+           _only("causal", "sliding", "decode")),
+    Runner("onnx-attention", "ort", "ONNX Attention-23 (is_causal, bool attn_mask, past KV)",
+           _attention23),
+]
