@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
 from lark import Lark, Token, Transformer, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, VisitError
@@ -23,7 +24,10 @@ _TOKEN_NAMES = {
 
 @cache
 def parser() -> Lark:
-    text = resources.files("attndsl.grammars").joinpath("attn.lark").read_text("utf-8")
+    try:  # installed: grammars/ is shipped as the package data `attndsl.grammars`
+        text = resources.files("attndsl.grammars").joinpath("attn.lark").read_text("utf-8")
+    except ModuleNotFoundError:  # a source checkout on PYTHONPATH, not installed
+        text = (Path(__file__).resolve().parents[2] / "grammars" / "attn.lark").read_text("utf-8")
     return Lark(
         text, start=["module", "mask_expr", "score_list"], parser="lalr",
         propagate_positions=True, maybe_placeholders=True,
