@@ -62,12 +62,13 @@ def _load(path: str):
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from .compile import compile_model, save_model_atomic
+    from .compile import CompileOptions, compile_model, save_model_atomic
     from .weights import load_weights
 
     model = _load(args.spec)
     weights = load_weights(model, args.weights) if args.weights else None
-    proto = compile_model(model, weights=weights, opset=args.opset)
+    options = CompileOptions(opset=args.opset, passes=_passes(args))
+    proto = compile_model(model, weights=weights, options=options)
     try:
         save_model_atomic(proto, args.output)
     except OSError as err:
@@ -78,6 +79,15 @@ def cmd_compile(args: argparse.Namespace) -> int:
           f"{len(proto.graph.input)} input(s), {len(proto.graph.output)} output(s), "
           f"{params:,} parameters, opset {args.opset}, {size:,} bytes")
     return 0
+
+
+def _passes(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """``--no-opt``: no passes; ``--passes a,b``: those; neither: the default pipeline."""
+    from .passes import parse_pass_list
+
+    if args.no_opt:
+        return ()
+    return None if args.passes is None else tuple(parse_pass_list(args.passes))
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -185,8 +195,12 @@ def _verify(model, proto, inputs: dict, outputs: dict) -> int:
     tolerance of the model's dtype (or NaN, or missing)."""
     import numpy as np
 
+    from .passes import model_after, parse_pass_list
     from .reference import run_reference
 
+    # the initializers follow the IR the compile-time passes made (fused, folded...)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    model = model_after(model, parse_pass_list(meta.get("attndsl.passes", "")))
     expected = run_reference(model, _initializers(proto, model), inputs)
     tol = TOLERANCE[model.dtype]
     failed = []
@@ -233,7 +247,14 @@ def _initializers(proto, model) -> dict:
 def cmd_ir(args: argparse.Namespace) -> int:
     from .ir import print_ir
 
-    print(print_ir(_load(args.spec)), end="")
+    model = _load(args.spec)
+    if args.after is None:
+        print(print_ir(model), end="")
+        return 0
+    from .passes import ir_after
+    from .weights import load_weights
+
+    print(ir_after(model, load_weights(model), args.after), end="")
     return 0
 
 
@@ -278,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ONNX opset, 17..21 (default 18)")
     c.add_argument("--weights", metavar="FILE",
                    help="weights (.safetensors / .npz); default: the spec's, else seeded")
+    opt = c.add_mutually_exclusive_group()
+    opt.add_argument("--passes", metavar="A,B",
+                     help="optimization passes to run, in order (default: the default "
+                     "pipeline; see 'attndsl ir --after')")
+    opt.add_argument("--no-opt", action="store_true", help="run no optimization passes")
     c.set_defaults(func=cmd_compile)
 
     c = sub.add_parser("check", help="validate a spec and summarize it",
@@ -317,8 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_run)
 
     c = sub.add_parser("ir", help="print the IR of a spec",
-                       description="Print the checked IR of a spec (the golden-file format).")
+                       description="Print the checked IR of a spec (the golden-file format); "
+                       "with --after PASS, the program after the default pipeline up to and "
+                       "including PASS (graph passes print the ONNX graph as text).")
     c.add_argument("spec", metavar="SPEC")
+    c.add_argument("--after", metavar="PASS", help="print after this pass of the default "
+                   "pipeline")
     c.set_defaults(func=cmd_ir)
 
     c = sub.add_parser("convert", help="convert between YAML and .attn",

@@ -11,24 +11,44 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import LoweringError
+from .errors import LoweringError, did_you_mean
 from .ir.nodes import Model
 from .lower import check_opset
 from .lower.onnx_portable import BlockExplanation, lower_with_explanations
-from .weights import load_weights
+from .lower.plan import MODES as SPARSE_MODES
+from .lower.plan import SparseOptions
+from .passes import DEFAULT_PIPELINE, Program, resolve, run_graph_passes, run_passes
+from .weights import check_weights, load_weights
 
 
 @dataclass(frozen=True)
 class CompileOptions:
     """How to compile: ONNX opset; target ``portable`` (standard ops) or ``ort`` (ONNX Runtime
     fused kernels where a block maps exactly); block-sparse strategy ``auto | dense | block``
-    and tile size; optimization passes (None: the default pipeline)."""
+    (``lower/plan.py``), its tile size (None: the cost model picks) and the length at which
+    ``auto`` costs dynamic dims (None: 4096); optimization passes (None: the default
+    pipeline, ``()``: none — the CLI's ``--no-opt``)."""
 
     opset: int = 18
     target: str = "portable"
     sparse: str = "auto"
-    block_size: int = 64
+    block_size: int | None = None
     passes: tuple[str, ...] | None = None
+    seq_hint: int | None = None
+
+    def sparse_options(self) -> SparseOptions:
+        """The block-sparse settings, checked."""
+        if self.sparse not in SPARSE_MODES:
+            raise LoweringError(f"unknown sparse strategy {self.sparse!r}",
+                                hint=did_you_mean(self.sparse, SPARSE_MODES)
+                                or f"choose one of {', '.join(SPARSE_MODES)}")
+        for name in ("block_size", "seq_hint"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise LoweringError(f"{name.replace('_', '-')} must be a positive integer, "
+                                    f"got {value!r}")
+        return SparseOptions(self.sparse, self.block_size, self.seq_hint)
 
 
 def compile_model(model: Model, weights: Mapping[str, np.ndarray] | None = None,
@@ -46,20 +66,28 @@ def compile_with_explanations(model: Model, weights: Mapping[str, np.ndarray] | 
     """The checked model and, per block, which lowering was chosen and why (``--explain``).
 
     ``onnx.checker.check_model(full_check=True)`` runs for every target; for the ``ort``
-    target it skips the ``com.microsoft`` nodes (onnx has no schemas for that domain)."""
+    target it skips the ``com.microsoft`` nodes (onnx has no schemas for that domain).
+
+    The IR passes of the pipeline run before lowering, its graph passes after it."""
     from . import __version__
 
     options = options or CompileOptions()
     check_opset(options.opset, options.target)
     if weights is None:
         weights = load_weights(model)
-    proto, explain = lower_with_explanations(model, weights, options.opset, options.target)
+    weights = check_weights(model, dict(weights), "weights")  # before passes reshape them
+    passes = resolve(DEFAULT_PIPELINE if options.passes is None else options.passes)
+    program = run_passes(Program(model, weights), passes)
+    proto, explain = lower_with_explanations(program.model, program.weights, options.opset,
+                                             options.target, options.sparse_options())
+    proto = run_graph_passes(proto, passes)
     proto.producer_name = "attndsl"
     proto.producer_version = __version__
     proto.doc_string = f"attndsl model '{model.name}'"
     for key, value in (("attndsl.spec", model.spec_text), ("attndsl.version", __version__),
                        ("attndsl.opset", str(options.opset)),
-                       ("attndsl.target", options.target)):
+                       ("attndsl.target", options.target),
+                       ("attndsl.passes", ",".join(p.name for p in passes))):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     try:

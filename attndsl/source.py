@@ -18,6 +18,11 @@ class Source:
         p = Path(path)
         return cls(p.read_text(encoding="utf-8"), str(path))
 
+    def line_col(self, index: int) -> tuple[int, int]:
+        """The 1-based (line, column) of character ``index`` of the text."""
+        line = self.text.count("\n", 0, index)
+        return line + 1, index - (self.text.rfind("\n", 0, index) + 1) + 1
+
     def line_text(self, line: int) -> str:
         lines = self.text.splitlines()
         return lines[line - 1] if 0 < line <= len(lines) else ""

@@ -83,7 +83,7 @@ class Case:
         past = self.k_len - self.q_len
         q_pos = np.arange(past, past + self.q_len)
         full = eval_mask(block.mask, self.heads, q_pos, np.arange(self.k_len))
-        return np.broadcast_to(full[0, 0], (self.q_len, self.k_len))
+        return np.array(np.broadcast_to(full[0, 0], (self.q_len, self.k_len)))
 
     def attended_pairs(self) -> int:
         """Attended (query, key) pairs of one (batch, head)."""

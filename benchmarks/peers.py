@@ -53,6 +53,7 @@ class Runner:
     prepare: Callable[[Case, dict[str, np.ndarray], Settings], Prepared]
     applies: Callable[[Case], str | None] = lambda case: None  # None, or why it does not
     quadratic: Callable[[Case], bool] = lambda case: case.pattern != "decode"
+    variant: Variant | None = None  # attndsl runners: how they compile
 
 
 # ------------------------------------------------------------------ ONNX Runtime
@@ -79,7 +80,8 @@ def _ort_prepared(model: bytes, feed: dict[str, np.ndarray], settings: Settings,
 def attndsl_runner(variant: Variant) -> Runner:
     def prepare(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepared:
         start = time.perf_counter()
-        proto, explain = compile_variant(variant, case.spec_text(settings.dynamic))
+        proto, explain = compile_variant(variant, case.spec_text(settings.dynamic),
+                                         case.seq if settings.dynamic else None)
         data = proto.SerializeToString(deterministic=True)
         compile_s = time.perf_counter() - start
         return _ort_prepared(data, inputs, settings, start, outputs=None, compile_s=compile_s,
@@ -89,7 +91,7 @@ def attndsl_runner(variant: Variant) -> Runner:
         return case.pattern != "decode" and variant.sparse in (None, "dense")
 
     return Runner(f"attndsl {variant.label}", "attndsl", variant.what, prepare,
-                  quadratic=quadratic)
+                  quadratic=quadratic, variant=variant)
 
 
 def _graph(nodes, inputs, outputs, opsets, initializers=()) -> bytes:

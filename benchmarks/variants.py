@@ -86,9 +86,11 @@ def discover(block_sizes: tuple[int, ...] = ()) -> list[Variant]:
     return sorted(out, key=lambda v: not v.is_default)
 
 
-def compile_variant(variant: Variant, spec_text: str) -> tuple[Any, list[str]]:
+def compile_variant(variant: Variant, spec_text: str,
+                    seq_hint: int | None = None) -> tuple[Any, list[str]]:
     """The ONNX ModelProto of ``spec_text`` compiled with ``variant``, and the per-block
-    explanation lines when the compiler gives them."""
+    explanation lines when the compiler gives them. ``seq_hint`` (dynamic specs) is the
+    length the strategy choice should cost, where the compiler takes one."""
     from attndsl import compile as c
     from attndsl.api import parse_spec
 
@@ -96,12 +98,16 @@ def compile_variant(variant: Variant, spec_text: str) -> tuple[Any, list[str]]:
     params = inspect.signature(c.compile_model).parameters
     options_cls = getattr(c, "CompileOptions", None)
     kwargs: dict[str, Any] = {}
-    if options_cls is not None and variant.options():
-        opts = options_cls(**variant.options())
+    wanted = variant.options()
+    if seq_hint is not None and options_cls is not None and "seq_hint" in {
+            f.name for f in dataclasses.fields(options_cls)}:
+        wanted["seq_hint"] = seq_hint
+    if options_cls is not None and wanted:
+        opts = options_cls(**wanted)
         if "options" in params:
             kwargs["options"] = opts
         else:
-            kwargs.update({k: v for k, v in variant.options().items() if k in params})
+            kwargs.update({k: v for k, v in wanted.items() if k in params})
     explain_fn = getattr(c, "compile_with_explanations", None)
     if explain_fn is not None:
         proto, explanations = explain_fn(model, **kwargs)

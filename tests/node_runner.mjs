@@ -9,7 +9,7 @@
 // (a list of TENSOR in the model's output order), or OUT/error.txt when it fails.
 // Prints the versions as one JSON line.
 
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
@@ -44,6 +44,7 @@ for (const job of manifest.jobs) {
   }
   for (const run of job.runs) {
     mkdirSync(run.out, { recursive: true });
+    for (const stale of ['error.txt', 'outputs.json']) rmSync(join(run.out, stale), { force: true });
     try {
       if (loadError) throw loadError;
       const feeds = {};

@@ -233,11 +233,29 @@ def test_compile_with_weights_file(tmp_path):
                for n, s in model.weight_shapes().items()}
     np.savez(tmp_path / "w.npz", **weights)
     out = tmp_path / "m.onnx"
-    r = attndsl_cli("compile", BERT, "-o", out, "--weights", tmp_path / "w.npz")
+    r = attndsl_cli("compile", BERT, "-o", out, "--weights", tmp_path / "w.npz", "--no-opt")
     assert r.returncode == 0, r.stderr
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}
     for name, value in weights.items():
         np.testing.assert_array_equal(inits[name], value)
+    # optimized (the default): the file holds the weights of the optimized IR
+    r = attndsl_cli("compile", BERT, "-o", out, "--weights", tmp_path / "w.npz")
+    assert r.returncode == 0, r.stderr
+    assert "attn.qkv_proj.weight" in {t.name for t in onnx.load(out).graph.initializer}
+
+
+def test_compile_passes_and_ir_after(tmp_path):
+    out = tmp_path / "m.onnx"
+    assert attndsl_cli("compile", GPT2, "-o", out, "--passes", "fuse-qkv").returncode == 0
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta["attndsl.passes"] == "fuse-qkv"
+    assert attndsl_cli("run", out, "--verify").returncode == 0
+    r = attndsl_cli("compile", GPT2, "-o", out, "--passes", "fuse-qvk")
+    assert r.returncode == 2 and "did you mean 'fuse-qkv'" in r.stderr
+    r = attndsl_cli("ir", GPT2, "--after", "fuse-qkv")
+    assert r.returncode == 0 and "fused qkv projection" in r.stdout
+    r = attndsl_cli("ir", GPT2, "--after", "share-computations")
+    assert r.returncode == 0 and "MatMul" in r.stdout
 
 
 def test_failed_compile_leaves_output_untouched(tmp_path):

@@ -17,10 +17,11 @@ import pytest
 
 import attndsl
 from attndsl.api import parse_spec
-from attndsl.compile import compile_model, model_bytes, save_model_atomic
+from attndsl.compile import CompileOptions, compile_model, model_bytes, save_model_atomic
 from attndsl.errors import LoweringError, WeightsError
 from attndsl.inputs import random_inputs
 from attndsl.masks.nodes import RelativeBias
+from attndsl.passes import DEFAULT_PIPELINE, model_after
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights
@@ -97,15 +98,20 @@ def test_metadata_and_names():
                                                    "attn.past_value"]
     assert [o.name for o in proto.graph.output] == ["y", "p", "attn.present_key",
                                                     "attn.present_value"]
+    assert meta["attndsl.passes"] == ",".join(DEFAULT_PIPELINE)
     inits = {i.name: list(i.dims) for i in proto.graph.initializer}
-    for name, shape in model.weight_shapes().items():
+    for name, shape in model_after(model).weight_shapes().items():  # after fuse-qkv etc.
+        assert inits[name] == list(shape)
+    bare = compile_model(model, options=CompileOptions(passes=()))
+    inits = {i.name: list(i.dims) for i in bare.graph.initializer}
+    for name, shape in model.weight_shapes().items():  # without passes: named as the weights
         assert inits[name] == list(shape)
 
 
 def test_weights_dtype_float16():
     proto = compile_model(rich("float16"))
     inits = {i.name: i for i in proto.graph.initializer}
-    assert inits["attn.q_proj.weight"].data_type == onnx.TensorProto.FLOAT16
+    assert inits["attn.o_proj.weight"].data_type == onnx.TensorProto.FLOAT16
     for v in (*proto.graph.input[:1], *proto.graph.output):
         assert v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
 
@@ -190,7 +196,9 @@ def test_relative_bias_degenerate_buckets():
 # ------------------------------------------------------------ no work that is not needed
 
 def ops_of(text: str) -> list[str]:
-    return [n.op_type for n in compile_model(parse_spec(text, "x.yaml")).graph.node]
+    """The ops the lowering emits (no passes: the graph passes fold constant guards)."""
+    proto = compile_model(parse_spec(text, "x.yaml"), options=CompileOptions(passes=()))
+    return [n.op_type for n in proto.graph.node]
 
 
 def block_spec(settings: str, inputs: str = "", kv: str = "x") -> str:

@@ -139,7 +139,8 @@ def test_convert_file(tmp_path: Path, src_suffix: str, dst_suffix: str) -> None:
     assert load_spec(dst).blocks == load_spec(src).blocks
     assert sorted(p.name for p in dst.parent.iterdir()) == [dst.name]  # no temp file left
     # the relative weights path still names the same file from the new folder
-    assert Path(load_spec(dst).weights_file).resolve() == Path(load_spec(src).weights_file).resolve()
+    same = Path(load_spec(src).weights_file).resolve()
+    assert Path(load_spec(dst).weights_file).resolve() == same
 
 
 def test_convert_file_replaces_and_keeps_mode(tmp_path: Path) -> None:
@@ -164,3 +165,30 @@ def test_convert_file_errors_leave_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(AttnDSLError, match="no such file"):
         convert_file(tmp_path / "missing.yaml", tmp_path / "b.attn")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml"]
+
+
+def test_dsl_keywords_as_names_round_trip() -> None:
+    text = """\
+attndsl: 1
+dims: {dims: dynamic, seed: dynamic, model: 16}
+inputs:
+  input: [dims, seed, model]
+  weights: {shape: [dims], dtype: int64}
+  mask: {shape: [dims, seed], dtype: int64}
+blocks:
+  block:
+    query: input
+    heads: 2
+    mask: padding(weights) & document(mask) & heads(0)
+  rope:
+    query: block
+    heads: 2
+    score: [alibi]
+outputs:
+  output: rope
+  attndsl: block.weights
+"""
+    round_trip(text, "keywords.yaml")
+    dsl = convert_text(text, "keywords.yaml", "dsl")
+    assert "block rope = attention(query = block) {" in dsl
+    assert "output attndsl = block.weights" in dsl

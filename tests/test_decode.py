@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, note
+from hypothesis import strategies as st
+from strategies import SCORE_ITEMS, mask_text
 
 from attndsl.api import parse_spec
 from attndsl.compile import compile_model
@@ -229,3 +232,36 @@ def test_example_script(capsys):
     out = capsys.readouterr().out
     assert "14 single-token steps" in out and "OK" in out
     assert module.main([str(ROOT / "examples" / "bert_encoder.yaml")]) == 1
+
+
+@st.composite
+def cached_spec(draw):
+    """A cached self-attention spec whose mask never looks ahead (``causal & ...``), with
+    random GQA, RoPE, score modifiers and mask / bias / ids / lengths inputs."""
+    kv = draw(st.sampled_from([1, 2]))
+    heads = kv * draw(st.sampled_from([1, 2, 3]))
+    mask = draw(mask_text(heads, inputs=True, max_leaves=4))
+    scores = draw(st.lists(st.sampled_from(SCORE_ITEMS), max_size=2, unique=True))
+    rope = draw(st.sampled_from(["", "    rope: {theta: 10000.0}\n",
+                                 "    rope: {dim: 2, interleaved: true}\n"]))
+    used = " ".join([mask, *scores])
+    inputs = [line for name, line in (
+        ("lengths", "  lengths: {shape: [batch], dtype: int64}"),
+        ("doc", "  doc: {shape: [batch, total], dtype: int64}"),
+        ("m", "  m: {shape: [batch, 1, seq, total], dtype: bool}"),
+        ("tb", "  tb: [1, 1, seq, total]")) if f"({name})" in used]
+    block = (f"    heads: {heads}\n    kv_heads: {kv}\n    head_dim: 4\n"
+             f"    mask: \"causal & ({mask})\"\n{rope}"
+             + (f"    score: [{', '.join(scores)}]" if scores else ""))
+    return HEAD.format(dtype="float32", inputs="\n".join(inputs), block=block.rstrip("\n"),
+                       more="", last="attn")
+
+
+@given(text=cached_spec(), total=st.integers(1, 10), data=st.data(), seed=st.integers(0, 9))
+def test_random_cached_specs_decode_like_full_sequence(text, total, data, seed):
+    note(text)
+    model = parse_spec(text, "cached.yaml")
+    prompt_len = data.draw(st.integers(0, total), label="prompt_len")
+    inputs = full_inputs(model, total, seed)
+    errors = max_errors(model, decode_loop(model, compile_model(model), inputs, prompt_len))
+    assert max(errors.values()) <= TOL["float32"], errors

@@ -94,6 +94,24 @@ def test_yaml_alternative_forms_are_the_same_spec() -> None:
     assert parse(a, "a.yaml") == parse(ALL_KEYS_YAML, "b.yaml")
 
 
+def test_yaml_multiline_expressions() -> None:
+    text = ALL_KEYS_YAML.replace(
+        "score: [alibi, softcap(30.0), relative_bias(buckets=8, max_distance=16, "
+        "bidirectional=false), bias(t)]",
+        "score: [alibi,   # slopes\n      softcap(30.0),\n      relative_bias(buckets=8, "
+        "max_distance=16, bidirectional=false), bias(t)]")
+    text = text.replace('mask: "causal & sliding(16) & padding(lengths) | ',
+                        'mask: causal & sliding(16)\n      & padding(lengths) |\n      ')
+    text = text.replace('~window(2, 0)"', "~window(2, 0)")
+    assert parse(text, "a.yaml") == parse(ALL_KEYS_YAML, "b.yaml")
+    block = parse(text, "a.yaml").blocks[0]
+    softcap = setting(block, "score").value[1]
+    assert where(softcap.span) == pos(text, "softcap")
+    mask = setting(block, "mask").value
+    assert where(mask.operands[0].operands[2].span) == pos(text, "padding(lengths)")
+    assert where(mask.operands[1].span) == pos(text, "prefix(lengths)")
+
+
 def test_yaml_exponent_floats_and_name_like_keys() -> None:
     text = ALL_KEYS_YAML.replace("theta: 500000.0", "theta: 5e5").replace(
         "scale: 0.25", "scale: 2.5e-1")

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from attndsl import AttnDSLError, parse_spec
 from attndsl.convert import convert_text
+from attndsl.frontend import parse_source
+from attndsl.source import Source
 
 _TOKEN = re.compile(r"\s+|[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d+)?|.", re.S)
 _GOLDEN = sorted((Path(__file__).resolve().parent / "golden").glob("*.yaml"))
@@ -71,6 +73,9 @@ def parses_or_fails_cleanly(text: str, path: str) -> None:
     except AttnDSLError as err:
         str(err)  # the message renders too
         return
+    spec = parse_source(Source(text, path))  # nothing the user wrote is silently dropped
+    assert sorted(b.name for b in spec.blocks) == sorted(b.name for b in model.blocks)
+    assert [o.name for o in spec.outputs] == [o.name for o in model.outputs]
     other, suffix = ("dsl", ".attn") if path.endswith(".yaml") else ("yaml", ".yaml")
     other_path = str(Path(path).with_suffix(suffix))
     converted = convert_text(text, path, other)

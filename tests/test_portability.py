@@ -5,8 +5,9 @@ Cases: every spec in examples/, specs/ and tests/golden/ (YAML/.attn twins with 
 once), the feature specs, and inline specs for what the files may miss: every mask
 primitive with dynamic lengths, every score modifier, RoPE, caches, float16, other opsets and
 fully masked rows (padding length 0, an all-False mask row, a bias row of -inf, cross-attention
-queries past the last key, ``none``). Each model runs at two sizes of its dynamic dims (one
-compiled model; the small one has seq 1 and an empty cache).
+queries past the last key, ``none``). Each compiles with the default options and with the
+block-sparse lowering forced (``sparse=block``, 4-wide tiles; skipped where the graph is the
+same), and runs at two sizes of its dynamic dims (the small one: seq 1, an empty cache).
 
 OpenVINO is skipped when not installed (it is in the ``test`` extra). It runs with
 INFERENCE_PRECISION_HINT=f32: on CPUs with bf16 support its default is bf16 even for float32
@@ -31,7 +32,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ import pytest
 from feature_specs import PAIRS
 
 from attndsl.api import load_spec, parse_spec
-from attndsl.compile import compile_model
+from attndsl.compile import CompileOptions, compile_model, model_bytes
 from attndsl.inputs import random_inputs
 from attndsl.ir.nodes import Model
 from attndsl.runtime import make_session, run_session
@@ -64,7 +65,8 @@ class Case:
     weights: dict[str, np.ndarray] | None = None  # None: the spec's own (file or seeded)
     opset: int = 18
     feeds: Callable[[Model], list[Feed]] | None = None  # None: two random sizes
-    extra: dict = field(default_factory=dict)
+    check: Callable[[dict[str, np.ndarray]], None] | None = None  # more checks on outputs
+    options: dict = field(default_factory=dict)  # CompileOptions fields besides the opset
 
 
 # ------------------------------------------------------------ cases
@@ -145,6 +147,39 @@ blocks:
     rope: {theta: 500000.0, interleaved: true}
     cache: true
 outputs: {y: attn, p: attn.weights}
+"""
+
+SPARSE = """\
+attndsl: 1
+name: sparse_patterns
+dims: {batch: dynamic, seq: dynamic, s: 48, d: 32}
+inputs:
+  x: [batch, seq, d]
+  z: [batch, s, d]
+  lens: {shape: [batch], dtype: int64}
+blocks:
+  band:
+    query: x
+    heads: 4
+    kv_heads: 2
+    mask: "window(3, 1) & padding(lens)"
+    score: [alibi, softcap(5.0)]
+    rope: {theta: 10000.0}
+  chunks:
+    query: band
+    heads: 2
+    mask: "causal & ~dilated(4, 2, 1)"
+  band_cache:
+    query: chunks
+    heads: 2
+    mask: sliding(3)
+    cache: true
+  tiles:
+    query: z
+    heads: 2
+    mask: "window(2, 2) | global(0) | random(1, block=4, seed=2)"
+    score: [relative_bias(buckets=4, max_distance=8)]
+outputs: {y: band_cache, w: tiles}
 """
 
 FULLY_MASKED = """\
@@ -229,14 +264,29 @@ def _inline_cases() -> list[Case]:
     for dtype in ("float32", "float16"):
         text = SCORES_CACHE.replace("attndsl: 1", f"attndsl: 1\ndtype: {dtype}")
         cases.append(Case(f"inline/scores_cache_{dtype}", parse_spec(text, "sc.yaml")))
+    for dtype in ("float32", "float16"):  # no .weights output: block-sparse plans apply
+        text = SPARSE.replace("attndsl: 1", f"attndsl: 1\ndtype: {dtype}")
+        cases.append(Case(f"inline/sparse_{dtype}", parse_spec(text, "sparse.yaml")))
     for dtype in ("float32", "float16"):
         model = parse_spec(FULLY_MASKED.replace("DTYPE", dtype), "fm.yaml")
         cases.append(Case(f"inline/fully_masked_{dtype}", model, feeds=_fully_masked_feeds,
-                          extra={"check": _masked_rows(dtype)}))
+                          check=_masked_rows(dtype)))
     return cases
 
 
-CASES = _file_cases() + _inline_cases()
+def _compile(case: Case) -> onnx.ModelProto:
+    weights = case.weights if case.weights is not None else load_weights(case.model)
+    return compile_model(case.model, weights,
+                         options=CompileOptions(opset=case.opset, **case.options))
+
+
+# Every case compiles with the default options (what users get) and with the block-sparse
+# lowering forced with 4-wide tiles, so that the small shapes here have empty, partial and
+# full tiles. A variant whose graph equals the default one's skips.
+STRATEGIES = {"auto": {}, "block4": {"sparse": "block", "block_size": 4}}
+CASES = [replace(c, id=f"{c.id}:{name}", options=options)
+         for c in _file_cases() + _inline_cases() for name, options in STRATEGIES.items()]
+BY_ID = {c.id: c for c in CASES}
 
 
 # ------------------------------------------------------------ compile, feed, ORT baseline
@@ -247,6 +297,8 @@ class Prepared:
     path: Path
     feeds: list[Feed]
     want: list[dict[str, np.ndarray]]  # ORT outputs per feed, by name in graph order
+    graph: bytes
+    same_as: str | None = None  # the default-options variant, when the graph is the same
 
 
 def _sizes(model: Model, big: bool) -> tuple[dict[str, int], int]:
@@ -254,7 +306,7 @@ def _sizes(model: Model, big: bool) -> tuple[dict[str, int], int]:
     dynamic = [d.name for d in model.dims if d.size is None]
     if not big:
         return {name: 1 for name in dynamic}, 0
-    return {name: 2 if name == "batch" else 5 + 2 * i for i, name in enumerate(dynamic)}, 3
+    return {name: 2 if name == "batch" else 7 + 4 * i for i, name in enumerate(dynamic)}, 3
 
 
 def _default_feeds(model: Model) -> list[Feed]:
@@ -266,11 +318,10 @@ def _default_feeds(model: Model) -> list[Feed]:
 
 
 def _prepare(case: Case, root: Path) -> Prepared:
-    weights = case.weights if case.weights is not None else load_weights(case.model)
-    proto = compile_model(case.model, weights, case.opset)
+    proto = _compile(case)
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["attndsl.target"] == "portable"
-    path = root / (case.id.replace("/", "__").replace(".", "_") + ".onnx")
+    path = root / ("".join(c if c.isalnum() else "_" for c in case.id) + ".onnx")
     onnx.save(proto, path)
     feeds = (case.feeds or _default_feeds)(case.model)
     session = make_session(proto, provider="cpu")
@@ -278,7 +329,9 @@ def _prepare(case: Case, root: Path) -> Prepared:
     for out in want:
         for name, value in out.items():
             assert np.isfinite(value).all(), f"ONNX Runtime gave non-finite {name}"
-    return Prepared(case, path, feeds, want)
+        if case.check is not None:
+            case.check(out)
+    return Prepared(case, path, feeds, want, model_bytes(proto))
 
 
 @pytest.fixture(scope="module")
@@ -288,9 +341,19 @@ def prepared(tmp_path_factory) -> Callable[[Case], Prepared]:
 
     def get(case: Case) -> Prepared:
         if case.id not in cache:
-            cache[case.id] = _prepare(case, root)
+            p = cache[case.id] = _prepare(case, root)
+            default = BY_ID[case.id.rsplit(":", 1)[0] + ":auto"]
+            if default is not case and get(default).graph == p.graph:
+                p.same_as = default.id
         return cache[case.id]
     return get
+
+
+def prepared_or_skip(prepared: Callable[[Case], Prepared], case: Case) -> Prepared:
+    p = prepared(case)
+    if p.same_as is not None:
+        pytest.skip(f"the same graph as {p.same_as}")
+    return p
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -320,8 +383,8 @@ def compare(runtime: str, p: Prepared, index: int, got: dict[str, np.ndarray]) -
         assert not bad.any(), (f"{runtime}: {name} differs from ONNX Runtime by up to "
                                f"{diff.max():.3g} at {np.argwhere(bad)[0].tolist()} "
                                f"(feed {index})")
-    if "check" in p.case.extra:
-        p.case.extra["check"](got)
+    if p.case.check is not None:
+        p.case.check(got)
     errs = ERRORS.setdefault((runtime, dtype), {})
     errs[p.case.id] = max(errs.get(p.case.id, 0.0), worst)
 
@@ -333,9 +396,10 @@ IDS = [c.id for c in CASES]
 
 def test_cases_cover_the_files_and_features():
     ids = set(IDS)
-    assert {"examples/gpt2_causal.yaml", "specs/bigbird.attn", "feature/all_masks",
-            "inline/fully_masked_float16"} <= ids
-    assert sum(i.startswith("examples/") for i in ids) >= 6
+    assert {"examples/gpt2_causal.yaml:auto", "specs/bigbird.attn:block4",
+            "feature/all_masks:auto", "inline/fully_masked_float16:auto",
+            "inline/sparse_float16:block4"} <= ids
+    assert sum(i.startswith("examples/") and i.endswith(":auto") for i in ids) >= 6
     assert any(c.model.dtype == "float16" for c in CASES)
     assert any(b.cache for c in CASES for b in c.model.blocks)
 
@@ -344,7 +408,7 @@ def test_cases_cover_the_files_and_features():
 def test_onnx_reference(case, prepared):
     from onnx.reference import ReferenceEvaluator
 
-    p = prepared(case)
+    p = prepared_or_skip(prepared, case)
     evaluator = ReferenceEvaluator(str(p.path))
     names = [o.name for o in onnx.load(p.path, load_external_data=False).graph.output]
     for index, feed in enumerate(p.feeds):
@@ -361,7 +425,7 @@ def ov_core():
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_openvino(case, prepared, ov_core):
-    p = prepared(case)
+    p = prepared_or_skip(prepared, case)
     compiled = ov_core.compile_model(str(p.path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     names = [o.name for o in onnx.load(p.path, load_external_data=False).graph.output]
     for index, feed in enumerate(p.feeds):
@@ -439,8 +503,8 @@ def _run_in_node(node_dir: Path, prepared: Callable[[Case], Prepared], tmp_path:
     """Every case in one node process (startup paid once), compared with ORT."""
     if shutil.which("node") is None:
         pytest.skip("node is not on PATH")
-    jobs = []
-    for case in CASES:
+    jobs, cases = [], [c for c in CASES if prepared(c).same_as is None]
+    for case in cases:
         p = prepared(case)
         runs = []
         for index, feed in enumerate(p.feeds):
@@ -456,7 +520,7 @@ def _run_in_node(node_dir: Path, prepared: Callable[[Case], Prepared], tmp_path:
         capture_output=True, text=True, timeout=NODE_RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["node"] == ORT_NODE_VERSION
-    for j, case in enumerate(CASES):
+    for j, case in enumerate(cases):
         p = prepared(case)
         for index in range(len(p.feeds)):
             compare("onnxruntime-node", p, index,

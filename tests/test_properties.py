@@ -14,12 +14,12 @@ import functools
 
 import numpy as np
 import onnx
-from hypothesis import given, note
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 from strategies import mask_text, spec_yaml
 
 from attndsl.api import parse_spec
-from attndsl.compile import compile_model
+from attndsl.compile import CompileOptions, compile_model, compile_with_explanations
 from attndsl.convert import convert_text
 from attndsl.inputs import random_inputs
 from attndsl.masks.eval import eval_mask
@@ -30,6 +30,7 @@ from attndsl.weights import load_weights
 # ----------------------------------------------------------------------------- mask probe
 
 MODES = ("core", "core_cache", "cross", "cross_cache", "fixed")
+DV = 24  # value width: one feature per key position (max key length 16 + past 8)
 
 CORE = """\
 attndsl: 1
@@ -39,7 +40,7 @@ dims: {{batch: dynamic, sq: {sq}, sk: {sk}, kt: {kt}}}
 inputs:
   q: [batch, sq, {qw}]
   k: [batch, sk, {kw}]
-  v: [batch, sk, {kw}]
+  v: [batch, sk, {vw}]
 {inputs}
 blocks:
   attn:
@@ -52,7 +53,8 @@ blocks:
     mask: "{mask}"
     score: [{score}]
     cache: {cache}
-outputs: {{p: attn.weights}}
+outputs:
+{outputs}
 """
 
 CROSS = """\
@@ -62,7 +64,7 @@ dtype: {dtype}
 dims: {{batch: dynamic, sq: dynamic, sk: dynamic, kt: dynamic}}
 inputs:
   x: [batch, sq, 8]
-  mem: [batch, sk, 6]
+  mem: [batch, sk, {dv}]
 {inputs}
 blocks:
   attn:
@@ -71,38 +73,66 @@ blocks:
     heads: {heads}
     kv_heads: {kv}
     head_dim: 2
+    v_head_dim: {dv}
+    out_dim: {ow}
     mask: "{mask}"
     score: [{score}]
     cache: {cache}
-outputs: {{p: attn.weights}}
+outputs:
+{outputs}
 """
 
-# bool mask / bias input shapes: full, per-(q, k) only, per-key only
-M_SHAPES = ("[batch, 1, sq, kt]", "[sq, kt]", "[batch, 1, 1, kt]")
+# bool mask / bias input shapes (broadcast to [batch, heads, sq, kt]); H: the block's heads
+M_SHAPES = ("[batch, 1, sq, kt]", "[batch, H, sq, kt]", "[sq, kt]", "[batch, 1, 1, kt]",
+            "[kt]", "[1, sq, kt]", "[H, 1, kt]")
 # score lists that keep equal logits equal; bias(tb) is 0 or -inf (-inf counts as masked)
 SCORES = ("", "bias(tb)", "softcap(5.0), bias(tb)", "softcap(2.0)")
 LENGTH = st.one_of(st.integers(1, 7), st.integers(1, 16))
+# lowering strategies: (--sparse, --block-size); a .weights output keeps a block dense
+SPARSE = (("dense", None), ("auto", None), ("auto", 2), ("block", None), ("block", 1),
+          ("block", 2), ("block", 3), ("block", 4))
 
 
 @functools.lru_cache(maxsize=64)
-def probe_session(text: str):
-    """Model and session for a probe spec (cached: shrinking replays the same specs)."""
+def probe_session(text: str, sparse: str, block_size: int | None):
+    """Model, session and the lowering chosen, for a probe spec (cached: shrinking replays
+    the same specs). Projected probes get zero query weights (every logit is 0), values that
+    copy the one-hot memory rows and an identity output projection."""
     model = parse_spec(text, "probe.yaml")
     weights = load_weights(model)
-    if model.blocks[0].project:  # zero queries: every logit is 0
+    b = model.blocks[0]
+    if b.project:
         weights["attn.q_proj.weight"] = np.zeros_like(weights["attn.q_proj.weight"])
-    return model, make_session(compile_model(model, weights))
+        weights["attn.v_proj.weight"] = np.tile(np.eye(DV, dtype=np.float32), (b.kv_heads, 1))
+        weights["attn.o_proj.weight"] = np.eye(b.heads * DV, dtype=np.float32)
+    options = CompileOptions(sparse=sparse, block_size=block_size)
+    proto, explain = compile_with_explanations(model, weights, options)
+    return model, make_session(proto), explain
+
+
+# bounded offset bands (and chunks) that make a block-sparse plan apply; "" for tile lists
+BANDS = st.one_of(st.just("causal"), st.just(""),
+                  st.builds("sliding({})".format, st.integers(1, 6)),
+                  st.builds("window({}, {})".format, st.integers(0, 5), st.integers(0, 5)),
+                  st.builds("chunk({})".format, st.integers(1, 6)),
+                  st.builds("dilated({}, 0, {})".format, st.integers(0, 8), st.integers(1, 3)))
 
 
 @st.composite
-def probe_case(draw):
+def probe_case(draw, sparse_only: bool = False):
+    """(spec text, (sparse, block size), sizes, past_len, seed). ``sparse_only``: specs a
+    block-sparse lowering applies to (a bounded band, no .weights / mask / bias inputs)."""
     mode = draw(st.sampled_from(MODES))
     cross, cache, fixed = mode.startswith("cross"), mode.endswith("cache"), mode == "fixed"
     kv = draw(st.sampled_from([1, 2]))
-    heads = kv * draw(st.sampled_from([1, 2]))
+    heads = kv * draw(st.sampled_from([1, 2, 4]))
     mask = draw(mask_text(heads, inputs=True, random_leaf=fixed, max_leaves=6))
     if cross:
         mask = mask.replace("document(doc)", "causal")  # documents need self-attention
+    if sparse_only:
+        band = draw(BANDS)
+        mask = mask.replace("mask(m)", "causal")
+        mask = f"{band} & ({mask})" if band else mask
     batch, sq, sk = draw(st.integers(1, 2)), draw(LENGTH), draw(LENGTH)
     past = draw(st.integers(0, 8)) if cache else 0
     if "document(doc)" in mask:  # ids index query positions too: keep past + i < kt
@@ -114,32 +144,46 @@ def probe_case(draw):
     if "document(doc)" in mask:
         inputs.append("  doc: {shape: [batch, kt], dtype: int64}")
     if "mask(m)" in mask:
-        inputs.append(f"  m: {{shape: {draw(st.sampled_from(M_SHAPES))}, dtype: bool}}")
-    score = draw(st.sampled_from(SCORES))
+        shape = draw(st.sampled_from(M_SHAPES)).replace("H", str(heads))
+        inputs.append(f"  m: {{shape: {shape}, dtype: bool}}")
+    score = draw(st.sampled_from(SCORES[-1:] if sparse_only else SCORES))
     if "tb" in score:
-        inputs.append(f"  tb: {draw(st.sampled_from(M_SHAPES))}")
+        inputs.append(f"  tb: {draw(st.sampled_from(M_SHAPES)).replace('H', str(heads))}")
+    outputs = "  y: attn" + ("\n  p: attn.weights"
+                             if not sparse_only and draw(st.booleans()) else "")
     fields = {"inputs": "\n".join(inputs), "heads": heads, "kv": kv, "mask": mask,
-              "cache": "true" if cache else "false", "score": score,
+              "cache": "true" if cache else "false", "score": score, "outputs": outputs,
               "dtype": draw(st.sampled_from(["float32", "float16"]))}
     if cross:
-        text = CROSS.format(**fields)
+        text = CROSS.format(**fields, dv=DV, ow=heads * DV)
     else:
         sizes = (sq, sk, kt) if fixed else ("dynamic",) * 3
         text = CORE.format(**fields, sq=sizes[0], sk=sizes[1], kt=sizes[2], qw=2 * heads,
-                           kw=2 * kv)
+                           kw=2 * kv, vw=DV * kv)
     seed = draw(st.integers(0, 2**16))
-    return text, {"batch": batch, "sq": sq, "sk": sk, "kt": kt}, past, seed
+    return text, draw(st.sampled_from(SPARSE[3:] if sparse_only else SPARSE)), {"batch": batch, "sq": sq, "sk": sk,
+                                                 "kt": kt}, past, seed
 
 
 def probe_inputs(model, sizes, past, seed) -> dict[str, np.ndarray]:
-    """Zero queries and keys, random values; lengths 0..kt+1, unsorted small document ids,
-    bool masks of random density."""
+    """Zero queries and keys; one-hot values (key k's value is feature k of its kv head);
+    lengths 0..kt+1, unsorted small document ids, bool masks of random density, bias 0 or
+    -inf."""
     rng = np.random.default_rng(seed)
     feed = random_inputs(model, sizes, seed=seed, past_len=past)
-    b, kt = sizes["batch"], sizes["kt"]
+    b, kt, sk = sizes["batch"], sizes["kt"], sizes["sk"]
     for name in ("q", "k", "attn.past_key"):
         if name in feed:
             feed[name] = np.zeros_like(feed[name])
+    eye = np.eye(DV, dtype=model.dtype)
+    if "v" in feed:  # core mode: [batch, sk, G * DV]
+        feed["v"] = np.broadcast_to(np.tile(eye[past:past + sk], model.blocks[0].kv_heads),
+                                    feed["v"].shape).copy()
+    if "mem" in feed:  # projected: v_proj copies the memory row
+        feed["mem"] = np.broadcast_to(eye[past:past + sk], feed["mem"].shape).copy()
+    if "attn.past_value" in feed:
+        feed["attn.past_value"] = np.broadcast_to(eye[:past], feed["attn.past_value"].shape
+                                                  ).copy()
     if "lengths" in feed:
         feed["lengths"] = rng.integers(0, kt + 2, size=b).astype(np.int64)
     if "doc" in feed:
@@ -152,31 +196,53 @@ def probe_inputs(model, sizes, past, seed) -> dict[str, np.ndarray]:
     return feed
 
 
+# the cheapest and most telling properties: twice the profile's example count each
+@settings(max_examples=2 * settings.default.max_examples)
 @given(case=probe_case())
 def test_compiled_mask_equals_eval_mask(case):
-    text, sizes, past, seed = case
+    check_probe(case)
+
+
+@settings(max_examples=2 * settings.default.max_examples)
+@given(case=probe_case(sparse_only=True))
+def test_block_sparse_mask_equals_eval_mask(case):
+    check_probe(case)
+
+
+def check_probe(case) -> None:
+    """Every logit is 0, so a query's probabilities are 1/count on its allowed keys; the
+    one-hot values copy them into the block output (feature k of head h = probability of key
+    k), which the block-sparse lowerings compute too. ``.weights``, when an output, too."""
+    text, (sparse, block_size), sizes, past, seed = case
     note(text)
-    model, session = probe_session(text)
+    model, session, explain = probe_session(text, sparse, block_size)
+    note(f"--sparse {sparse} --block-size {block_size}: {explain[0].lowering}")
     block = model.blocks[0]
     feed = probe_inputs(model, sizes, past, seed)
-    probs = run_session(session, feed)["p"]
-    q_pos = (past if block.self_attention else 0) + np.arange(sizes["sq"])
-    shape = (sizes["batch"], block.heads, sizes["sq"], sizes["kt"])
+    got = run_session(session, feed)
+    b, h, sq, kt = sizes["batch"], block.heads, sizes["sq"], sizes["kt"]
+    from_y = got["y"].astype(np.float64).reshape(b, sq, h, DV).transpose(0, 2, 1, 3)
+    assert not from_y[..., kt:].any()
+    probs = {"y": from_y[..., :kt]}
+    if "p" in got:
+        probs["p"] = got["p"].astype(np.float64)
+    q_pos = (past if block.self_attention else 0) + np.arange(sq)
     want = np.broadcast_to(
-        eval_mask(block.mask, block.heads, q_pos, np.arange(sizes["kt"]), sizes["batch"], feed),
-        shape)
+        eval_mask(block.mask, h, q_pos, np.arange(kt), b, feed), (b, h, sq, kt))
     if "tb" in feed:  # bias(t): -inf cells count as masked
         tb = feed["tb"]
         want = want & np.broadcast_to(np.isfinite(tb.reshape((1,) * (4 - tb.ndim) + tb.shape)),
-                                      shape)
-    assert probs.shape == want.shape
-    assert not np.isnan(probs).any()
-    bad = np.argwhere((probs > 0) != want)
-    assert bad.size == 0, f"{len(bad)} cells differ, first (b, h, i, k) = {bad[0].tolist()}"
+                                      want.shape)
     count = want.sum(axis=-1, keepdims=True)
-    np.testing.assert_allclose(probs.astype(np.float64),
-                               np.where(want, 1.0 / np.maximum(count, 1), 0.0),
-                               rtol=1e-6 if model.dtype == "float32" else 1e-3, atol=0)
+    expect = np.where(want, 1.0 / np.maximum(count, 1), 0.0)
+    for name, p in probs.items():
+        assert p.shape == want.shape, name
+        assert not np.isnan(p).any(), name
+        bad = np.argwhere((p > 0) != want)
+        assert bad.size == 0, (f"{name}: {len(bad)} cells differ, first (b, h, i, k) = "
+                               f"{bad[0].tolist()}")
+        np.testing.assert_allclose(p, expect, rtol=1e-6 if model.dtype == "float32" else 1e-3,
+                                   atol=0, err_msg=name)
 
 
 # ----------------------------------------------------------------------------- whole specs

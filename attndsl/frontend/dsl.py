@@ -68,22 +68,24 @@ class _Builder:
                 entries = tuple(
                     ast.ShapeEntry(_num(e) if e.type == "NUMBER" else str(e), self.sp(e))
                     for e in shape.children if e is not None)
-                inputs.append(ast.InputDecl(str(name), entries, None if dtype is None else str(dtype),
-                                            self.sp(name), None if dtype is None else self.sp(dtype)))
+                inputs.append(ast.InputDecl(
+                    str(name), entries, None if dtype is None else str(dtype), self.sp(name),
+                    None if dtype is None else self.sp(dtype)))
             elif kind == "block_stmt":
                 blocks.append(self.block(st))
             elif kind == "output_stmt":
                 name, ref = st.children
                 parts = [str(c) for c in ref.children if c is not None]
-                outputs.append(ast.OutputDecl(str(name), parts[0], parts[1] if len(parts) > 1 else None,
-                                              self.sp(name)))
+                outputs.append(ast.OutputDecl(
+                    str(name), parts[0], parts[1] if len(parts) > 1 else None, self.sp(name)))
         return ast.SpecAST(version, tuple(top), tuple(dims), tuple(inputs), tuple(blocks),
                            tuple(outputs), source=self.place.source)
 
     def kwarg(self, kw: Tree) -> ast.Setting:
         key, value = kw.children
         value_ast = self.expr.transform(value) if isinstance(value, Tree) else value
-        return ast.Setting(str(key), _scalar(value_ast), self.sp(key), getattr(value_ast, "span", None))
+        return ast.Setting(str(key), _scalar(value_ast), self.sp(key),
+                           getattr(value_ast, "span", None))
 
     def block(self, st: Tree) -> ast.BlockDecl:
         name, kind, *rest = st.children
@@ -95,7 +97,8 @@ class _Builder:
                 settings.append(self.kwarg(item))
             elif item.data == "mask_line":
                 expr = self.expr.transform(item.children[0])
-                settings.append(ast.Setting("mask", expr, self.sp(item), getattr(expr, "span", None)))
+                settings.append(ast.Setting("mask", expr, self.sp(item),
+                                            getattr(expr, "span", None)))
             elif item.data == "score_line":
                 mods = item.children[0]
                 mods = () if mods is None else self.expr.transform(mods)

@@ -37,17 +37,28 @@ def parser() -> Lark:
 class Placement:
     """Maps positions inside parsed text to positions in the spec's Source.
 
-    For a ``.attn`` file the parsed text is the source itself; for a YAML string it sits at
-    (line, col) of the YAML file (``col_offset`` accounts for a quote character).
+    For a ``.attn`` file the parsed text is the source itself. A YAML string is either parsed
+    from the file's own characters starting at ``index`` (line breaks turned into spaces, so
+    column c of the one-line text is character ``index + c - 1`` of the file, whatever line
+    it is on), or, when its value differs from its text (escapes), from its value placed at
+    (line, col) of the file.
     """
 
-    def __init__(self, source: Source, line: int = 1, col: int = 1):
-        self.source, self.line, self.col = source, line, col
+    def __init__(self, source: Source, line: int = 1, col: int = 1, index: int | None = None):
+        self.source, self.line, self.col, self.index = source, line, col, index
 
     def span(self, line: int, col: int, end_col: int | None = None) -> Span:
+        if self.index is not None:
+            at_line, at_col = self.source.line_col(self.index + col - 1)
+            end = None
+            if end_col is not None:
+                end_line, end = self.source.line_col(self.index + end_col - 1)
+                end = end if end_line == at_line else None
+            return Span(self.source, at_line, at_col, end)
         if line == 1:
             shift = self.col - 1
-            return Span(self.source, self.line, col + shift, None if end_col is None else end_col + shift)
+            return Span(self.source, self.line, col + shift,
+                        None if end_col is None else end_col + shift)
         return Span(self.source, self.line + line - 1, col, end_col)
 
     def of(self, item: Token | Tree) -> Span | None:
@@ -165,6 +176,10 @@ def syntax_error(err: UnexpectedInput, place: Placement, what: str) -> SpecSynta
 def parse_expr(text: str, place: Placement, start: str = "mask_expr"):
     """Parse a mask expression (``mask_expr``) or a score list (``score_list``)."""
     what = "mask expression" if start == "mask_expr" else "score modifiers"
+    if "#" in text:  # not a comment inside a YAML string: `causal#x` is one word there
+        at = text.index("#") + 1
+        raise SpecSyntaxError(f"unexpected '#' in {what}", place.span(1, at),
+                              "comments cannot start inside an expression")
     try:
         tree = parser().parse(text, start=start)
     except UnexpectedInput as err:

@@ -113,8 +113,8 @@ def _dsl_setting(s: ast.Setting) -> str:
     if s.key == "score" and isinstance(v, tuple):
         return f"score {_scores(v)}".rstrip()
     if s.key == "rope" and isinstance(v, tuple):
-        return " ".join(["rope", ", ".join(f"{_dsl_ident(k.key, 'rope key')} = "
-                                           f"{_dsl_scalar(k.value)}" for k in v)]).rstrip()
+        args = ", ".join(f"{_dsl_ident(k.key, 'rope key')} = {_dsl_scalar(k.value)}" for k in v)
+        return f"rope {args}".rstrip()
     if s.key == "rope" and isinstance(v, bool):
         return f"rope {_dsl_scalar(v)}"
     key = _dsl_ident(s.key, "key")

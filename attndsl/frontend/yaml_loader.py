@@ -20,6 +20,13 @@ _TAGS = {
 _EXP_FLOAT = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+")
 
 
+def _one_line(text: str, comments: bool = False) -> str:
+    """``text`` on one line, same length: line breaks (and YAML comments) become spaces."""
+    if comments:
+        text = re.sub(r"(^|(?<=\s))#[^\n]*", lambda m: " " * len(m.group()), text)
+    return text.replace("\r", " ").replace("\n", " ")
+
+
 def _span(source: Source, node: yaml.Node) -> Span:
     m, e = node.start_mark, node.end_mark
     return Span(source, m.line + 1, m.column + 1, e.column + 1 if e.line == m.line else None)
@@ -72,6 +79,11 @@ class _Loader:
         text = str(node.value)
         m = node.start_mark
         quoted = 1 if node.style in ('"', "'") else 0
+        raw = self.source.text[m.index + quoted:node.end_mark.index - quoted]
+        if node.style in (None, '"', "'") and raw.split() == text.split():
+            # the file's own characters: positions stay right across folded lines
+            return parse_expr(_one_line(raw), Placement(self.source, index=m.index + quoted),
+                              start)
         place = Placement(self.source, m.line + 1, m.column + 1 + quoted)
         return parse_expr(text, place, start)
 
@@ -88,10 +100,10 @@ class _Loader:
                 # at the commas inside the parentheses, so parse the raw text between brackets
                 # (unless an item is quoted: then the items are the modifiers).
                 start, end = node.start_mark, node.end_mark
-                text = self.source.text[start.index + 1:end.index - 1]
+                text = _one_line(self.source.text[start.index + 1:end.index - 1], comments=True)
                 if not text.strip():
                     return ()
-                place = Placement(self.source, start.line + 1, start.column + 2)
+                place = Placement(self.source, index=start.index + 1)
                 return tuple(parse_expr(text, place, "score_list"))
             items = node.value if isinstance(node, yaml.SequenceNode) else [node]
             mods: list[ast.Call] = []
@@ -159,7 +171,8 @@ class _Loader:
                     settings = []
                     for k, vv, ks in self.mapping(v, f"block '{name}'"):
                         try:
-                            settings.append(ast.Setting(k, self.setting_value(k, vv), ks, self.sp(vv)))
+                            value = self.setting_value(k, vv)
+                            settings.append(ast.Setting(k, value, ks, self.sp(vv)))
                         except AttnDSLError as err:
                             self.errors.add(err)
                     blocks.append(ast.BlockDecl(name, tuple(settings), "attention", s))

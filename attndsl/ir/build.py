@@ -63,7 +63,7 @@ class Builder:
         if v.value is None:
             self.err("missing 'attndsl: 1' (the format version)", v.span,
                      "start the spec with 'attndsl: 1'")
-        elif v.value != 1:
+        elif v.value != 1 or isinstance(v.value, bool):
             self.err(f"unsupported format version {v.value!r}", v.value_span or v.span,
                      "this compiler reads version 1")
         for extra in spec.extra:
@@ -333,7 +333,8 @@ class Builder:
             if _is_number(v) and v > 0:
                 scale = float(v)
             else:
-                self.err("scale must be a positive number", s["scale"].value_span or s["scale"].span)
+                self.err("scale must be a positive number",
+                         s["scale"].value_span or s["scale"].span)
         self_attn = (k_stream.name == q.name) if project else True
         rope = self.rope(s.get("rope"), head_dim)
         mask = self.mask(s.get("mask"), b, heads, self_attn, cache, q, k_stream)
@@ -358,6 +359,9 @@ class Builder:
 
     def stream(self, s, key, b, default=None) -> Stream | None:
         st = s.get(key)
+        if st is not None and not isinstance(st.value, str):  # `key_value:` (null) included
+            self.err(f"'{key}' must name a stream", st.value_span or st.span)
+            return None
         ref = st.value if st is not None else default
         if ref is None:
             if key == "query" or "query" not in s:
@@ -426,7 +430,8 @@ class Builder:
                 self.err("rope interleaved must be true or false", vals["interleaved"].value_span)
         return Rope(theta, dim, inter)
 
-    def check_input(self, name: str, span, what: str, kinds: tuple[str, ...], rank: tuple[int, ...]):
+    def check_input(self, name: str, span, what: str, kinds: tuple[str, ...],
+                    rank: tuple[int, ...]):
         inp = self.inputs.get(name)
         if inp is None:
             self.err(f"unknown input '{name}' in {what}", span,

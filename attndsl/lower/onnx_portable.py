@@ -27,8 +27,10 @@ from ..ir.nodes import Block, Model, Rope
 from ..masks import nodes as mn
 from ..masks.tables import rope_inv_freq
 from ..weights import check_weights
+from . import block_sparse as bs
 from .builder import BOOL, FLOAT, ONNX_TYPES, GraphBuilder
 from .mask_ops import MaskLowering, lower_scores, row_witnesses
+from .plan import Plan, SparseOptions, plan_block
 from .positions import Positions
 
 SUPPORTED_OPSETS = (17, 18, 19, 20, 21)
@@ -62,21 +64,23 @@ def lower_portable(model: Model, weights: Mapping[str, np.ndarray],
 
 
 def lower_with_explanations(model: Model, weights: Mapping[str, np.ndarray], opset: int = 18,
-                            target: str = "portable"
+                            target: str = "portable", sparse: SparseOptions | None = None
                             ) -> tuple[onnx.ModelProto, list[BlockExplanation]]:
     """The ONNX model and, per block, the lowering chosen and why."""
     check_opset(opset, target)
     cls = _Lowering
     if target == "ort":  # --target ort: ORT fused kernels per block where exact (ort_contrib)
         from .ort_contrib import OrtLowering as cls
-    lowering = cls(model, weights, opset)
+    lowering = cls(model, weights, opset, sparse=sparse)
     return lowering.run(), lowering.explain
 
 
 class _Lowering:
-    def __init__(self, model: Model, weights: Mapping[str, np.ndarray], opset: int):
+    def __init__(self, model: Model, weights: Mapping[str, np.ndarray], opset: int,
+                 sparse: SparseOptions | None = None):
         self.model = model
         self.opset = opset
+        self.sparse = sparse or SparseOptions()
         self.g = GraphBuilder(opset)
         self.dtype = ONNX_TYPES[model.dtype]
         self.weights = check_weights(model, dict(weights), "weights")
@@ -163,10 +167,37 @@ class _Lowering:
     def block(self, b: Block) -> None:
         """Lower one block with the strategy the plan picks (``--explain`` reports it)."""
         q, k, v, pos, result = self.prepare(b)
-        o, p = self.attend_dense(b, q, k, v, pos)
-        self.explain.append(BlockExplanation(b.name, "portable/dense",
-                                             "dense attention over all query/key pairs"))
+        plan = self.plan(b)
+        if plan.kind == "dense":
+            o, p = self.attend_dense(b, q, k, v, pos)
+        else:
+            o, p = self.attend_sparse(b, plan, q, k, v, pos), None
+        self.explain.append(BlockExplanation(b.name, plan.lowering, plan.reason))
         self.finish(b, o, p, result)
+
+    def plan(self, b: Block) -> Plan:
+        """Dense or block-sparse for block ``b`` (``--sparse``, cost model: ``plan.py``)."""
+        wants_weights = any(o.stream == b.name and o.attr == "weights" for o in self.model.outputs)
+        q_len = self.static_size(self.stream_dims[b.query][1])
+        k_len = self.static_size(self.stream_dims[b.key][1])
+        return plan_block(b, q_len, k_len, wants_weights, self.sparse)
+
+    def attend_sparse(self, b: Block, plan: Plan, q: str, k: str, v: str,
+                      pos: Positions) -> str:
+        """Block-sparse attention (``block_sparse.py``): output [B, H, Sq, Dv] (float32)."""
+        mask = b.mask if b.mask is not None else mn.All()
+        lens = (self.static_size(self.stream_dims[b.query][1]),
+                self.static_size(self.stream_dims[b.key][1]))
+        ctx = bs.Context(self.g, b, self.input_types, lens, self.float32,
+                         guard=not row_witnesses(mask, self.diagonal(b)))
+        with self.g.scope(plan.kind):
+            if plan.kind == "band":
+                return bs.attend_band(ctx, q, k, v, pos, plan.tile, plan.lo, plan.hi,
+                                      plan.pieces)
+            if plan.kind == "chunks":
+                return bs.attend_chunks(ctx, q, k, v, pos, plan.chunks, plan.hi)
+            return bs.attend_tiles(ctx, q, k, v, pos, plan.tile, plan.groups, plan.q_len,
+                                   plan.k_len)
 
     def prepare(self, b: Block) -> tuple[str, str, str, Positions, dict[str, str]]:
         """Projections, heads, RoPE, scale and the cache: q [B, H, Sq, D] (scaled), k
@@ -294,6 +325,17 @@ class _Lowering:
             self._rope[key] = (g.op("Cos", angles), g.op("Sin", angles))
         return self._rope[key]
 
+    def diagonal(self, b: Block) -> bool:
+        """Every query row has its own position among the keys (k = q exists): self-attention
+        whose query and key streams are one stream or have the same length dim."""
+        if not b.self_attention:
+            return False
+        if b.query == b.key:
+            return True
+        sq, sk = self.stream_dims[b.query][1], self.stream_dims[b.key][1]
+        size = self.static_size(sq)
+        return sq == sk or size is not None and size == self.static_size(sk)
+
     def allowed(self, b: Block, pos: Positions) -> tuple[str | bool, bool]:
         """The block's bool mask with bias(t) -inf cells removed, and whether some query row
         may end up with no key (then the guard zeroes it)."""
@@ -302,8 +344,7 @@ class _Lowering:
                 self.static_size(self.stream_dims[b.key][1]))
         mask = b.mask if b.mask is not None else mn.All()
         allowed = MaskLowering(g, b, pos, self.input_types, lens).lower(mask)
-        diagonal = b.self_attention and b.query == b.key
-        guard = not row_witnesses(mask, diagonal)
+        guard = not row_witnesses(mask, self.diagonal(b))
         for mod in b.score:
             if isinstance(mod, mn.BiasInput):
                 guard = True

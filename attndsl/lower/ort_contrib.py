@@ -1,38 +1,42 @@
 """The ``ort`` target: ONNX Runtime's fused attention kernels where a block maps onto one of
 them exactly, the portable lowering (standard ops) for the other blocks.
 
-Per block, in this order (the first that matches wins; ``match_*`` returns a plan or the reason
-it does not apply, ``emit_*`` builds the nodes):
+Per block, causal masks try GQA first and the others MHA first, then ONNX Attention; the first
+kernel that matches wins (``match_*`` returns a plan or the reason it does not apply,
+``emit_*`` builds the nodes), unless the portable block-sparse plan skips work the kernel
+would do (``portable_skips_more``):
 
-- ``com.microsoft.GroupQueryAttention``: self-attention over one stream, causal (attndsl's
-  bottom-right alignment, which GQA shares) or causal with a window (``sliding(w)`` is
-  ``local_window_size = w``: keys q-w+1..q, see runtimes.md), or non-causal without a cache
-  when kv_heads < heads; head_dim a multiple of 8 (CPU kernel), v_head_dim = head_dim; score
-  ``softcap(c)`` (attribute, applied before the bias) then additive ``alibi`` /
-  ``relative_bias`` (``attention_bias``). RoPE is fused (``do_rotary``) when its dim is a
-  multiple of 16 (the CPU kernel wants cos/sin widths that are multiples of 8), else it runs as
+- ``com.microsoft.GroupQueryAttention``: self-attention over one query/key length, causal
+  (attndsl's bottom-right alignment, which GQA shares), causal with a window (``sliding(w)``
+  is ``local_window_size = w``: keys q-w+1..q, see runtimes.md), or non-causal without a
+  cache; head_dim a multiple of 8 (CPU kernel), v_head_dim = head_dim; score ``softcap(c)``
+  (attribute, applied before the bias) then additive ``alibi`` / ``relative_bias``
+  (``attention_bias``). RoPE is fused (``do_rotary``) when its dim is a multiple of 16 (the
+  CPU kernel wants cos/sin widths that are multiples of 8), else it runs as
   ``com.microsoft.RotaryEmbedding`` first. With a cache the same graph serves the prompt
   (past_len 0) and decode steps; ``query_seqlens`` (= the step length) lets a multi-token step
-  with past context run for batch > 1. Rows are never fully masked (the query's own key is
-  always allowed).
-- ``com.microsoft.MultiHeadAttention``: kv_heads = heads, no causal/window mask (the kernel
-  would compute every q x k pair; the portable plan skips the future), optionally
-  ``padding(len)`` as a 2-D key padding mask. Its default ``mask_filter_value`` is -10000,
-  which leaks for large logits, so attndsl sets the lowest float32; a row is fully masked only
-  when ``len[b] <= 0``, and those rows are zeroed after the kernel. Cache only when
-  v_head_dim = head_dim. Additive ``alibi`` / ``relative_bias`` as ``attention_bias``.
+  with past context run at batch > 1 (without it the kernel refuses). Rows are never fully
+  masked (the query's own key is always allowed).
+- ``com.microsoft.MultiHeadAttention``: kv_heads = heads, no causal/window mask (GQA's), at
+  most ``padding(len)`` as a 2-D key padding mask; self- or cross-attention. Its default
+  ``mask_filter_value`` (-10000) leaks for large logits, so attndsl sets the lowest float32; a
+  row is then fully masked only when ``len[b] <= 0``, and those rows are zeroed after the
+  kernel (it would average them). Cache only when v_head_dim = head_dim. Additive ``alibi`` /
+  ``relative_bias`` as ``attention_bias``; no softcap.
 - ONNX ``Attention`` (opset 23/24, the model's opset): any kv_heads and head sizes, softcap,
-  ``causal`` (``is_causal``, bottom-right), and input-driven masks (``padding``, ``mask(m)``,
-  ``document``) or ``bias(t)`` as ``attn_mask``; the probabilities (``attn.weights``) come from
-  ``qk_matmul_output_mode=3``. Its specification gives fully masked rows a zero output.
+  ``causal`` (``is_causal``, bottom-right like attndsl), input-driven masks (``padding``,
+  ``mask(m)``, ``document``) and additive scores incl. ``bias(t)`` as ``attn_mask``; the
+  probabilities (``attn.weights``) from ``qk_matmul_output_mode=3``. Its specification gives
+  fully masked rows a zero output (as the contract). No windows (``left_window_size`` is
+  Attention-25, which runtimes.md shows ignored or failing on several runtimes).
 
-Position-sparse masks (windows without a GQA mapping, chunk, dilated, strided, global, random,
-...) stay portable: the fused kernels would compute every q x k pair, the portable plan can skip
-empty tiles. All fused ops run in the model's float type (fp16 models: fp16 kernels).
+Position-sparse masks (chunk, dilated, strided, global, random, lookahead windows, ...) stay
+portable. All fused ops run in the model's float type (fp16 models: fp16 kernels).
 
 ``onnx.checker.check_model(full_check=True)`` still runs on the result: it checks every
 standard node and the graph, and skips the ``com.microsoft`` nodes (the onnx package has no
-schemas for that domain); the ort target's tests run those in ONNX Runtime instead.
+schemas for that domain); the ort target's tests check those against ONNX Runtime's schemas
+and run them.
 """
 
 from __future__ import annotations
@@ -59,8 +63,6 @@ MHA = "com.microsoft.MultiHeadAttention"
 ATTENTION_OPSET = 23
 INT32 = TensorProto.INT32
 LOWEST = float(np.finfo(np.float32).min)
-_POSITION_SPARSE = (mn.Dilated, mn.Strided, mn.Chunk, mn.Summary, mn.Prefix, mn.Global,
-                    mn.Heads, mn.Random)
 _INPUT_MASKS = (mn.Padding, mn.MaskInput, mn.Document)
 
 
@@ -171,7 +173,8 @@ class GqaPlan:
 def match_gqa(low: _Lowering, b: Block) -> GqaPlan | str:
     """GroupQueryAttention when the block maps exactly, else why not."""
     if not _diagonal(low, b):
-        return "not self-attention over one query/key length"
+        return ("cross-attention" if not b.self_attention else
+                "query and key streams may differ in length")
     if _wants_weights(low, b):
         return "the probabilities are an output"
     if b.v_head_dim != b.head_dim:
@@ -257,8 +260,7 @@ def match_mha(low: _Lowering, b: Block) -> MhaPlan | str:
     if isinstance(pattern, str):
         return pattern
     if pattern.causal:
-        return "causal (MultiHeadAttention computes every q x k pair; the portable plan skips "\
-               "the future)"
+        return "causal (GQA's mapping; MultiHeadAttention would compute every pair)"
     if any(not isinstance(m, mn.Padding) for m in pattern.inputs) or len(pattern.inputs) > 1:
         return f"mask {format_mask(b.mask)} has no MultiHeadAttention input"
     scores = split_scores(b.score)
@@ -322,8 +324,8 @@ def match_attention(low: _Lowering, b: Block) -> AttentionPlan | str:
     if isinstance(pattern, str):
         return pattern
     if pattern.window is not None:
-        return (f"sliding window {pattern.window} (Attention-{low.opset} has no window; the "
-                "portable plan skips empty tiles)")
+        return (f"sliding window {pattern.window} (Attention-{low.opset} has no window "
+                "attribute; as a mask it would compute every pair)")
     scores = split_scores(b.score)
     if isinstance(scores, str):
         return scores
@@ -359,6 +361,9 @@ def emit_attention(low: _Lowering, b: Block, plan: AttentionPlan) -> None:
         if attn_mask:
             bias = g.where(attn_mask, bias, g.scalar(-np.inf, np.float32))
         attn_mask = low.to_model_dtype(bias)
+    if attn_mask:  # ORT wants the query axis spelled out: [..., Sq, T]
+        rows = g.concat([g.shape(low.streams[b.query], 1, 2), g.i64(1)], axis=0)
+        attn_mask = g.op("Expand", attn_mask, rows)
     pk, pv = (f"{b.name}.past_key", f"{b.name}.past_value") if b.cache else ("", "")
     inputs = [q, k, v, attn_mask, pk, pv]
     while not inputs[-1]:
@@ -443,6 +448,26 @@ def _finish(low: _Lowering, b: Block, o: str, probs: str | None, cache: list[str
     low.results[b.name] = result
 
 
+def portable_skips_more(low: _Lowering, b: Block, kernel: str,
+                        plan: GqaPlan | MhaPlan | AttentionPlan) -> str | None:
+    """Why the portable block-sparse plan (``plan.py``) beats the fused kernel, else None.
+
+    GQA skips the future as the query chunks do (runtimes.md: 336 vs 335 ms at S=4096, with
+    +100 vs +597 MiB; ``benchmarks/ort_target_probe.py`` on a loaded machine: chunks 1.1-1.25x
+    faster) and serves decode steps about 2x faster than the portable graph, so it keeps
+    causal blocks. Its local window still costs about the causal triangle: without a cache a
+    block-sparse band wins (probe: 4.6x at S=4096, 10x at S=8192 for sliding(256)). MHA and
+    Attention compute every pair, so any block-sparse plan wins. ``--sparse dense`` keeps the
+    fused kernels, ``--sparse block`` the portable plan."""
+    portable = low.plan(b)
+    if portable.kind == "dense":
+        return None
+    if kernel == GQA and (plan.window is None or b.cache):
+        return None
+    what = "the keys outside the window" if kernel == GQA else "pairs the kernel computes"
+    return f"the portable plan ({portable.kind}) skips {what}"
+
+
 FUSED: tuple[tuple[str, Callable, Callable], ...] = (
     (GQA, match_gqa, emit_gqa),
     (MHA, match_mha, emit_mha),
@@ -455,9 +480,12 @@ class OrtLowering(_Lowering):
 
     def block(self, b: Block) -> None:
         reasons: list[tuple[str, str]] = []
-        causal = isinstance(mask_pattern(b.mask), Pattern) and mask_pattern(b.mask).causal
-        for name, match, emit in (FUSED if causal else (FUSED[1], FUSED[0], FUSED[2])):
+        pattern = mask_pattern(b.mask)
+        first = GQA if isinstance(pattern, Pattern) and pattern.causal else MHA
+        for name, match, emit in sorted(FUSED, key=lambda f: f[0] != first):
             plan = match(self, b)
+            if not isinstance(plan, str):
+                plan = portable_skips_more(self, b, name, plan) or plan
             if isinstance(plan, str):
                 reasons.append((name, plan))
                 continue

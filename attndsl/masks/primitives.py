@@ -145,7 +145,7 @@ def build_call(call: ast.Call, table: dict[str, Primitive], errors: ErrorCollect
         errors.error(f"{call.name} takes {len(prim.params)} argument(s), got {len(positional)}",
                      call.span, _usage(prim))
         return None
-    for param, arg in zip(prim.params, positional):
+    for param, arg in zip(prim.params, positional, strict=False):
         given[param.name] = arg
     for arg in call.args:
         if isinstance(arg, ast.KwArg):
@@ -177,8 +177,9 @@ def build_call(call: ast.Call, table: dict[str, Primitive], errors: ErrorCollect
         return None
     if call.name == "prefix":
         v = out[0]
-        node = n.Padding(v[1], span=call.span) if isinstance(v, tuple) else n.Prefix(v, span=call.span)
-        return node
+        if isinstance(v, tuple):
+            return n.Padding(v[1], span=call.span)
+        return n.Prefix(v, span=call.span)
     out = [v[1] if isinstance(v, tuple) else v for v in out]
     if call.name in ("window", "dilated") and out[0] + out[1] < 0:
         errors.error(f"{call.name}: the window is empty (l + r < 0)", call.span)

@@ -5,7 +5,9 @@ Two stages share this interface. IR passes (``stage = "ir"``) rewrite a ``Progra
 model and the weights that go with it (a pass may change both, e.g. fusing projections).
 Graph passes (``stage = "graph"``) rewrite the lowered ONNX ``ModelProto``. A pass never
 mutates its input; it builds a new payload (``dataclasses.replace`` for the IR, a copy for
-ONNX).
+ONNX). An IR pass decides from the model alone, never from the weights' values (it may
+compute new weights from them): the model a pipeline makes of a spec is then known without
+the weights (``pipeline.model_after``).
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ def _read_only(weights: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
     return MappingProxyType(out)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Program:
     """What IR passes rewrite: the model and its parameters (name -> array, read-only).
 
     The weights always match ``model.weight_shapes()``; passes that change the layout (fused
-    projections, dropped blocks) change both together."""
+    projections, dropped blocks) change both together. (Compared by identity: arrays have no
+    plain equality.)"""
 
     model: Model
     weights: Mapping[str, np.ndarray] = field(repr=False)

@@ -26,8 +26,14 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from .base import GraphPass, PassResult
-from .graph_utils import (DEFAULT_DOMAINS, copy_model, default_opset, has_subgraphs,
-                          is_parameter, remove_dead)
+from .graph_utils import (
+    DEFAULT_DOMAINS,
+    copy_model,
+    default_opset,
+    has_subgraphs,
+    is_parameter,
+    remove_dead,
+)
 
 # output size from the broadcast of the inputs
 ELEMENTWISE = frozenset({
@@ -40,34 +46,48 @@ NOT_GROWING = frozenset({
     "IsInf", "IsNaN", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Slice",
     "ReduceMax", "ReduceMin", "ReduceSum", "ReduceMean", "ReduceProd", "Softmax", "Clip",
     "CumSum", "ArgMax", "ArgMin", "Trilu"})
-GROWING = frozenset({"Range", "Expand", "ConstantOfShape", "Tile", "Gather", "Concat"})
+# bool outputs
+BOOLEAN = frozenset({"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "And", "Or",
+                     "Xor", "Not", "IsInf", "IsNaN"})
 
 
 @dataclass(frozen=True)
 class FoldConstantsOptions:
-    slack_bytes: int = 1024  # how much larger than its arithmetic an initializer may be
-    max_eval_bytes: int = 1 << 26  # values larger than this are not computed
+    slack_bytes: int = 256  # how much larger than its arithmetic an initializer may be
+    # values larger than this are not computed (nor stored: only a cone holding as many bytes
+    # of constants, e.g. a random(...) table, could justify storing them)
+    max_eval_bytes: int = 1 << 20
 
 
 class FoldConstants(GraphPass):
     name = "fold-constants"
     Options = FoldConstantsOptions
 
+    max_rounds = 8  # a fold can make more shapes static (a folded Range has a length)
+
     def run(self, program: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         if has_subgraphs(program.graph):
             return PassResult(program, False)
         model = copy_model(program)
+        changed = False
+        for _ in range(self.max_rounds):
+            if not self.fold_once(model):
+                break
+            changed = True
+        return PassResult(model if changed else program, changed)
+
+    def fold_once(self, model: onnx.ModelProto) -> bool:
+        """One round, in place: evaluate, store the chosen values, drop what is dead."""
         graph = model.graph
         folder = _Folder(graph, default_opset(model), _static_dims(model), self.options)
         chosen = folder.choose()
         if chosen:
-            values = [(v, folder.values[v]) for v in chosen]
-            kept = [n for n in graph.node if not (len(n.output) == 1 and n.output[0] in chosen)]
+            stored = set(chosen)
+            kept = [n for n in graph.node if not (len(n.output) == 1 and n.output[0] in stored)]
             del graph.node[:]
             graph.node.extend(kept)
-            graph.initializer.extend(numpy_helper.from_array(a, v) for v, a in values)
-        changed = remove_dead(graph) or bool(chosen)
-        return PassResult(model if changed else program, changed)
+            graph.initializer.extend(numpy_helper.from_array(folder.values[v], v) for v in chosen)
+        return remove_dead(graph) or bool(chosen)
 
 
 class _Folder:
@@ -103,13 +123,13 @@ class _Folder:
             if dims is None:
                 return None
             attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-            part = dims[attrs.get("start", 0):attrs.get("end", None)]
+            part = dims[attrs.get("start", 0):attrs.get("end")]
             return None if None in part else np.array(part, dtype=np.int64)
         if any(name and name not in self.values for name in node.input):
             return None
         args = [self.values[name] if name else None for name in node.input]
         size = _output_elements(node, args)
-        if size is None or size * 8 > self.options.max_eval_bytes:
+        if size is None or size * _output_itemsize(node, args) > self.options.max_eval_bytes:
             return None
         feeds = {name: self.values[name] for name in node.input if name}
         out = ReferenceEvaluator(node, opsets={"": self.opset}).run(None, feeds)[0]
@@ -189,6 +209,18 @@ def _output_elements(node: onnx.NodeProto, args: list[np.ndarray | None]) -> int
     except (ValueError, ZeroDivisionError, IndexError):
         return None
     return None
+
+
+def _output_itemsize(node: onnx.NodeProto, args: list[np.ndarray | None]) -> int:
+    """Bytes per element of the node's output (an upper bound where unsure)."""
+    if node.op_type in BOOLEAN:
+        return 1
+    if node.op_type == "Cast":
+        to = next(a.i for a in node.attribute if a.name == "to")
+        return helper.tensor_dtype_to_np_dtype(to).itemsize
+    if node.op_type == "Where":
+        return args[1].itemsize
+    return max((a.itemsize for a in args if a is not None), default=8)
 
 
 def _static_dims(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:

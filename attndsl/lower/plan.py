@@ -1,0 +1,298 @@
+"""Per-block choice between dense and block-sparse attention (``--sparse``, ``--block-size``).
+
+``plan_block`` looks at the block's mask (simplified, per head) and finds which sparse
+strategies of ``block_sparse`` apply:
+
+- band: the union of the allowed offsets ``k - q`` is a bounded interval [lo, hi];
+- chunks: the offsets are bounded above (causal-like, or a band too wide to gather), and the
+  block has no KV cache (a decode step has a handful of query rows; chunks only add nodes);
+- tiles: static lengths and no cache, with empty tiles in the tile classification.
+
+``--sparse dense`` keeps every block dense, ``block`` takes the best applicable strategy,
+``auto`` compares the cost model's estimates with dense and takes the cheapest. Blocks whose
+probabilities are a graph output, whose mask is an input (``mask(m)``) or that add a
+``bias(t)`` input stay dense: those are indexed by absolute cells. Dynamic lengths are costed
+at ``SparseOptions.seq_hint`` (default 4096).
+
+The cost model estimates milliseconds on ONNX Runtime CPU with 2 threads: matmul FLOPs at the
+rate of large and of tile-sized GEMMs, a per-score-cell cost of the elementwise passes (mask,
+Softmax: the dense graph's are slower, its score tensor never fits a cache), a per-element
+cost of gathered or sliced keys/values, and a fixed cost per node. The constants come from
+ORT profiles of ``benchmarks/sparse_probe.py`` (core attention, H=12, D=64, fp32, two pinned
+cores; see ``CostModel``); only their ratios matter for the choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..ir.nodes import Block
+from ..masks import nodes as mn
+from ..masks.algebra import offsets, simplify
+from ..masks.analysis import Tile, classify_tiles
+from .block_sparse import TileGroup
+
+MODES = ("auto", "dense", "block")
+TILE_CHOICES = (32, 64, 128)
+DEFAULT_SEQ = 4096
+PIECE_BYTES = 64 << 20  # working memory of one run of band tiles (smaller runs stay in cache)
+MAX_PIECES = 32
+CHUNK_CHOICES = (2, 4, 8, 16, 32)
+
+
+@dataclass(frozen=True)
+class SparseOptions:
+    """``mode``: auto | dense | block; ``block_size``: the tile size (None: the cost model
+    picks); ``seq_hint``: the length dynamic dims are costed at (None: 4096)."""
+
+    mode: str = "auto"
+    block_size: int | None = None
+    seq_hint: int | None = None
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Estimated milliseconds of one attention. Fitted to ORT profiles at S=4096 (causal:
+    dense 1015 ms = 393 ms of GEMMs + Where/Softmax 3.1 ns a cell; 16 query chunks 306 ms)
+    and S=8192 (sliding(256), tile 64: 169-199 ms = GEMMs at 119 GFLOP/s + Softmax/Add/Where
+    1.75 ns a cell + Gather 0.55 ns an element)."""
+
+    gemm_gflops: float = 125.0  # large batched GEMMs (dense scores, query chunks)
+    tile_gflops: float = 115.0  # tile GEMMs ([t, D] x [D, W], t = 32..128)
+    dense_cell_ns: float = 3.0  # Where + Softmax over the whole [B, H, Sq, Sk] scores
+    cell_ns: float = 1.6  # mask Add + Softmax per computed cell of a chunk or tile run
+    copy_ns: float = 0.6  # per gathered or sliced key / value element
+    node_us: float = 15.0  # fixed cost of one node
+
+    def estimate(self, b: Block, cells: float, gflops: float, cell_ns: float, copied: float,
+                 nodes: int) -> float:
+        """``cells`` score cells over all heads; ``copied`` key/value elements moved."""
+        flops = 2.0 * cells * (b.head_dim + b.v_head_dim)
+        return (flops / gflops * 1e-6 + cells * cell_ns * 1e-6 + copied * self.copy_ns * 1e-6
+                + nodes * self.node_us * 1e-3)
+
+
+COST = CostModel()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one block is lowered: ``kind`` dense | band | chunks | tiles, and why."""
+
+    kind: str
+    reason: str
+    tile: int = 0
+    lo: int = 0
+    hi: int = 0
+    chunks: int = 0
+    pieces: int = 1
+    groups: tuple[TileGroup, ...] = ()
+    q_len: int = 0
+    k_len: int = 0
+
+    @property
+    def lowering(self) -> str:
+        return "portable/dense" if self.kind == "dense" else f"portable/block-sparse {self.kind}"
+
+
+# ---------------------------------------------------------------- mask analysis
+
+Bounds = tuple[int | None, int | None]
+
+
+def offset_bounds(m: mn.Mask) -> Bounds | None:
+    """Bounds ``(lo, hi)`` on the offsets ``k - q`` of every cell ``m`` allows (None: that
+    side is unbounded); None when ``m`` allows no cell. Sound, not always tight."""
+    if isinstance(m, mn.Never):
+        return None
+    o = offsets(m)
+    if o is not None:
+        return o[0], o[1]
+    if isinstance(m, mn.Chunk):
+        return 1 - m.size, m.size - 1
+    if isinstance(m, mn.Not):  # the complement of a one-sided run of offsets
+        o = offsets(m.term)
+        if o is not None and o[2] == 1 and (o[0] is None) != (o[1] is None):
+            return (o[1] + 1, None) if o[0] is None else (None, o[0] - 1)
+        return None, None
+    if isinstance(m, mn.And):
+        lo: int | None = None
+        hi: int | None = None
+        for t in m.terms:
+            tb = offset_bounds(t)
+            if tb is None:
+                return None
+            lo = tb[0] if lo is None else lo if tb[0] is None else max(lo, tb[0])
+            hi = tb[1] if hi is None else hi if tb[1] is None else min(hi, tb[1])
+        return None if lo is not None and hi is not None and lo > hi else (lo, hi)
+    if isinstance(m, mn.Or):
+        parts = [tb for tb in map(offset_bounds, m.terms) if tb is not None]
+        if not parts:
+            return None
+        los, his = [p[0] for p in parts], [p[1] for p in parts]
+        return (None if None in los else min(los)), (None if None in his else max(his))
+    return None, None
+
+
+def _dense_reason(b: Block, wants_weights: bool) -> str | None:
+    """Why the block must stay dense whatever the mode (None: it may be sparse)."""
+    if wants_weights:
+        return f"'{b.name}.weights' is an output: the probabilities of every pair are needed"
+    for mod in b.score:
+        if isinstance(mod, mn.BiasInput):
+            return f"score bias({mod.input}) is an input over every (query, key) cell"
+    if b.mask is None or isinstance(simplify(b.mask, b.heads), mn.All):
+        return "no mask: every (query, key) pair is attended"
+    for node in mn.walk(b.mask):
+        if isinstance(node, mn.MaskInput):
+            return f"mask({node.input}) is an input over every (query, key) cell"
+    if isinstance(simplify(b.mask, b.heads), mn.Never):
+        return "the mask allows no key"
+    return None
+
+
+# ---------------------------------------------------------------- candidates
+
+
+def _band(b: Block, lo: int, hi: int, sq: int, sk: int, tile: int) -> tuple[float, Plan]:
+    t = max(1, min(tile, sq))
+    n, width = -(-sq // t), t + hi - lo
+    cells = n * t * width * b.heads
+    gathered = n * width * b.kv_heads * (b.head_dim + b.v_head_dim)
+    # scores, masked scores, probabilities, gathered keys/values, alive at once (float32)
+    live = 4 * (3 * cells + gathered + n * t * b.heads * (b.head_dim + b.v_head_dim))
+    pieces = max(1, min(MAX_PIECES, -(-live // PIECE_BYTES)))
+    ms = COST.estimate(b, cells, COST.tile_gflops, COST.cell_ns, gathered, 30 + 14 * pieces)
+    frac = min(1.0, width / sk)
+    runs = "" if pieces == 1 else f", in {pieces} runs of tiles"
+    return ms, Plan("band", f"block-sparse band, tile {tile}, offsets {lo}..{hi} "
+                    f"({t + hi - lo} keys per tile: {100 * frac:.1f}% of {sk} keys at "
+                    f"length {sq}{runs})", tile=tile, lo=lo, hi=hi, pieces=pieces)
+
+
+def _chunks(b: Block, hi: int, sq: int, sk: int, chunks: int, q0: int) -> tuple[float, Plan]:
+    cells = copied = 0
+    for c in range(chunks):
+        r0, r1 = sq * c // chunks, sq * (c + 1) // chunks
+        end = min(sk, max(1, q0 + r1 + hi))
+        cells += (r1 - r0) * end * b.heads
+        copied += end * b.kv_heads * (b.head_dim + b.v_head_dim)
+    ms = COST.estimate(b, cells, COST.gemm_gflops, COST.cell_ns, copied, 6 + 16 * chunks)
+    frac = cells / (b.heads * sq * sk)
+    return ms, Plan("chunks", f"block-sparse chunks: queries in {chunks} chunks, each "
+                    f"attending keys up to its last query{'' if hi == 0 else f' + {hi}'} "
+                    f"({100 * frac:.1f}% of the pairs at length {sq})", chunks=chunks, hi=hi)
+
+
+def _group(counts: np.ndarray, max_groups: int = 3) -> list[np.ndarray]:
+    """Query tiles split into at most ``max_groups`` groups (by key-tile count) minimizing
+    the padded work sum(group size x its largest count) plus a per-group cost."""
+    order = np.argsort(counts, kind="stable")
+    c = counts[order]
+    n = len(c)
+    penalty = max(1, int(c.max()))  # one extra group costs about one tile row of work
+    best = {(0, 0): (0, [])}
+    for k in range(1, max_groups + 1):
+        for end in range(1, n + 1):
+            cands = [(best[(k - 1, s)][0] + (end - s) * int(c[end - 1]) + penalty,
+                      best[(k - 1, s)][1] + [(s, end)])
+                     for s in range(end) if (k - 1, s) in best and (s > 0 or k == 1)]
+            if cands:
+                best[(k, end)] = min(cands, key=lambda x: x[0])
+    _, spans = min((best[(k, n)] for k in range(1, max_groups + 1) if (k, n) in best),
+                   key=lambda x: x[0])
+    return [order[s:e] for s, e in spans]
+
+
+def tile_groups(b: Block, q_len: int, k_len: int, tile: int) -> tuple[TileGroup, ...] | None:
+    """The static tile lists of a block's mask (None: no tile is empty)."""
+    cls = classify_tiles(b.mask, b.heads, q_len, k_len, tile, 0, b.self_attention)
+    need = (cls != Tile.EMPTY).any(axis=0)  # [nq, nk]: some head attends the tile
+    if need.all():
+        return None
+    counts = need.sum(axis=1)
+    groups = []
+    for members in _group(counts):
+        members = np.sort(members)
+        width = max(1, int(counts[members].max()))
+        table = np.full((len(members), width), -1, dtype=np.int64)
+        for i, qt in enumerate(members):
+            ks = np.flatnonzero(need[qt])
+            table[i, : len(ks)] = ks
+        groups.append(TileGroup(members.astype(np.int64), table))
+    return tuple(groups)
+
+
+def _tiles(b: Block, sq: int, sk: int, tile: int) -> tuple[float, Plan] | None:
+    groups = tile_groups(b, sq, sk, tile)
+    if groups is None:
+        return None
+    cells = sum(len(gr.q_tiles) * tile * gr.k_tiles.shape[1] * tile for gr in groups) * b.heads
+    gathered = sum(gr.k_tiles.size * tile for gr in groups) * b.kv_heads * (
+        b.head_dim + b.v_head_dim)
+    ms = COST.estimate(b, cells, COST.tile_gflops, COST.cell_ns, gathered, 25 * len(groups))
+    frac = cells / (b.heads * sq * sk)
+    sizes = ", ".join(f"{len(gr.q_tiles)}x{gr.k_tiles.shape[1]}" for gr in groups)
+    return ms, Plan("tiles", f"block-sparse tile lists, tile {tile}: query tiles x key tiles "
+                    f"{sizes} ({100 * frac:.1f}% of the pairs)", tile=tile,
+                    groups=groups, q_len=sq, k_len=sk)
+
+
+def _dense_ms(b: Block, sq: int, sk: int) -> float:
+    return COST.estimate(b, b.heads * sq * sk, COST.gemm_gflops, COST.dense_cell_ns, 0, 12)
+
+
+def plan_block(b: Block, q_len: int | None, k_len: int | None, wants_weights: bool,
+               options: SparseOptions | None = None) -> Plan:
+    """The lowering of block ``b``. ``q_len``/``k_len`` are the static query and key
+    (stream) lengths, None when dynamic; with a cache the key length is unknown."""
+    options = options or SparseOptions()
+    if options.mode not in MODES:
+        raise ValueError(f"unknown sparse mode {options.mode!r}")
+    if options.mode == "dense":
+        return Plan("dense", "dense attention over all query/key pairs (--sparse dense)")
+    why = _dense_reason(b, wants_weights)
+    if why is not None:
+        return Plan("dense", f"dense attention: {why}")
+    mask = simplify(b.mask, b.heads)
+    bounds = offset_bounds(mask)
+    hint = options.seq_hint or DEFAULT_SEQ
+    static = q_len is not None and k_len is not None and not b.cache
+    sq = q_len if q_len is not None else hint
+    sk = (k_len if k_len is not None else hint) if not b.cache else sq
+    at = "" if static else f" (dynamic lengths costed at {sq})"
+    tiles = (options.block_size,) if options.block_size else TILE_CHOICES
+    cands: list[tuple[float, Plan]] = []
+    if bounds is not None and bounds[0] is not None and bounds[1] is not None:
+        cands += [_band(b, bounds[0], bounds[1], sq, sk, t) for t in tiles]
+    if bounds is not None and bounds[1] is not None and not b.cache:  # (wide bands too)
+        cands += [_chunks(b, bounds[1], sq, sk, c, 0) for c in CHUNK_CHOICES]
+    if static and not cands:
+        tile_sizes = tiles if options.block_size else tuple(
+            sorted({*tiles, *(n.block for n in mn.walk(mask) if isinstance(n, mn.Random))}))
+        cands += [c for c in (_tiles(b, sq, sk, t) for t in tile_sizes if t <= max(sq, sk))
+                  if c is not None]
+    if not cands:
+        reason = ("the mask's pattern has no empty tiles to skip" if bounds is None or static
+                  else "causal-like with a KV cache: decode steps have few query rows"
+                  if b.cache and bounds[1] is not None
+                  else "no bounded offset band, and lengths are dynamic (tile lists need "
+                  "static lengths)")
+        return Plan("dense", f"dense attention: {reason}")
+    ms, best = min(cands, key=lambda c: c[0])
+    dense_ms = _dense_ms(b, sq, sk)
+    if options.mode == "block":
+        return _with_reason(best, f"{best.reason}; forced by --sparse block")
+    if ms < dense_ms:
+        return _with_reason(best, f"{best.reason}; estimated {ms:.3g} ms vs dense "
+                            f"{dense_ms:.3g} ms{at}")
+    return Plan("dense", f"dense attention: cheaper than the best sparse plan "
+                f"({best.kind}, estimated {ms:.3g} ms vs dense {dense_ms:.3g} ms{at})")
+
+
+def _with_reason(p: Plan, reason: str) -> Plan:
+    from dataclasses import replace
+
+    return replace(p, reason=reason)

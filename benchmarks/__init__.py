@@ -1,0 +1,1 @@
+"""attndsl benchmarks (see README.md); run `python benchmarks/run.py`."""

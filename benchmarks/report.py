@@ -1,0 +1,348 @@
+"""Turn the measurements into tables (console, markdown), JSON, the targets, and a plot."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from .cases import Case
+from .peers import Runner
+from .variants import Variant
+
+COLUMNS = ("runner", "median ms", "IQR %", "n", "t / t(attndsl)", "GFLOP/s", "peak MiB",
+           "setup s", "max |Δ|", "note")
+TARGET_COLUMNS = ("target", "bound", "attndsl default", "verdict", "best attndsl variant",
+                  "note")
+FUSED = ("ort-mha", "ort-gqa", "onnx-attention")
+
+
+def _median(xs: list[float]) -> float | None:
+    return statistics.median(xs) if xs else None
+
+
+def _iqr_pct(xs: list[float]) -> float | None:
+    if len(xs) < 4:
+        return None
+    q = statistics.quantiles(xs, n=4)
+    return 100.0 * (q[2] - q[0]) / statistics.median(xs)
+
+
+class Report:
+    def __init__(self, anchor: str, runners: list[Runner], variants: list[Variant]):
+        self.anchor = anchor
+        self.runners = runners
+        self.variants = variants
+        self.cases: dict[str, dict[str, Any]] = {}
+        self.scaling: dict[str, Any] | None = None
+
+    # -------------------------------------------------------------- data
+    def add_case(self, case: Case, status: dict[str, dict], timings: list[dict]) -> None:
+        self.cases[case.name] = {"case": case, "status": status, "timings": timings}
+
+    def add_scaling(self, small: Case, large: Case, result: dict[str, Any]) -> None:
+        self.scaling = {"small": small.name, "large": large.name, **result}
+
+    def _series(self, case: str, runner: str, group: dict) -> list[tuple[int, float]] | None:
+        res = group.get("results", {}).get(f"{case}|{runner}")
+        return res.get("times") if res else None
+
+    def _group_of(self, case: str, runner: str) -> dict | None:
+        for group in self.cases[case]["timings"]:
+            if self._series(case, runner, group):
+                return group
+        return None
+
+    def _resolve(self, case: str, runner: str) -> str:
+        return self.cases[case]["status"].get(runner, {}).get("alias_of", runner)
+
+    def times(self, case: str, runner: str) -> list[float]:
+        if case not in self.cases:
+            return []
+        runner = self._resolve(case, runner)
+        group = self._group_of(case, runner)
+        return [t for _, t in self._series(case, runner, group)] if group else []
+
+    def ok(self, case: str, runner: str) -> bool:
+        return bool(self.times(case, runner))
+
+    def ratio(self, case: str, a: str, b: str) -> float | None:
+        """time(a) / time(b), paired round by round where a and b were timed together,
+        else chained through the anchor (each leg paired)."""
+        if case not in self.cases:
+            return None
+        a, b = self._resolve(case, a), self._resolve(case, b)
+        if a == b:
+            return 1.0
+        for group in self.cases[case]["timings"]:
+            sa, sb = self._series(case, a, group), self._series(case, b, group)
+            if sa and sb:
+                tb = dict(sb)
+                return _median([t / tb[r] for r, t in sa if r in tb])
+        if self.anchor not in (a, b):
+            ra, rb = self.ratio(case, a, self.anchor), self.ratio(case, b, self.anchor)
+            return ra / rb if ra and rb else None
+        return None
+
+    def peak_mib(self, case: str, runner: str) -> float | None:
+        if case not in self.cases:
+            return None
+        return self.cases[case]["status"].get(self._resolve(case, runner), {}).get("peak_mib")
+
+    def _result(self, case: str, runner: str) -> dict[str, Any]:
+        runner = self._resolve(case, runner)
+        group = self._group_of(case, runner)
+        return group["results"][f"{case}|{runner}"] if group else {}
+
+    # -------------------------------------------------------------- rows
+    def rows(self, case_name: str) -> list[list[str]]:
+        entry = self.cases[case_name]
+        case: Case = entry["case"]
+        out = []
+        for r in self.runners:
+            st = entry["status"].get(r.name, {})
+            name = r.name + (" *" if r.name == self.anchor else "")
+            if "skip" in st or "error" in st:
+                why = st.get("skip") or st.get("error")
+                if "skip" not in st and st.get("error"):
+                    why = "failed: " + why
+                out.append([name, "—", "", "", "", "", "", "", "", why])
+                continue
+            times = self.times(case_name, r.name)
+            res = self._result(case_name, r.name)
+            if not times:
+                why = res.get("error") or res.get("skip") or "not timed"
+                for group in entry["timings"]:
+                    why = group.get("results", {}).get(f"{case_name}|{r.name}", {}).get(
+                        "error") or group.get("error") or why
+                out.append([name, "—", "", "", "", "", _f(st.get("peak_mib"), 1),
+                            _f(st.get("setup_s"), 2), "", why])
+                continue
+            ms = _median(times) * 1e3
+            ratio = self.ratio(case_name, r.name, self.anchor)
+            note = [f"= {st['alias_of']}"] if "alias_of" in st else []
+            diff = res.get("max_abs_diff")
+            if diff is not None and diff > 1e-3:
+                note.append(f"OUTPUT DIFFERS from {res.get('reference')}")
+            info = res.get("info", {})
+            if info.get("compile_s") and r.family == "torch":
+                note.append(f"compile {info['compile_s']:.1f} s" if info.get("compiled")
+                            else "eager (not compiled)")
+            if info.get("explain"):  # "block: lowering (why)" -> the lowering's name
+                note.append(", ".join(e.split(" (", 1)[0].split(": ", 1)[-1]
+                                      for e in info["explain"]))
+            out.append([name, _f(ms, 1 if ms >= 10 else 3 if ms < 1 else 2),
+                        _f(_iqr_pct(times), 0), str(len(times)),
+                        _f(ratio, 2) + ("×" if ratio else ""),
+                        _f(case.flops() / (ms / 1e3) / 1e9, 1),
+                        _f(self.peak_mib(case_name, r.name), 1),
+                        _f(res.get("setup_s", st.get("setup_s")), 2),
+                        f"{diff:.1e}" if diff is not None else "", "; ".join(note)])
+        return out
+
+    # -------------------------------------------------------------- targets
+    def targets(self) -> list[dict[str, Any]]:
+        """The issue's targets, for attndsl's default variant and its best variant. Each
+        value is a paired ratio where the two were timed together (else chained through the
+        anchor); a note says when it is not."""
+        subjects = [r.name for r in self.runners if r.family == "attndsl"]
+        c4, s4, s8, s16 = "causal-4096", "sliding256-4096", "sliding256-8192", "sliding256-16384"
+        specs: list[tuple[str, str, str, float, Any]] = [
+            (c4, "causal S=4096: t(torch.onnx.export + ORT) / t(attndsl)", ">=", 1.8,
+             lambda s: (self.ratio(c4, "export", s), "")),
+            (c4, "causal S=4096: t(attndsl) / t(PyTorch SDPA is_causal)", "<=", 1.2,
+             lambda s: (self.ratio(c4, s, "sdpa"), "")),
+            (s8, "sliding(256) S=8192: t(dense-masked graph) / t(attndsl)", ">=", 12.0,
+             lambda s: self._dense_masked(s8, s4, s)),
+            (s8, "sliding(256) S=8192: t(compiled flex_attention) / t(attndsl)", ">=", 1.3,
+             lambda s: (self.ratio(s8, "flex", s), "")),
+            (s16, "sliding(256): t(S=16384) / t(S=4096)", "<=", 4.6,
+             lambda s: self._scaling(s, s4, s16)),
+            (s16, "sliding(256) S=16384: peak memory (MiB)", "<", 1024.0,
+             lambda s: (self.peak_mib(s16, s), "")),
+        ]
+        for n in (1024, 2048, 4096):
+            specs.append((f"dense-{n}", f"dense S={n}: t(attndsl) / t(best ORT fused op)",
+                          "<=", 1.1, lambda s, d=f"dense-{n}": self._vs_fused(d, s)))
+        out = []
+        for case, label, op, bound, fn in specs:
+            row: dict[str, Any] = {"target": label, "op": op, "threshold": bound,
+                                   "bound": f"{op} {bound:g}", "measured": case in self.cases}
+            if row["measured"]:
+                values = {sub: fn(sub) for sub in subjects}
+                values = {sub: v for sub, v in values.items() if v and v[0] is not None}
+                better = min if op in ("<=", "<") else max
+                best = better(values, key=lambda k: values[k][0]) if values else None
+                default = values.get(self.anchor, (None, ""))
+                row.update(default=default[0], default_note=default[1], best=best,
+                           best_value=values[best][0] if best else None,
+                           best_note=values[best][1] if best else "")
+            out.append(row)
+        return out
+
+    def _dense_masked(self, case: str, smaller: str, subject: str) -> tuple[float | None, str]:
+        """The dense-masked graph is attndsl's own ``sparse=dense`` lowering of the same spec
+        (else the exported SDPA graph). Where it did not fit under the memory cap, its time
+        is extrapolated from the case at half the length: 4 × t(S/2), O(S²) work."""
+        dense = next((r.name for r in self.runners if r.variant is not None
+                      and r.variant.sparse == "dense" and r.variant.target in (None, "portable")),
+                     None)
+        for peer in [p for p in (dense, "export") if p and p != subject]:
+            if self.ok(case, peer):
+                return self.ratio(case, peer, subject), f"vs {peer.removeprefix('attndsl ')}"
+        for peer in [p for p in (dense, "export") if p and p != subject]:
+            small, mine = self.times(smaller, peer), self.times(case, subject)
+            if small and mine:
+                return (4 * _median(small) / _median(mine),
+                        f"estimated: {peer.removeprefix('attndsl ')} did not fit the memory "
+                        f"cap; 4 × its time at {smaller} (unpaired)")
+        return None, ""
+
+    def _scaling(self, subject: str, small: str, large: str) -> tuple[float | None, str]:
+        if self.scaling and subject == self.anchor:
+            res = self.scaling.get("results", {})
+            a = dict(res.get(f"{small}|{subject}", {}).get("times", []))
+            b = res.get(f"{large}|{subject}", {}).get("times", [])
+            pairs = [t / a[r] for r, t in b if r in a]
+            if pairs:
+                return _median(pairs), "paired, one process"
+        ts, tl = self.times(small, subject), self.times(large, subject)
+        return (_median(tl) / _median(ts), "unpaired (two processes)") if ts and tl else \
+            (None, "")
+
+    def _vs_fused(self, case: str, subject: str) -> tuple[float | None, str]:
+        """t(subject) / t(fastest of ORT's fused ops) on the same case."""
+        ratios = {f: self.ratio(case, subject, f) for f in FUSED}
+        ratios = {f: r for f, r in ratios.items() if r}
+        if not ratios:
+            return None, ""
+        best = max(ratios, key=ratios.get)  # the fused op that makes attndsl look slowest
+        return ratios[best], f"vs {best}"
+
+    @staticmethod
+    def verdict(value: float | None, op: str, bound: float) -> str:
+        if value is None:
+            return "not measured"
+        met = {"<=": value <= bound, "<": value < bound, ">=": value >= bound}[op]
+        if met:
+            return "met"
+        gap = bound / value if op == ">=" else value / bound
+        return f"missed ({gap:.2f}× short)"
+
+    def target_rows(self) -> list[list[str]]:
+        rows = []
+        for t in self.targets():
+            if not t["measured"]:
+                rows.append([t["target"], t["bound"], "", "case not run", "", ""])
+                continue
+            d, b = t["default"], t["best_value"]
+            best = (f"{_f(b, 2)} ({t['best'].removeprefix('attndsl ')}): "
+                    f"{self.verdict(b, t['op'], t['threshold'])}") if t["best"] else ""
+            rows.append([t["target"], t["bound"], _f(d, 2),
+                         self.verdict(d, t["op"], t["threshold"]), best,
+                         "; ".join(x for x in (t["default_note"], t["best_note"]
+                                               if t["best"] != self.anchor else "") if x)])
+        return rows
+
+    # -------------------------------------------------------------- output
+    def print_case(self, case: str) -> None:
+        import sys
+
+        print(_text_table(COLUMNS, self.rows(case), title=case), file=sys.stderr, flush=True)
+
+    def console(self) -> str:
+        parts = [_text_table(COLUMNS, self.rows(c), title=c) for c in self.cases]
+        parts.append(_text_table(TARGET_COLUMNS, self.target_rows(), title="targets"))
+        return "\n\n".join(parts)
+
+    def markdown(self, env: dict[str, Any]) -> str:
+        lines = ["# attndsl benchmark results", "",
+                 f"{env['date']}; ORT {env['onnxruntime']}, PyTorch {env['torch']}, attndsl "
+                 f"{env['attndsl']}; {env['threads']} threads on {env['cores']} cores; load "
+                 f"average {env['load_avg_start']:.1f} at start, {env['load_avg_end']:.1f} at "
+                 f"end; {env['wall_s']:.0f} s. `*` = attndsl's default variant (the anchor "
+                 "of the ratios; t / t(attndsl) > 1 means attndsl is faster).", ""]
+        for name, entry in self.cases.items():
+            c: Case = entry["case"]
+            lines += [f"## {name}", "",
+                      f"B={c.batch} H={c.heads} G={c.kv_heads} D={c.head_dim} "
+                      f"q_len={c.q_len} k_len={c.k_len}; mask `{c.mask_expr}`; "
+                      f"{c.attended_pairs():,} attended pairs per head "
+                      f"({100 * c.attended_pairs() / (c.q_len * c.k_len):.1f}%)", "",
+                      _md_table(COLUMNS, self.rows(name)), ""]
+            lines += self._explanations(name)
+        lines += ["## Targets", "",
+                  _md_table(TARGET_COLUMNS, self.target_rows()), ""]
+        return "\n".join(lines)
+
+    def _explanations(self, case: str) -> list[str]:
+        """What each attndsl variant compiled to (``--explain``), under the case's table."""
+        lines = []
+        for r in self.runners:
+            st = self.cases[case]["status"].get(r.name, {})
+            explain = st.get("info", {}).get("explain") or self._result(case, r.name).get(
+                "info", {}).get("explain")
+            if r.family == "attndsl" and explain and "alias_of" not in st:
+                lines.append(f"- {r.name.removeprefix('attndsl ')}: " + "; ".join(explain))
+        return lines + [""] if lines else []
+
+    def as_json(self, env: dict[str, Any]) -> dict[str, Any]:
+        return {"env": env, "anchor": self.anchor,
+                "variants": [asdict(v) for v in self.variants],
+                "runners": [{"name": r.name, "family": r.family, "what": r.what}
+                            for r in self.runners],
+                "cases": {n: {"case": asdict(e["case"]), "name": n,
+                              "attended_pairs": e["case"].attended_pairs(),
+                              "flops": e["case"].flops(), "status": e["status"],
+                              "timings": e["timings"],
+                              "summary": {r.name: {"median_ms": _ms(self.times(n, r.name)),
+                                                   "ratio_to_anchor": self.ratio(n, r.name,
+                                                                                 self.anchor),
+                                                   "peak_mib": self.peak_mib(n, r.name)}
+                                          for r in self.runners}}
+                          for n, e in self.cases.items()},
+                "scaling": self.scaling, "targets": self.targets()}
+
+    def plot(self, path: Path) -> Path | None:
+        """Median time vs S for the sliding cases (log-log), when there are at least two."""
+        from .plot import line_plot
+
+        sliding = [(e["case"].seq, n) for n, e in self.cases.items()
+                   if e["case"].pattern == "sliding"]
+        if len(sliding) < 2:
+            return None
+        series = {}
+        for r in self.runners:
+            pts = [(s, _ms(self.times(n, r.name))) for s, n in sorted(sliding)]
+            pts = [(s, t) for s, t in pts if t]
+            if pts:
+                series[r.name] = pts
+        window = self.cases[sliding[0][1]]["case"].window
+        return line_plot(series, path, f"sliding({window}): median time vs S "
+                         "(B=1, H=12, D=64, ORT/torch CPU, 2 threads)", "S", "ms")
+
+
+def _ms(times: list[float]) -> float | None:
+    return _median(times) * 1e3 if times else None
+
+
+def _f(x: float | None, digits: int) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def _text_table(header, rows, title: str = "") -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    widths = [min(w, 60) for w in widths]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=False))
+    body = ["  ".join(str(x)[:60].ljust(w) for x, w in zip(row, widths, strict=False))
+            for row in rows]
+    return "\n".join(([f"[{title}]"] if title else []) + [line, "-" * len(line)] + body)
+
+
+def _md_table(header, rows) -> str:
+    def cell(x):
+        return str(x).replace("|", "\\|")
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
+    return "\n".join(out)
