@@ -17,7 +17,9 @@ from pathlib import Path
 from . import __version__
 from .errors import AttnDSLError, InputError
 
-OPSETS = range(17, 22)
+OPSETS = range(17, 25)  # portable: 17..21, ort: 17..24 (checked by the lowering)
+TARGETS = ("portable", "ort")
+SPARSE = ("auto", "dense", "block")
 PROVIDERS = ("cpu", "cuda", "auto")
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
 ISSUES = "please report this at the attndsl issue tracker with the spec"
@@ -62,13 +64,12 @@ def _load(path: str):
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from .compile import CompileOptions, compile_model, save_model_atomic
+    from .compile import compile_with_explanations, save_model_atomic
     from .weights import load_weights
 
     model = _load(args.spec)
     weights = load_weights(model, args.weights) if args.weights else None
-    options = CompileOptions(opset=args.opset, passes=_passes(args))
-    proto = compile_model(model, weights=weights, options=options)
+    proto, explain = compile_with_explanations(model, weights, _options(args))
     try:
         save_model_atomic(proto, args.output)
     except OSError as err:
@@ -77,8 +78,19 @@ def cmd_compile(args: argparse.Namespace) -> int:
     params = sum(math.prod(s) for s in model.weight_shapes().values())
     print(f"wrote {args.output}: model {model.name}, {len(model.blocks)} block(s), "
           f"{len(proto.graph.input)} input(s), {len(proto.graph.output)} output(s), "
-          f"{params:,} parameters, opset {args.opset}, {size:,} bytes")
+          f"{params:,} parameters, opset {args.opset}, target {args.target}, {size:,} bytes")
+    if args.explain:
+        for e in explain:
+            print(f"  {e.block}: {e.lowering} — {e.reason}")
     return 0
+
+
+def _options(args: argparse.Namespace):
+    """CompileOptions from the compile flags (shared by ``compile`` and ``run``)."""
+    from .compile import CompileOptions
+
+    return CompileOptions(opset=args.opset, target=args.target, sparse=args.sparse,
+                          block_size=args.block_size, passes=_passes(args))
 
 
 def _passes(args: argparse.Namespace) -> tuple[str, ...] | None:
@@ -102,13 +114,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_and_proto(path: str):
-    """A spec compiles; a ``.onnx`` made by attndsl loads and its spec is re-parsed."""
+def _model_and_proto(path: str, args: argparse.Namespace):
+    """A spec compiles (with the compile flags); a ``.onnx`` made by attndsl loads and its
+    spec is re-parsed."""
     if Path(path).suffix.lower() != ".onnx":
         from .compile import compile_model
 
         model = _load(path)
-        return model, compile_model(model)
+        return model, compile_model(model, options=_options(args))
     from .api import parse_spec
 
     proto = _load_onnx(path)
@@ -168,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .inputs import random_inputs
     from .runtime import make_session, run_session
 
-    model, proto = _model_and_proto(args.model)
+    model, proto = _model_and_proto(args.model, args)
     names = [i.name for i in proto.graph.input]
     if args.inputs:
         inputs = _read_inputs(args.inputs, names)
@@ -284,6 +297,25 @@ def cmd_viz(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 
+def _compile_flags(c: argparse.ArgumentParser, when: str = "") -> None:
+    c.add_argument("--opset", type=int, choices=OPSETS, default=18, metavar="N",
+                   help=f"ONNX opset: 17..21 portable, 17..24 ort (default 18){when}")
+    c.add_argument("--target", choices=TARGETS, default="portable",
+                   help="portable: standard ops only (default); ort: ONNX Runtime fused ops "
+                   f"where a block maps exactly, portable otherwise{when}")
+    c.add_argument("--sparse", choices=SPARSE, default="auto",
+                   help="attention strategy per block: auto (cost model, default), dense, or "
+                   f"block (block-sparse where the mask has empty tiles){when}")
+    c.add_argument("--block-size", type=_positive, metavar="B",
+                   help=f"tile size of the block-sparse lowering (default: cost model){when}")
+    opt = c.add_mutually_exclusive_group()
+    opt.add_argument("--passes", metavar="A,B",
+                     help="optimization passes to run, in order (default: the default "
+                     f"pipeline; see 'attndsl ir --after'){when}")
+    opt.add_argument("--no-opt", action="store_true",
+                     help=f"run no optimization passes{when}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="attndsl",
@@ -295,15 +327,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compile a spec to an ONNX model (written atomically).")
     c.add_argument("spec", metavar="SPEC", help="spec file (.yaml / .yml / .attn)")
     c.add_argument("-o", "--output", metavar="OUT.onnx", required=True, help="model to write")
-    c.add_argument("--opset", type=int, choices=OPSETS, default=18, metavar="N",
-                   help="ONNX opset, 17..21 (default 18)")
     c.add_argument("--weights", metavar="FILE",
                    help="weights (.safetensors / .npz); default: the spec's, else seeded")
-    opt = c.add_mutually_exclusive_group()
-    opt.add_argument("--passes", metavar="A,B",
-                     help="optimization passes to run, in order (default: the default "
-                     "pipeline; see 'attndsl ir --after')")
-    opt.add_argument("--no-opt", action="store_true", help="run no optimization passes")
+    _compile_flags(c)
+    c.add_argument("--explain", action="store_true",
+                   help="say, per block, which lowering was chosen and why")
     c.set_defaults(func=cmd_compile)
 
     c = sub.add_parser("check", help="validate a spec and summarize it",
@@ -340,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--past-len", type=_nonneg, default=0, metavar="N",
                    help="cached positions in random cache inputs (default 0)")
     c.add_argument("--seed", type=_nonneg, default=0, metavar="S", help="random input seed")
+    _compile_flags(c, " (when compiling a spec)")
     c.set_defaults(func=cmd_run)
 
     c = sub.add_parser("ir", help="print the IR of a spec",

@@ -340,7 +340,8 @@ PEERS: list[Runner] = [
            lambda c: _DECODE_MHA if c.pattern == "decode" else None),
     Runner("ort-gqa", "ort", "com.microsoft.GroupQueryAttention (causal only; "
            "local_window_size for sliding; past KV for decode)", _gqa,
-           _only("causal", "sliding", "decode")),
+           _only("causal", "sliding", "decode"),
+           quadratic=lambda case: False),  # O(S²) time, but no [B, H, S, S] tensor
     Runner("onnx-attention", "ort", "ONNX Attention-23 (is_causal, bool attn_mask, past KV)",
            _attention23),
 ]

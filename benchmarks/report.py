@@ -169,8 +169,9 @@ class Report:
         for case, label, op, bound, fn in specs:
             row: dict[str, Any] = {"target": label, "op": op, "threshold": bound,
                                    "bound": f"{op} {bound:g}", "measured": case in self.cases}
-            if row["measured"]:
-                values = {sub: fn(sub) for sub in subjects}
+            if row["measured"]:  # variants that compiled to the anchor's bytes add nothing
+                values = {sub: fn(sub) for sub in subjects
+                          if "alias_of" not in self.cases[case]["status"].get(sub, {})}
                 values = {sub: v for sub, v in values.items() if v and v[0] is not None}
                 better = min if op in ("<=", "<") else max
                 best = better(values, key=lambda k: values[k][0]) if values else None
@@ -314,7 +315,8 @@ class Report:
             return None
         series = {}
         for r in self.runners:
-            pts = [(s, _ms(self.times(n, r.name))) for s, n in sorted(sliding)]
+            pts = [(s, _ms(self.times(n, r.name))) for s, n in sorted(sliding)
+                   if "alias_of" not in self.cases[n]["status"].get(r.name, {})]
             pts = [(s, t) for s, t in pts if t]
             if pts:
                 series[r.name] = pts

@@ -202,6 +202,16 @@ def test_chunks(mask, heads):
     run_cases(spec(f"{HEADS[heads]}\n    mask: \"{CHUNKED[mask]}\""), "chunks", LENGTHS)
 
 
+@pytest.mark.parametrize("mask", ["causal", "causal & document(ids)"])
+def test_chunks_with_cache_when_forced(mask):
+    model = spec(f"    heads: 6\n    kv_heads: 2\n    head_dim: 4\n    mask: {mask}\n"
+                 "    cache: true\n    rope: {theta: 10000.0}",
+                 inputs="  ids: {shape: [batch, total], dtype: int64}",
+                 extra_dims="  total: dynamic")
+    cases = [dict(c, total=c["seq"] + c["past"]) for c in CACHED]
+    run_cases(model, "chunks", cases)
+
+
 TILED = {
     "bigbird": ("window(4, 4) | global(0, 37) | random(2, block=8, seed=7)", 8),
     "longformer": ("sliding(4) | global(3)", 8),
@@ -211,7 +221,7 @@ TILED = {
 }
 
 
-@pytest.mark.parametrize("seq", [45, 64])
+@pytest.mark.parametrize("seq", [64, 100])
 @pytest.mark.parametrize("mask", TILED)
 def test_tiles(mask, seq):
     text, block_size = TILED[mask]
@@ -222,7 +232,7 @@ def test_tiles(mask, seq):
 
 def test_tiles_cross_attention():
     model = spec("    key_value: mem\n    heads: 4\n    mask: window(2, 2) | global(0)",
-                 seq="40", inputs="  mem: [batch, mem_len, d]", extra_dims="  mem_len: 24")
+                 seq="40", inputs="  mem: [batch, mem_len, d]", extra_dims="  mem_len: 60")
     run_cases(model, "tiles", [{"batch": 2}], block_size=8)
 
 
@@ -302,11 +312,15 @@ def test_block_size_option_is_used():
     ("    heads: 4\n    mask: mask(m) & causal", "  m: {shape: [batch, 1, seq, seq], dtype: bool}",
      "y: attn", "mask(m)"),
     ("    heads: 4", "", "y: attn", "no mask"),
-    ("    heads: 4\n    mask: causal\n    cache: true", "", "y: attn", "KV cache"),
 ])
 def test_dense_fallbacks_say_why(block, inputs, outputs, why):
     lowering, reason = plan_of(spec(block, inputs=inputs, outputs=outputs), sparse="block")
     assert lowering == "portable/dense" and why in reason
+
+
+def test_auto_keeps_causal_with_cache_dense():
+    lowering, reason = plan_of(spec("    heads: 4\n    mask: causal\n    cache: true"))
+    assert lowering == "portable/dense" and "KV cache" in reason
 
 
 def test_bad_options():

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from strategies import SCORE_ITEMS, mask_text
 
 from attndsl.api import parse_spec
-from attndsl.compile import compile_model
+from attndsl.compile import CompileOptions, compile_model, compile_with_explanations
 from attndsl.decode import decode_loop, max_errors, stitch
 from attndsl.errors import AttnDSLError, InputError
 from attndsl.inputs import random_inputs
@@ -34,7 +34,7 @@ def _report():
     yield
     print("\nmax abs error, decode loop vs full-sequence run (ONNX Runtime, CPU):")
     for name, err in sorted(ERRORS.items()):
-        print(f"  {name:40s} {err:.2e}")
+        print(f"  {name:56s} {err:.2e}")
 
 
 HEAD = """\
@@ -115,24 +115,32 @@ outputs: {y: core, p: core.weights}
 """
 
 
-def case_model(name: str, dtype: str = "float32"):
+def case_model(name: str, dtype: str = "float32", probs: bool = True):
+    """The model of case ``name``; ``probs=False`` drops the ``.weights`` output (which
+    keeps a block dense)."""
     if name == "core":
-        return parse_spec(CORE, "core.yaml")
-    if name == "chained":
-        block, inputs, more, last = CASES["gqa_sliding_rope"][0], "", CHAINED, "top"
+        text = CORE
+    elif name == "chained":
+        text = HEAD.format(dtype=dtype, inputs="", block=CASES["gqa_sliding_rope"][0],
+                           more=CHAINED, last="top")
     else:
-        (block, inputs), more, last = CASES[name], "", "attn"
-    return parse_spec(HEAD.format(dtype=dtype, inputs=inputs, block=block, more=more,
-                                  last=last), f"{name}.yaml")
+        (block, inputs) = CASES[name]
+        text = HEAD.format(dtype=dtype, inputs=inputs, block=block, more="", last="attn")
+    if not probs:
+        text = text.replace("\n  p: attn.weights", "").replace(", p: core.weights", "")
+    return parse_spec(text, f"{name}.yaml")
 
 
 def full_inputs(model, total: int, seed: int = 0) -> dict[str, np.ndarray]:
     return random_inputs(model, {"batch": 2, "seq": total, "total": total}, seed=seed)
 
 
-def check_loop(name: str, model, prompt_len: int, total: int = 9) -> dict[str, np.ndarray]:
+def check_loop(name: str, model, prompt_len: int, total: int = 9,
+               options: CompileOptions | None = None) -> dict[str, np.ndarray]:
     weights = load_weights(model)
-    proto = compile_model(model, weights)
+    proto, explain = compile_with_explanations(model, weights, options)
+    if options is not None:  # which lowering each block got
+        name += f" ({', '.join(e.lowering.split('/')[-1] for e in explain)})"
     inputs = full_inputs(model, total)
     run = decode_loop(model, proto, inputs, prompt_len)
     assert [s for s, _ in run.spans] == ([0] if prompt_len else []) + list(
@@ -149,13 +157,24 @@ def check_loop(name: str, model, prompt_len: int, total: int = 9) -> dict[str, n
         assert not np.isnan(stitched[out_name]).any(), out_name
         np.testing.assert_allclose(stitched[out_name].astype(np.float64), ref,
                                    atol=50 * TOL[model.dtype], err_msg=out_name)
-    return {"inputs": inputs, "weights": weights, "stitched": stitched}
+    return {"inputs": inputs, "weights": weights, "stitched": stitched, "explain": explain}
 
 
 @pytest.mark.parametrize("prompt_len", [0, 1, 5])
 @pytest.mark.parametrize("name", [*CASES, "chained", "core"])
 def test_decode_loop_matches_full_sequence(name, prompt_len):
     check_loop(name, case_model(name), prompt_len)
+
+
+@pytest.mark.parametrize("name", ["gqa_sliding_rope", "mqa_window_partial_rope", "alibi_6_heads",
+                                  "documents", "padding_sinks", "chained", "core"])
+def test_decode_loop_block_sparse(name):
+    """The block-sparse lowerings (tiles of 2 query rows; a decode step is one tile of one
+    row) decode like the full sequence too."""
+    got = check_loop(name, case_model(name, probs=False), 3,
+                     options=CompileOptions(sparse="block", block_size=2))
+    if name in ("gqa_sliding_rope", "mqa_window_partial_rope", "chained"):  # bounded bands
+        assert got["explain"][0].lowering == "portable/block-sparse band", got["explain"]
 
 
 @pytest.mark.parametrize("name", ["gqa_sliding_rope", "padding_sinks", "documents"])

@@ -82,7 +82,8 @@ outputs:
 {outputs}
 """
 
-# bool mask / bias input shapes (broadcast to [batch, heads, sq, kt]); H: the block's heads
+# bool mask / bias input shapes (broadcast to [batch, heads, sq, kt]); H: the block's heads,
+# kt: the total key length (a dim of its own with a cache, else the keys' dim sk)
 M_SHAPES = ("[batch, 1, sq, kt]", "[batch, H, sq, kt]", "[sq, kt]", "[batch, 1, 1, kt]",
             "[kt]", "[1, sq, kt]", "[H, 1, kt]")
 # score lists that keep equal logits equal; bias(tb) is 0 or -inf (-inf counts as masked)
@@ -122,7 +123,7 @@ BANDS = st.one_of(st.just("causal"), st.just(""),
 def probe_case(draw, sparse_only: bool = False):
     """(spec text, (sparse, block size), sizes, past_len, seed). ``sparse_only``: specs a
     block-sparse lowering applies to (a bounded band, no .weights / mask / bias inputs)."""
-    mode = draw(st.sampled_from(MODES))
+    mode = draw(st.sampled_from(MODES + ("fixed",) * 2 if sparse_only else MODES))
     cross, cache, fixed = mode.startswith("cross"), mode.endswith("cache"), mode == "fixed"
     kv = draw(st.sampled_from([1, 2]))
     heads = kv * draw(st.sampled_from([1, 2, 4]))
@@ -133,22 +134,27 @@ def probe_case(draw, sparse_only: bool = False):
         band = draw(BANDS)
         mask = mask.replace("mask(m)", "causal")
         mask = f"{band} & ({mask})" if band else mask
+        if fixed and draw(st.integers(0, 2)):  # BigBird-like: tile lists (static lengths)
+            mask = (f"random({draw(st.integers(1, 2))}, block={draw(st.integers(1, 4))}, "
+                    f"seed={draw(st.integers(0, 9))}) | ({mask})")
     batch, sq, sk = draw(st.integers(1, 2)), draw(LENGTH), draw(LENGTH)
     past = draw(st.integers(0, 8)) if cache else 0
     if "document(doc)" in mask:  # ids index query positions too: keep past + i < kt
         sq = min(sq, sk)
     kt = past + sk
+    k_dim = "kt" if cache else "sk"  # the total key length: past + new keys
     inputs = []
     if "padding(lengths)" in mask:
         inputs.append("  lengths: {shape: [batch], dtype: int64}")
     if "document(doc)" in mask:
-        inputs.append("  doc: {shape: [batch, kt], dtype: int64}")
+        inputs.append(f"  doc: {{shape: [batch, {k_dim}], dtype: int64}}")
     if "mask(m)" in mask:
-        shape = draw(st.sampled_from(M_SHAPES)).replace("H", str(heads))
+        shape = draw(st.sampled_from(M_SHAPES)).replace("H", str(heads)).replace("kt", k_dim)
         inputs.append(f"  m: {{shape: {shape}, dtype: bool}}")
     score = draw(st.sampled_from(SCORES[-1:] if sparse_only else SCORES))
     if "tb" in score:
-        inputs.append(f"  tb: {draw(st.sampled_from(M_SHAPES)).replace('H', str(heads))}")
+        shape = draw(st.sampled_from(M_SHAPES)).replace("H", str(heads)).replace("kt", k_dim)
+        inputs.append(f"  tb: {shape}")
     outputs = "  y: attn" + ("\n  p: attn.weights"
                              if not sparse_only and draw(st.booleans()) else "")
     fields = {"inputs": "\n".join(inputs), "heads": heads, "kv": kv, "mask": mask,
@@ -161,8 +167,8 @@ def probe_case(draw, sparse_only: bool = False):
         text = CORE.format(**fields, sq=sizes[0], sk=sizes[1], kt=sizes[2], qw=2 * heads,
                            kw=2 * kv, vw=DV * kv)
     seed = draw(st.integers(0, 2**16))
-    return text, draw(st.sampled_from(SPARSE[3:] if sparse_only else SPARSE)), {"batch": batch, "sq": sq, "sk": sk,
-                                                 "kt": kt}, past, seed
+    strategy = draw(st.sampled_from(SPARSE[3:] if sparse_only else SPARSE))
+    return text, strategy, {"batch": batch, "sq": sq, "sk": sk, "kt": kt}, past, seed
 
 
 def probe_inputs(model, sizes, past, seed) -> dict[str, np.ndarray]:

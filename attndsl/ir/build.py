@@ -462,10 +462,13 @@ class Builder:
             elif isinstance(node, mn.Padding):
                 self.check_input(node.input, node.span, "padding/prefix", ("int64", "int32"), (1,))
             elif isinstance(node, mn.Document):
-                self.check_input(node.input, node.span, "document", ("int64", "int32"), (2,))
+                ids = self.check_input(node.input, node.span, "document", ("int64", "int32"),
+                                       (2,))
                 if not self_attn:
                     self.err("document(ids) needs self-attention (one ids tensor for queries and "
                              "keys)", node.span)
+                elif ids is not None and len(ids.shape) == 2:
+                    self.check_ids_length(ids, node.span, k.seq, cache)
             elif isinstance(node, mn.MaskInput):
                 self.check_input(node.input, node.span, "mask", ("bool",), (1, 2, 3, 4))
             elif isinstance(node, mn.Random):
@@ -476,6 +479,18 @@ class Builder:
             elif isinstance(node, mn.Global):
                 pass
         return m
+
+    def check_ids_length(self, ids: Input, span, k_seq: str | int, cache: bool) -> None:
+        """document ids are [batch, k_len]: the key length, which with a cache is past + new."""
+        same = ids.shape[1] == k_seq or (
+            self.size(ids.shape[1]) is not None and self.size(ids.shape[1]) == self.size(k_seq))
+        if cache and same:
+            self.err(f"with a cache, document ids cover the past and the new keys; '{ids.name}' "
+                     f"has the length of the new keys ({ids.shape[1]!r})", span,
+                     f"give '{ids.name}' its own dynamic dim, e.g. [batch, total_len]")
+        elif not cache and not same:
+            self.err(f"document ids must be [batch, k_len]: '{ids.name}' has length "
+                     f"{ids.shape[1]!r}, the keys have {k_seq!r}", span)
 
     def scores(self, st, b, heads) -> tuple[mn.Score, ...]:
         if st is None:

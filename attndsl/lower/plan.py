@@ -4,8 +4,9 @@
 strategies of ``block_sparse`` apply:
 
 - band: the union of the allowed offsets ``k - q`` is a bounded interval [lo, hi];
-- chunks: the offsets are bounded above (causal-like, or a band too wide to gather), and the
-  block has no KV cache (a decode step has a handful of query rows; chunks only add nodes);
+- chunks: the offsets are bounded above (causal-like, or a band too wide to gather); with a
+  KV cache only when forced (``--sparse block``): a decode step has a handful of query rows,
+  and chunking them only adds nodes;
 - tiles: static lengths and no cache, with empty tiles in the tile classification.
 
 ``--sparse dense`` keeps every block dense, ``block`` takes the best applicable strategy,
@@ -24,7 +25,7 @@ cores; see ``CostModel``); only their ratios matter for the choice.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -187,23 +188,33 @@ def _chunks(b: Block, hi: int, sq: int, sk: int, chunks: int, q0: int) -> tuple[
 
 
 def _group(counts: np.ndarray, max_groups: int = 3) -> list[np.ndarray]:
-    """Query tiles split into at most ``max_groups`` groups (by key-tile count) minimizing
-    the padded work sum(group size x its largest count) plus a per-group cost."""
+    """Query tiles split into at most ``max_groups`` groups of consecutive key-tile counts
+    (sorted), minimizing the padded work sum(group size x its largest count) plus about one
+    tile row of work per extra group (dynamic programming over the sorted counts)."""
     order = np.argsort(counts, kind="stable")
-    c = counts[order]
-    n = len(c)
-    penalty = max(1, int(c.max()))  # one extra group costs about one tile row of work
-    best = {(0, 0): (0, [])}
+    c = counts[order].astype(np.int64)
+    n, penalty = len(c), max(1, int(c.max()))
+    ends = np.arange(1, n + 1)
+    cost = np.full(n + 1, np.inf)
+    cost[0] = 0.0
+    choices: list[np.ndarray] = []
+    best, best_k = np.inf, 1
     for k in range(1, max_groups + 1):
-        for end in range(1, n + 1):
-            cands = [(best[(k - 1, s)][0] + (end - s) * int(c[end - 1]) + penalty,
-                      best[(k - 1, s)][1] + [(s, end)])
-                     for s in range(end) if (k - 1, s) in best and (s > 0 or k == 1)]
-            if cands:
-                best[(k, end)] = min(cands, key=lambda x: x[0])
-    _, spans = min((best[(k, n)] for k in range(1, max_groups + 1) if (k, n) in best),
-                   key=lambda x: x[0])
-    return [order[s:e] for s, e in spans]
+        # new[end] = min over start < end of cost[start] + (end - start) * c[end - 1]
+        starts = np.arange(n)
+        table = cost[None, :n] + (ends[:, None] - starts[None, :]) * c[:, None]
+        table[starts[None, :] >= ends[:, None]] = np.inf
+        arg = table.argmin(axis=1)
+        cost = np.concatenate([[np.inf], table[np.arange(n), arg] + penalty])
+        choices.append(arg)
+        if cost[n] < best:
+            best, best_k = cost[n], k
+    spans, end = [], n
+    for k in range(best_k, 0, -1):
+        start = int(choices[k - 1][end - 1])
+        spans.append((start, end))
+        end = start
+    return [order[s:e] for s, e in reversed(spans)]
 
 
 def tile_groups(b: Block, q_len: int, k_len: int, tile: int) -> tuple[TileGroup, ...] | None:
@@ -230,6 +241,8 @@ def _tiles(b: Block, sq: int, sk: int, tile: int) -> tuple[float, Plan] | None:
     if groups is None:
         return None
     cells = sum(len(gr.q_tiles) * tile * gr.k_tiles.shape[1] * tile for gr in groups) * b.heads
+    if cells >= b.heads * sq * sk:  # the padded lists cover as many cells as dense
+        return None
     gathered = sum(gr.k_tiles.size * tile for gr in groups) * b.kv_heads * (
         b.head_dim + b.v_head_dim)
     ms = COST.estimate(b, cells, COST.tile_gflops, COST.cell_ns, gathered, 25 * len(groups))
@@ -267,8 +280,8 @@ def plan_block(b: Block, q_len: int | None, k_len: int | None, wants_weights: bo
     cands: list[tuple[float, Plan]] = []
     if bounds is not None and bounds[0] is not None and bounds[1] is not None:
         cands += [_band(b, bounds[0], bounds[1], sq, sk, t) for t in tiles]
-    if bounds is not None and bounds[1] is not None and not b.cache:  # (wide bands too)
-        cands += [_chunks(b, bounds[1], sq, sk, c, 0) for c in CHUNK_CHOICES]
+    if bounds is not None and bounds[1] is not None and (not b.cache or options.mode == "block"):
+        cands += [_chunks(b, bounds[1], sq, sk, c, 0) for c in CHUNK_CHOICES]  # wide bands too
     if static and not cands:
         tile_sizes = tiles if options.block_size else tuple(
             sorted({*tiles, *(n.block for n in mn.walk(mask) if isinstance(n, mn.Random))}))
@@ -293,6 +306,4 @@ def plan_block(b: Block, q_len: int | None, k_len: int | None, wants_weights: bo
 
 
 def _with_reason(p: Plan, reason: str) -> Plan:
-    from dataclasses import replace
-
     return replace(p, reason=reason)
