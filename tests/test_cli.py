@@ -422,3 +422,37 @@ def test_viz_bad_selection(args, message):
     r = attndsl_cli("viz", GPT2, *args)
     assert_clean_error(r)
     assert message in r.stderr
+
+
+def test_compile_explain_target_and_sparse_flags(tmp_path):
+    out = tmp_path / "m.onnx"
+    r = attndsl_cli("compile", EXAMPLES / "gemma2_local_global.yaml", "-o", out, "--explain")
+    assert r.returncode == 0, r.stderr
+    assert "local: portable/block-sparse" in r.stdout and "global: " in r.stdout
+    r = attndsl_cli("compile", EXAMPLES / "gemma2_local_global.yaml", "-o", out, "--explain",
+                    "--sparse", "dense")
+    assert r.returncode == 0 and "local: portable/dense" in r.stdout, r.stdout + r.stderr
+    r = attndsl_cli("compile", EXAMPLES / "mistral_block.yaml", "-o", out, "--target", "ort",
+                    "--opset", "23", "--explain")
+    assert r.returncode == 0, r.stderr
+    assert "attn: com.microsoft.GroupQueryAttention" in r.stdout
+    assert onnx.load(out).metadata_props  # written
+    meta = {p.key: p.value for p in onnx.load(out).metadata_props}
+    assert meta["attndsl.target"] == "ort" and meta["attndsl.opset"] == "23"
+
+
+def test_portable_target_rejects_opset_23(tmp_path):
+    out = tmp_path / "m.onnx"
+    r = attndsl_cli("compile", EXAMPLES / "mistral_block.yaml", "-o", out, "--opset", "23")
+    assert_clean_error(r)
+    assert "unsupported ONNX opset 23 for the portable target" in r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("flags", [("--target", "ort", "--opset", "23"),
+                                   ("--sparse", "block", "--block-size", "4")])
+def test_run_verify_with_compile_flags(flags):
+    r = attndsl_cli("run", EXAMPLES / "mistral_block.yaml", "--sizes", "seq=11",
+                    "--past-len", "3", "--verify", *flags)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ok" in r.stdout and "error:" not in r.stderr
