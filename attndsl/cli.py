@@ -90,7 +90,8 @@ def _options(args: argparse.Namespace):
     from .compile import CompileOptions
 
     return CompileOptions(opset=args.opset, target=args.target, sparse=args.sparse,
-                          block_size=args.block_size, passes=_passes(args))
+                          block_size=args.block_size, seq_hint=args.seq_hint,
+                          passes=_passes(args))
 
 
 def _passes(args: argparse.Namespace) -> tuple[str, ...] | None:
@@ -308,6 +309,9 @@ def _compile_flags(c: argparse.ArgumentParser, when: str = "") -> None:
                    f"block (block-sparse where the mask has empty tiles){when}")
     c.add_argument("--block-size", type=_positive, metavar="B",
                    help=f"tile size of the block-sparse lowering (default: cost model){when}")
+    c.add_argument("--seq-hint", type=_positive, metavar="N",
+                   help="sequence length at which --sparse auto costs dynamic dims "
+                   f"(default 4096){when}")
     opt = c.add_mutually_exclusive_group()
     opt.add_argument("--passes", metavar="A,B",
                      help="optimization passes to run, in order (default: the default "

@@ -1,11 +1,15 @@
 """Property tests (Hypothesis; profile ``ci`` by default, ``HYPOTHESIS_PROFILE=dev`` for more).
 
 1. The effective mask of a compiled graph equals ``eval_mask`` cell for cell, for random mask
-   expressions over every primitive, random lengths, past lengths and cross-attention. The
-   probe: all queries and keys are zero, so every logit is equal and the probabilities are
-   1/count on allowed cells and 0 elsewhere; ``probs > 0`` is the mask.
-2. Random whole specs compile, pass the full ONNX checker, survive YAML -> .attn -> YAML with
-   equal IR (and the round-tripped IR lowers to the same graph), and match the reference.
+   expressions over every primitive, random lengths, past lengths, cross-attention, bool mask
+   and -inf bias inputs, float16, and every lowering strategy (dense, block-sparse band /
+   chunks / tiles). The probe: all queries and keys are zero, so every logit is equal and
+   a query's probabilities are 1/count on its allowed keys and 0 elsewhere; one-hot values
+   copy them into the block output, and ``.weights`` (when an output) holds them too.
+2. Random whole specs (chains, cross-attention, core mode, float16, every mask primitive and
+   score modifier) compile under every strategy, pass the full ONNX checker, survive
+   YAML -> .attn -> YAML with equal IR (the round-tripped IR lowers to the same graph) and
+   match the reference interpreter.
 """
 
 from __future__ import annotations
@@ -258,11 +262,19 @@ def _graph_bytes(proto: onnx.ModelProto) -> bytes:
     return proto.graph.SerializeToString(deterministic=True)
 
 
-def check_spec(text: str, sizes: dict[str, int], past: int, seed: int) -> None:
+def check_spec(text: str, sizes: dict[str, int], past: int, seed: int,
+               strategy: tuple[str, int | None], probs: bool) -> None:
+    """Compile (with the block-sparse ``strategy``; without the ``.weights`` output unless
+    ``probs``, since it keeps its block dense), check, round-trip and run ``text``."""
+    if not probs:
+        text = text.replace("  p: attn.weights\n", "")
     note(text)
     model = parse_spec(text, "random.yaml")
     weights = load_weights(model)
-    proto = compile_model(model, weights)
+    options = CompileOptions(sparse=strategy[0], block_size=strategy[1])
+    proto, explain = compile_with_explanations(model, weights, options)
+    note(f"--sparse {strategy[0]} --block-size {strategy[1]}: "
+         f"{', '.join(e.lowering for e in explain)}")
     onnx.checker.check_model(proto, full_check=True)
     # YAML -> .attn -> YAML: the same IR, lowered to the same graph
     dsl = convert_text(text, "random.yaml", to="dsl")
@@ -272,7 +284,8 @@ def check_spec(text: str, sizes: dict[str, int], past: int, seed: int) -> None:
     back = convert_text(dsl, "random.attn", to="yaml")
     assert parse_spec(back, "random.yaml") == model
     assert convert_text(back, "random.yaml", to="dsl") == dsl  # the writers are stable
-    assert _graph_bytes(compile_model(from_dsl, weights)) == _graph_bytes(proto)
+    again = compile_model(from_dsl, weights, options=options)
+    assert _graph_bytes(again) == _graph_bytes(proto)
     # ONNX Runtime agrees with the reference interpreter
     feed = random_inputs(model, sizes, seed=seed, past_len=past)
     got = run_session(make_session(proto), feed)
@@ -289,12 +302,13 @@ TOL = {"float32": 1e-4, "float16": 5e-3}
 
 
 @given(text=spec_yaml(rich=True, float16=True), batch=st.integers(1, 3), seq=st.integers(1, 9),
-       mem=st.integers(1, 9), past=st.integers(0, 4), seed=st.integers(0, 9))
-def test_random_specs_round_trip_and_run(text, batch, seq, mem, past, seed):
-    check_spec(text, {"batch": batch, "seq": seq, "mem_len": mem}, past, seed)
+       mem=st.integers(1, 9), past=st.integers(0, 4), seed=st.integers(0, 9),
+       strategy=st.sampled_from(SPARSE), probs=st.booleans())
+def test_random_specs_round_trip_and_run(text, batch, seq, mem, past, seed, strategy, probs):
+    check_spec(text, {"batch": batch, "seq": seq, "mem_len": mem}, past, seed, strategy, probs)
 
 
 @given(text=spec_yaml(fixed_lengths=True, rich=True, float16=True), batch=st.integers(1, 2),
-       seed=st.integers(0, 9))
-def test_random_fixed_length_specs_round_trip_and_run(text, batch, seed):
-    check_spec(text, {"batch": batch}, 0, seed)
+       seed=st.integers(0, 9), strategy=st.sampled_from(SPARSE), probs=st.booleans())
+def test_random_fixed_length_specs_round_trip_and_run(text, batch, seed, strategy, probs):
+    check_spec(text, {"batch": batch}, 0, seed, strategy, probs)
