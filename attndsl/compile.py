@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +10,7 @@ import numpy as np
 import onnx
 
 from .errors import LoweringError, did_you_mean
+from .fileio import write_atomic
 from .ir.nodes import Model
 from .lower import check_opset
 from .lower.onnx_portable import BlockExplanation, lower_with_explanations
@@ -104,24 +103,5 @@ def model_bytes(proto: onnx.ModelProto) -> bytes:
 
 
 def save_model_atomic(proto: onnx.ModelProto, path: str | Path) -> None:
-    """Write ``proto`` to ``path`` through a temporary file in the same directory and
-    ``os.replace``: readers see the old file or the new one, never a partial one."""
-    path = Path(path)
-    data = model_bytes(proto)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Write ``proto`` to ``path`` atomically (``fileio.write_atomic``)."""
+    write_atomic(path, model_bytes(proto))

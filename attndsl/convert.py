@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import stat
-import tempfile
 from pathlib import Path
 
 from .errors import AttnDSLError
+from .fileio import write_atomic
 from .frontend import parse_source, read_source
 from .frontend.ast import SpecAST
 from .frontend.writers import write_dsl, write_yaml
@@ -77,19 +76,4 @@ def convert_file(src_path: str | Path, dst_path: str | Path) -> None:
     to = syntax_of_path(dst)
     spec = _rebase_weights(_parse_valid(read_source(src), to), src, dst)
     text = _write(spec, to, str(dst))
-    mode = stat.S_IMODE(dst.stat().st_mode) if dst.exists() else 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, dst)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    write_atomic(dst, text.encode("utf-8"))

@@ -97,7 +97,8 @@ def check_weights(model: Model, weights: Weights, origin: str) -> Weights:
             problems.append(f"array '{name}' has dtype {weights[name].dtype}, expected a float")
     problems += [f"unexpected array '{name}'" for name in weights if name not in expected]
     if problems:
-        raise WeightsError(f"weights file '{origin}' does not match the spec: " + "; ".join(problems))
+        raise WeightsError(f"weights file '{origin}' does not match the spec: "
+                           + "; ".join(problems))
     return {name: np.asarray(weights[name], dtype=np.float32) for name in expected}
 
 

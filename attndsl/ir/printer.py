@@ -28,7 +28,8 @@ def print_ir(model: Model) -> str:
         lines.append(f"    width_q {b.width_q}, width_kv {b.width_kv}, out_dim {b.out_dim}, "
                      f"bias {str(b.bias).lower()}")
         lines.append(f"    scale {_num(b.scale)}")
-        lines.append(f"    positions {'self (q = past_len + i)' if b.self_attention else 'cross (q = i)'}")
+        where = "self (q = past_len + i)" if b.self_attention else "cross (q = i)"
+        lines.append(f"    positions {where}")
         lines.append(f"    mask {format_mask(b.mask)}")
         if b.score:
             lines.append(f"    score {', '.join(format_leaf(s) for s in b.score)}")

@@ -199,22 +199,28 @@ class _Lowering:
             return bs.attend_tiles(ctx, q, k, v, pos, plan.tile, plan.groups, plan.q_len,
                                    plan.k_len)
 
-    def prepare(self, b: Block) -> tuple[str, str, str, Positions, dict[str, str]]:
-        """Projections, heads, RoPE, scale and the cache: q [B, H, Sq, D] (scaled), k
-        [B, G, Sk, D] and v [B, G, Sk, Dv] in float32 (past keys first), the block's positions,
-        and the present key/value values (``result``) when the block has a cache."""
+    def project(self, b: Block) -> tuple[str, str, str]:
+        """q [B, Sq, H*D], k [B, Sk, G*D], v [B, Sk, G*Dv] in the model dtype: the three
+        projections (one MatMul and a Split when fused), or the core-mode streams."""
         g = self.g
         xq, xk, xv = self.streams[b.query], self.streams[b.key], self.streams[b.value]
         if b.project and b.fused_qkv:  # one MatMul for the three projections of one stream
             sizes = (b.heads * b.head_dim, b.kv_heads * b.head_dim, b.kv_heads * b.v_head_dim)
             qkv = self.linear(xq, f"{b.name}.qkv_proj", b.bias)
             q, k, v = g.op_multi("Split", qkv, g.i64(*sizes), axis=-1, n_out=3)
-        elif b.project:
-            q = self.linear(xq, f"{b.name}.q_proj", b.bias)
-            k = self.linear(xk, f"{b.name}.k_proj", b.bias)
-            v = self.linear(xv, f"{b.name}.v_proj", b.bias)
-        else:
-            q, k, v = xq, xk, xv
+            return q, k, v
+        if b.project:
+            return (self.linear(xq, f"{b.name}.q_proj", b.bias),
+                    self.linear(xk, f"{b.name}.k_proj", b.bias),
+                    self.linear(xv, f"{b.name}.v_proj", b.bias))
+        return xq, xk, xv
+
+    def prepare(self, b: Block) -> tuple[str, str, str, Positions, dict[str, str]]:
+        """Projections, heads, RoPE, scale and the cache: q [B, H, Sq, D] (scaled), k
+        [B, G, Sk, D] and v [B, G, Sk, Dv] in float32 (past keys first), the block's positions,
+        and the present key/value values (``result``) when the block has a cache."""
+        g = self.g
+        q, k, v = self.project(b)
         q = self.to_float32(self.split_heads(q, b.heads, b.head_dim))
         k = self.to_float32(self.split_heads(k, b.kv_heads, b.head_dim))
         v = self.split_heads(v, b.kv_heads, b.v_head_dim)

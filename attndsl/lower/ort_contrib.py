@@ -387,15 +387,7 @@ def _project(low: _Lowering, b: Block) -> tuple[str, str, str, Positions, str | 
     """q [B, Sq, H*D], k [B, Sk, G*D], v [B, Sk, G*Dv] in the model dtype, the positions and
     the past length (int64 scalar, with a cache)."""
     g = low.g
-    xq, xk, xv = low.streams[b.query], low.streams[b.key], low.streams[b.value]
-    if b.project and b.fused_qkv:  # (as prepare(): one MatMul, then Split)
-        sizes = (b.heads * b.head_dim, b.kv_heads * b.head_dim, b.kv_heads * b.v_head_dim)
-        qkv = low.linear(xq, f"{b.name}.qkv_proj", b.bias)
-        xq, xk, xv = g.op_multi("Split", qkv, g.i64(*sizes), axis=-1, n_out=3)
-    elif b.project:
-        xq = low.linear(xq, f"{b.name}.q_proj", b.bias)
-        xk = low.linear(xk, f"{b.name}.k_proj", b.bias)
-        xv = low.linear(xv, f"{b.name}.v_proj", b.bias)
+    xq, xk, xv = low.project(b)
     past = g.dim(f"{b.name}.past_key", 2) if b.cache else None
     pos = Positions(g, b.self_attention, past, low.length_source(b.query),
                     low.length_source(b.key), same_stream=b.query == b.key)
