@@ -97,7 +97,7 @@ def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, n
                                        s.shape)
     s = np.where(allowed, s, -np.inf)
     row_ok = allowed.any(axis=-1, keepdims=True)
-    m = np.where(row_ok, s.max(axis=-1, keepdims=True), 0.0)
+    m = np.where(row_ok, s.max(axis=-1, keepdims=True, initial=-np.inf), 0.0)  # no keys: ok
     e = np.where(allowed, np.exp(s - m), 0.0)
     p = e / np.where(row_ok, e.sum(axis=-1, keepdims=True), 1.0)
     o = p @ vh  # [B, H, Sq, Dv]

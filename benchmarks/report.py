@@ -41,8 +41,21 @@ class Report:
     def add_case(self, case: Case, status: dict[str, dict], timings: list[dict]) -> None:
         self.cases[case.name] = {"case": case, "status": status, "timings": timings}
 
-    def add_scaling(self, small: Case, large: Case, result: dict[str, Any]) -> None:
-        self.scaling = {"small": small.name, "large": large.name, **result}
+    def add_scaling(self, result: dict[str, Any]) -> None:
+        self.scaling = result
+
+    def growth(self, subject: str, small: str, large: str) -> tuple[float | None, str]:
+        """t(large) / t(small) of one runner: paired from the scaling process when it ran
+        there, else the ratio of the two cases' medians (two processes, unpaired)."""
+        res = (self.scaling or {}).get("results", {})
+        a = dict(res.get(f"{small}|{subject}", {}).get("times", []))
+        pairs = [t / a[r] for r, t in res.get(f"{large}|{subject}", {}).get("times", [])
+                 if r in a]
+        if pairs:
+            return _median(pairs), "paired, one process"
+        ts, tl = self.times(small, subject), self.times(large, subject)
+        return (_median(tl) / _median(ts), "unpaired (two processes)") if ts and tl else \
+            (None, "")
 
     def _series(self, case: str, runner: str, group: dict) -> list[tuple[int, float]] | None:
         res = group.get("results", {}).get(f"{case}|{runner}")
@@ -158,7 +171,7 @@ class Report:
             (s8, "sliding(256) S=8192: t(compiled flex_attention) / t(attndsl)", ">=", 1.3,
              lambda s: (self.ratio(s8, "flex", s), "")),
             (s16, "sliding(256): t(S=16384) / t(S=4096)", "<=", 4.6,
-             lambda s: self._scaling(s, s4, s16)),
+             lambda s: self.growth(s, s4, s16)),
             (s16, "sliding(256) S=16384: peak memory (MiB)", "<", 1024.0,
              lambda s: (self.peak_mib(s16, s), "")),
         ]
@@ -193,24 +206,14 @@ class Report:
             if self.ok(case, peer):
                 return self.ratio(case, peer, subject), f"vs {peer.removeprefix('attndsl ')}"
         for peer in [p for p in (dense, "export") if p and p != subject]:
-            small, mine = self.times(smaller, peer), self.times(case, subject)
-            if small and mine:
-                return (4 * _median(small) / _median(mine),
-                        f"estimated: {peer.removeprefix('attndsl ')} did not fit the memory "
-                        f"cap; 4 × its time at {smaller} (unpaired)")
+            there = self.ratio(smaller, peer, subject)  # paired at S/2
+            grow, how = self.growth(subject, smaller, case)
+            if there and grow:
+                return (4 * there / grow,
+                        f"estimated: {peer.removeprefix('attndsl ')} does not fit the memory "
+                        f"cap at this length; 4 × (its time / attndsl's at {smaller}) / "
+                        f"attndsl's growth to {case} ({how})")
         return None, ""
-
-    def _scaling(self, subject: str, small: str, large: str) -> tuple[float | None, str]:
-        if self.scaling and subject == self.anchor:
-            res = self.scaling.get("results", {})
-            a = dict(res.get(f"{small}|{subject}", {}).get("times", []))
-            b = res.get(f"{large}|{subject}", {}).get("times", [])
-            pairs = [t / a[r] for r, t in b if r in a]
-            if pairs:
-                return _median(pairs), "paired, one process"
-        ts, tl = self.times(small, subject), self.times(large, subject)
-        return (_median(tl) / _median(ts), "unpaired (two processes)") if ts and tl else \
-            (None, "")
 
     def _vs_fused(self, case: str, subject: str) -> tuple[float | None, str]:
         """t(subject) / t(fastest of ORT's fused ops) on the same case."""
@@ -242,8 +245,8 @@ class Report:
                     f"{self.verdict(b, t['op'], t['threshold'])}") if t["best"] else ""
             rows.append([t["target"], t["bound"], _f(d, 2),
                          self.verdict(d, t["op"], t["threshold"]), best,
-                         "; ".join(x for x in (t["default_note"], t["best_note"]
-                                               if t["best"] != self.anchor else "") if x)])
+                         "; ".join(dict.fromkeys(x for x in (t["default_note"], t["best_note"])
+                                                 if x))])
         return rows
 
     # -------------------------------------------------------------- output

@@ -77,8 +77,8 @@ def discover(block_sizes: tuple[int, ...] = ()) -> list[Variant]:
     out = []
     for t in targets:
         for s in sparse:
-            for b in sizes:
-                if b is not None and s == "dense":
+            for b in sizes:  # tile sizes only for the forced block-sparse strategy
+                if b is not None and (s != "block" or t not in (None, "portable")):
                     continue
                 is_default = (b is None and getattr(default, "target", None) in (t, None)
                               and getattr(default, "sparse", None) in (s, None))

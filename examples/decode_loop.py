@@ -14,7 +14,7 @@ import argparse
 import sys
 
 import attndsl
-from attndsl.compile import compile_model
+from attndsl.compile import CompileOptions, compile_model
 from attndsl.decode import decode_loop, max_errors
 from attndsl.errors import AttnDSLError
 from attndsl.inputs import random_inputs
@@ -28,10 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     parser.add_argument("--provider", default="cpu", choices=("cpu", "cuda", "auto"))
+    parser.add_argument("--sparse", default="auto", choices=("auto", "dense", "block"),
+                        help="block-sparse lowering strategy (as attndsl compile --sparse)")
     args = parser.parse_args(argv)
     try:
         model = attndsl.load_spec(args.spec)
-        proto = compile_model(model)
+        proto = compile_model(model, options=CompileOptions(sparse=args.sparse))
         # Random inputs over the whole sequence: every dynamic dim other than batch is the
         # sequence length (document ids span past + new positions, so they have it too).
         sizes = {d.name: args.tokens for d in model.dims if d.size is None}

@@ -112,3 +112,25 @@ def test_case_masks_match_attended_pairs():
     for case in (Case("sliding", 512, window=64), Case("bigbird", 512),
                  Case("causal", 256), Case("decode", 64, heads=4, kv_heads=2)):
         assert case.bool_mask().sum() == case.attended_pairs()
+
+
+def test_dense_masked_estimate_when_it_did_not_fit():
+    """At S=8192 the dense graph is over the memory cap: 4 × its paired ratio at S=4096,
+    divided by attndsl's paired growth from 4096 to 8192."""
+    anchor = Runner("attndsl portable/auto", "attndsl", "", lambda *a: None,
+                    variant=Variant("portable", "auto", is_default=True))
+    dense = Runner("attndsl portable/dense", "attndsl", "", lambda *a: None,
+                   variant=Variant("portable", "dense"))
+    report = Report(anchor.name, [anchor, dense], [anchor.variant, dense.variant])
+    s4, s8 = Case("sliding", 4096), Case("sliding", 8192)
+    report.add_case(s4, {}, [{"results": {
+        f"{s4.name}|{anchor.name}": {"times": [(0, 1.0), (1, 2.0)]},
+        f"{s4.name}|{dense.name}": {"times": [(0, 5.0), (1, 10.0)]}}}])
+    report.add_case(s8, {dense.name: {"skip": "predicted 16 GiB > cap"}}, [{"results": {
+        f"{s8.name}|{anchor.name}": {"times": [(0, 2.0), (1, 2.0)]}}}])
+    report.add_scaling({"results": {
+        f"{s4.name}|{anchor.name}": {"times": [(0, 1.0), (1, 1.0)]},
+        f"{s8.name}|{anchor.name}": {"times": [(0, 2.5), (1, 2.5)]}}})
+    row = next(t for t in report.targets() if "dense-masked" in t["target"])
+    assert row["default"] == pytest.approx(4 * 5.0 / 2.5)
+    assert row["default_note"].startswith("estimated")

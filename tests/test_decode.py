@@ -25,7 +25,8 @@ from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-TOL = {"float32": 1e-5, "float16": 2e-3}
+TOL = {"float32": 1e-5, "float16": 2e-3}  # loop vs full run
+REF_TOL = {"float32": 1e-5, "float16": 5e-3}  # full run vs the float64 reference
 ERRORS: dict[str, float] = {}
 
 
@@ -156,7 +157,7 @@ def check_loop(name: str, model, prompt_len: int, total: int = 9,
     for out_name, ref in want.items():
         assert not np.isnan(stitched[out_name]).any(), out_name
         np.testing.assert_allclose(stitched[out_name].astype(np.float64), ref,
-                                   atol=50 * TOL[model.dtype], err_msg=out_name)
+                                   atol=REF_TOL[model.dtype], err_msg=out_name)
     return {"inputs": inputs, "weights": weights, "stitched": stitched, "explain": explain}
 
 

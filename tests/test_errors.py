@@ -428,3 +428,37 @@ def test_spec_weights_path_is_relative_to_the_spec(tmp_path: Path) -> None:
         load_weights(model)
     _save(tmp_path / "w.npz", seeded_weights(model))
     assert sorted(load_weights(model)) == sorted(model.weight_shapes())
+
+
+@pytest.mark.parametrize("ids_dim,cache,message", [
+    ("seq", "true", r"with a cache, document ids cover the past and the new keys"),
+    ("other", "false", r"document ids must be \[batch, k_len\]"),
+])
+def test_document_ids_length_is_checked(ids_dim: str, cache: str, message: str) -> None:
+    text = f"""attndsl: 1
+dims: {{batch: dynamic, seq: dynamic, other: dynamic}}
+inputs:
+  x: [batch, seq, 8]
+  ids: {{shape: [batch, {ids_dim}], dtype: int64}}
+blocks:
+  attn: {{query: x, heads: 2, mask: "causal & document(ids)", cache: {cache}}}
+outputs: {{y: attn}}
+"""
+    with pytest.raises(SpecError, match=message) as info:
+        parse_spec(text, "x.yaml")
+    assert (info.value.span.line, info.value.span.col) == (7, 46)  # at document(ids)
+
+
+def test_document_in_core_mode_queries_may_not_outnumber_keys() -> None:
+    text = """attndsl: 1
+dims: {batch: dynamic, sq: 6, sk: 4}
+inputs:
+  q: [batch, sq, 8]
+  k: [batch, sk, 8]
+  ids: {shape: [batch, sk], dtype: int64}
+blocks:
+  attn: {query: q, key: k, value: k, project: false, heads: 2, mask: "document(ids)"}
+outputs: {y: attn}
+"""
+    with pytest.raises(SpecError, match=r"'q' has 6 queries but 'k' only 4 keys"):
+        parse_spec(text, "x.yaml")

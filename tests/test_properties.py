@@ -206,14 +206,14 @@ def probe_inputs(model, sizes, past, seed) -> dict[str, np.ndarray]:
     return feed
 
 
-# the cheapest and most telling properties: twice the profile's example count each
-@settings(max_examples=2 * settings.default.max_examples)
+# the cheapest and most telling properties: three times the profile's example count each
+@settings(max_examples=3 * settings.default.max_examples)
 @given(case=probe_case())
 def test_compiled_mask_equals_eval_mask(case):
     check_probe(case)
 
 
-@settings(max_examples=2 * settings.default.max_examples)
+@settings(max_examples=3 * settings.default.max_examples)
 @given(case=probe_case(sparse_only=True))
 def test_block_sparse_mask_equals_eval_mask(case):
     check_probe(case)
@@ -301,6 +301,7 @@ def check_spec(text: str, sizes: dict[str, int], past: int, seed: int,
 TOL = {"float32": 1e-4, "float16": 5e-3}
 
 
+@settings(max_examples=2 * settings.default.max_examples)
 @given(text=spec_yaml(rich=True, float16=True), batch=st.integers(1, 3), seq=st.integers(1, 9),
        mem=st.integers(1, 9), past=st.integers(0, 4), seed=st.integers(0, 9),
        strategy=st.sampled_from(SPARSE), probs=st.booleans())
@@ -308,6 +309,7 @@ def test_random_specs_round_trip_and_run(text, batch, seq, mem, past, seed, stra
     check_spec(text, {"batch": batch, "seq": seq, "mem_len": mem}, past, seed, strategy, probs)
 
 
+@settings(max_examples=2 * settings.default.max_examples)
 @given(text=spec_yaml(fixed_lengths=True, rich=True, float16=True), batch=st.integers(1, 2),
        seed=st.integers(0, 9), strategy=st.sampled_from(SPARSE), probs=st.booleans())
 def test_random_fixed_length_specs_round_trip_and_run(text, batch, seed, strategy, probs):

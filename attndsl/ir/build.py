@@ -469,6 +469,11 @@ class Builder:
                              "keys)", node.span)
                 elif ids is not None and len(ids.shape) == 2:
                     self.check_ids_length(ids, node.span, k.seq, cache)
+                sq, sk = self.size(q.seq), self.size(k.seq)
+                if self_attn and not cache and sq is not None and sk is not None and sq > sk:
+                    self.err(f"document(ids) reads ids at query positions: '{q.name}' has "
+                             f"{sq} queries but '{k.name}' only {sk} keys", node.span,
+                             "ids are [batch, k_len]; queries may not outnumber keys")
             elif isinstance(node, mn.MaskInput):
                 self.check_input(node.input, node.span, "mask", ("bool",), (1, 2, 3, 4))
             elif isinstance(node, mn.Random):

@@ -69,17 +69,8 @@ class Context:
 
 
 def _grouped_matmul(ctx: Context, a: str, kv: str) -> str:
-    """``a`` [B, H, *batch, M, K] @ ``kv`` [B, G, *batch, K, N] -> [B, H, *batch, M, N]; query
-    head h reads kv head h // group (the kv operand is broadcast over the group)."""
-    g, b = ctx.g, ctx.block
-    if b.group == 1:
-        return g.matmul(a, kv)
-    # explicit shapes with allowzero: a query chunk may have 0 rows
-    batch = g.shape(a, 0, 1)
-    split = g.concat([batch, g.i64(b.kv_heads, b.group), g.shape(a, 2)], axis=0)
-    out = g.matmul(g.op("Reshape", a, split, allowzero=1), g.unsqueeze(kv, [2]))
-    merged = g.concat([batch, g.i64(b.heads), g.shape(out, 3)], axis=0)
-    return g.op("Reshape", out, merged, allowzero=1)
+    """``a`` [B, H, *batch, M, K] @ ``kv`` [B, G, *batch, K, N] (see GraphBuilder)."""
+    return ctx.g.grouped_matmul(a, kv, ctx.block.heads, ctx.block.kv_heads)
 
 
 def _keys_t(ctx: Context, k: str, rank: int) -> str:
@@ -122,9 +113,16 @@ def _gather_tiles(ctx: Context, q: str, rows: str) -> str:
 
 def _untile(ctx: Context, o: str, sq: str) -> str:
     """[B, H, n, t, Dv] -> [B, H, Sq, Dv] (the padded rows of the last tile cut)."""
-    g, b = ctx.g, ctx.block
-    flat = g.reshape(o, [0, b.heads, -1, b.v_head_dim])
-    return g.op("Slice", flat, g.i64(0), g.reshape(sq, [1]), g.i64(2))
+    g = ctx.g
+    return g.op("Slice", _merge_tiles(ctx, o), g.i64(0), g.reshape(sq, [1]), g.i64(2))
+
+
+def _merge_tiles(ctx: Context, o: str) -> str:
+    """[B, H, n, t, Dv] -> [B, H, n*t, Dv] (explicit shape with allowzero: batch may be 0)."""
+    g = ctx.g
+    rows = g.mul(g.shape(o, 2, 3), g.shape(o, 3, 4))
+    shape = g.concat([g.shape(o, 0, 2), rows, g.i64(ctx.block.v_head_dim)], axis=0)
+    return g.op("Reshape", o, shape, allowzero=1)
 
 
 # ---------------------------------------------------------------- band
@@ -205,7 +203,7 @@ def attend_chunks(ctx: Context, q: str, k: str, v: str, pos: Positions, chunks: 
 def attend_tiles(ctx: Context, q: str, k: str, v: str, pos: Positions, tile: int,
                  groups: tuple[TileGroup, ...], q_len: int, k_len: int) -> str:
     """Attention over static per-query-tile lists of key tiles (static lengths, no past)."""
-    g, b = ctx.g, ctx.block
+    g = ctx.g
     r, j = np.arange(tile), np.arange(tile)
     outs, order = [], []
     for gi, grp in enumerate(groups):
@@ -225,5 +223,5 @@ def attend_tiles(ctx: Context, q: str, k: str, v: str, pos: Positions, tile: int
     o = outs[0] if len(outs) == 1 else g.concat(outs, axis=2)  # [B, H, nq, t, Dv]
     if order != sorted(order):
         o = g.gather(o, g.const(np.argsort(order), np.int64), axis=2)
-    flat = g.reshape(o, [0, b.heads, -1, b.v_head_dim])
+    flat = _merge_tiles(ctx, o)
     return flat if q_len == len(order) * tile else g.slice(flat, [0], [q_len], [2])

@@ -182,3 +182,16 @@ class GraphBuilder:
         if self.opset >= 18 or op_type == "ReduceSum":
             return self.op(op_type, x, self.i64(*axes), keepdims=int(keepdims))
         return self.op(op_type, x, axes=list(axes), keepdims=int(keepdims))
+
+    def grouped_matmul(self, a: str, kv: str, heads: int, kv_heads: int) -> str:
+        """``a`` [B, heads, *batch, M, K] @ ``kv`` [B, kv_heads, *batch, K, N] ->
+        [B, heads, *batch, M, N], query head h reading kv head h // (heads / kv_heads): the kv
+        operand is broadcast over each group, never repeated. Shapes are explicit with
+        ``allowzero`` so empty tensors (batch 0, no keys, an empty query chunk) work."""
+        if heads == kv_heads:
+            return self.matmul(a, kv)
+        batch = self.shape(a, 0, 1)
+        split = self.concat([batch, self.i64(kv_heads, heads // kv_heads), self.shape(a, 2)], 0)
+        out = self.matmul(self.op("Reshape", a, split, allowzero=1), self.unsqueeze(kv, [2]))
+        merged = self.concat([batch, self.i64(heads), self.shape(out, 3)], axis=0)
+        return self.op("Reshape", out, merged, allowzero=1)

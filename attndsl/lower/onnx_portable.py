@@ -253,7 +253,7 @@ class _Lowering:
         """Dense attention over all (query, key) pairs: output [B, H, Sq, Dv] and the
         probabilities [B, H, Sq, Sk] (float32)."""
         g = self.g
-        s = self.per_group(b, q, g.transpose(k, [0, 1, 3, 2]), b.head_dim)  # [B, H, Sq, Sk]
+        s = self.per_group(b, q, g.transpose(k, [0, 1, 3, 2]))  # [B, H, Sq, Sk]
         s = lower_scores(g, b, pos, s, self.float32)
         allowed, guard = self.allowed(b, pos)
         mask = None if allowed is True else (
@@ -264,7 +264,7 @@ class _Lowering:
         if mask is not None and guard:  # rows with no allowed key: probabilities 0, not NaN
             row_ok = g.cast(g.reduce("ReduceMax", g.cast(mask, FLOAT), [-1]), BOOL)
             p = g.where(row_ok, p, g.scalar(0.0, np.float32))
-        return self.per_group(b, p, v, 0), p
+        return self.per_group(b, p, v), p
 
     def finish(self, b: Block, o: str, p: str | None, result: dict[str, str]) -> None:
         """Merge heads of o [B, H, Sq, Dv], output projection; record the block's results."""
@@ -289,15 +289,10 @@ class _Lowering:
         """[B, S, n*d] -> [B, n, S, d] (feature h*d + j is feature j of head h)."""
         return self.g.transpose(self.g.reshape(x, [0, 0, n, d]), [0, 2, 1, 3])
 
-    def per_group(self, b: Block, a: str, kv: str, width: int) -> str:
-        """``a`` [B, H, Sq, X] @ ``kv`` [B, G, X, Y] with query head h reading kv head
-        h // group: the heads of a group are folded into the rows, one plain batched MatMul.
-        ``width`` is X when known (0 copies it from ``a``)."""
-        g = self.g
-        if b.group == 1:
-            return g.matmul(a, kv)
-        folded = g.reshape(a, [0, b.kv_heads, -1, width])  # [B, G, group*Sq, X]
-        return g.reshape(g.matmul(folded, kv), [0, b.heads, -1, 0])
+    def per_group(self, b: Block, a: str, kv: str) -> str:
+        """``a`` [B, H, Sq, X] @ ``kv`` [B, G, X, Y], query head h reading kv head
+        h // group (one batched MatMul; K/V are never repeated)."""
+        return self.g.grouped_matmul(a, kv, b.heads, b.kv_heads)
 
     def rope(self, x: str, positions: str, rope: Rope, head_dim: int) -> str:
         """Rotate the first ``rope.dim`` features of each head of x [B, n, S, D] (float32)."""
