@@ -12,7 +12,6 @@ from the settings, one inter-op thread, default graph optimizations).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import time
 import warnings
@@ -23,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .cases import Case
-from .variants import Variant, compile_variant
+from .variants import Variant, compile_variant, model_digest
 
 
 class Skip(Exception):
@@ -85,7 +84,7 @@ def attndsl_runner(variant: Variant) -> Runner:
         data = proto.SerializeToString(deterministic=True)
         compile_s = time.perf_counter() - start
         return _ort_prepared(data, inputs, settings, start, outputs=None, compile_s=compile_s,
-                             sha=hashlib.sha256(data).hexdigest()[:16], explain=explain)
+                             sha=model_digest(proto), explain=explain)
 
     def quadratic(case: Case) -> bool:
         return case.pattern != "decode" and variant.sparse in (None, "dense")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import statistics
 from dataclasses import asdict
 from pathlib import Path
@@ -15,6 +16,9 @@ COLUMNS = ("runner", "median ms", "IQR %", "n", "t / t(attndsl)", "GFLOP/s", "pe
            "setup s", "max |Δ|", "note")
 TARGET_COLUMNS = ("target", "bound", "attndsl default", "verdict", "best attndsl variant",
                   "note")
+COST_COLUMNS = ("case", "plan", "estimated ms", "measured ms", "estimated dense ms",
+                "measured dense ms", "estimated speedup", "measured speedup")
+_ESTIMATE = re.compile(r"estimated ([0-9.e+]+) ms vs dense ([0-9.e+]+) ms")
 FUSED = ("ort-mha", "ort-gqa", "onnx-attention")
 
 
@@ -36,6 +40,27 @@ class Report:
         self.variants = variants
         self.cases: dict[str, dict[str, Any]] = {}
         self.scaling: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Report:
+        """The report of a finished run, from its JSON (re-render without re-measuring)."""
+        variants = {f"attndsl {v.label}": v for v in (Variant(**d) for d in data["variants"])}
+
+        def unusable(*_):
+            raise RuntimeError("a report read from JSON cannot measure")
+
+        runners = [Runner(r["name"], r["family"], r["what"], unusable,
+                          variant=variants.get(r["name"])) for r in data["runners"]]
+        report = cls(data["anchor"], runners, list(variants.values()))
+        for name, entry in data["cases"].items():
+            timings = [{**g, "results": {k: {**v, "times": [tuple(t) for t in v["times"]]}
+                                         if "times" in v else v
+                                         for k, v in g.get("results", {}).items()}}
+                       for g in entry["timings"]]
+            report.cases[name] = {"case": Case(**entry["case"]), "status": entry["status"],
+                                  "timings": timings}
+        report.scaling = data.get("scaling")
+        return report
 
     # -------------------------------------------------------------- data
     def add_case(self, case: Case, status: dict[str, dict], timings: list[dict]) -> None:
@@ -266,7 +291,11 @@ class Report:
                  f"{env['attndsl']}; {env['threads']} threads on {env['cores']} cores; load "
                  f"average {env['load_avg_start']:.1f} at start, {env['load_avg_end']:.1f} at "
                  f"end; {env['wall_s']:.0f} s. `*` = attndsl's default variant (the anchor "
-                 "of the ratios; t / t(attndsl) > 1 means attndsl is faster).", ""]
+                 "of the ratios; t / t(attndsl) > 1 means attndsl is faster).", "",
+                 "## Summary", "",
+                 "Median ms of one call; in parentheses t / t(attndsl default), paired "
+                 "(> 1: attndsl is faster); — not run (see the case's table for why).", "",
+                 _md_table(*self.summary_rows()), ""]
         for name, entry in self.cases.items():
             c: Case = entry["case"]
             lines += [f"## {name}", "",
@@ -276,9 +305,62 @@ class Report:
                       f"({100 * c.attended_pairs() / (c.q_len * c.k_len):.1f}%)", "",
                       _md_table(COLUMNS, self.rows(name)), ""]
             lines += self._explanations(name)
+        cost = self.cost_model_rows()
+        if cost:
+            lines += ["## Cost model check", "",
+                      "attndsl's strategy choice (`sparse=auto`) estimates the chosen plan and "
+                      "the dense graph; measured: this run's medians (dense: `sparse=dense`; "
+                      "the speedup measured is the paired ratio).", "",
+                      _md_table(COST_COLUMNS, cost), ""]
         lines += ["## Targets", "",
                   _md_table(TARGET_COLUMNS, self.target_rows()), ""]
         return "\n".join(lines)
+
+    def summary_rows(self) -> tuple[list[str], list[list[str]]]:
+        """One row per case: attndsl's default (ms, GFLOP/s, peak MiB), then every other
+        runner as "ms (t / t(attndsl))"; aliases of the anchor are left out."""
+        others = [r for r in self.runners[1:] if any(
+            self.ok(n, r.name) and "alias_of" not in e["status"].get(r.name, {})
+            for n, e in self.cases.items())]
+        header = ["case", f"{self.anchor.removeprefix('attndsl ')} ms", "GFLOP/s", "peak MiB"]
+        header += [r.name.removeprefix("attndsl ") for r in others]
+        rows = []
+        for name, entry in self.cases.items():
+            t = _ms(self.times(name, self.anchor))
+            row = [name, _f(t, 1), _f(entry["case"].flops() / t / 1e6, 1) if t else "",
+                   _f(self.peak_mib(name, self.anchor), 0)]
+            for r in others:
+                mine = _ms(self.times(name, r.name))
+                ratio = self.ratio(name, r.name, self.anchor)
+                alias = entry["status"].get(r.name, {}).get("alias_of")
+                row.append("= " + alias.removeprefix("attndsl ") if alias else
+                           f"{_f(mine, 1)} ({_f(ratio, 2)}×)" if mine and ratio else
+                           _f(mine, 1) if mine else "—")
+            rows.append(row)
+        return header, rows
+
+    def cost_model_rows(self) -> list[list[str]]:
+        """The sparse cost model's estimates (from attndsl's explanation: "estimated X ms vs
+        dense Y ms") next to the measured times of the chosen plan and of ``sparse=dense``."""
+        dense = next((r.name for r in self.runners if r.variant is not None
+                      and r.variant.sparse == "dense" and r.variant.target in (None, "portable")),
+                     None)
+        rows = []
+        for name, entry in self.cases.items():
+            explain = " ".join(entry["status"].get(self.anchor, {}).get("info", {}).get(
+                "explain") or self._result(name, self.anchor).get("info", {}).get(
+                "explain") or [])
+            found = _ESTIMATE.search(explain)
+            if not found:
+                continue
+            est, est_dense = float(found[1]), float(found[2])
+            got = _ms(self.times(name, self.anchor))
+            got_dense = _ms(self.times(name, dense)) if dense else None
+            plan = explain.split(": ", 1)[-1].split(" (", 1)[0]
+            rows.append([name, plan, _f(est, 1), _f(got, 1), _f(est_dense, 1),
+                         _f(got_dense, 1), _f(est_dense / est, 2),
+                         _f(self.ratio(name, dense, self.anchor) if got_dense else None, 2)])
+        return rows
 
     def _explanations(self, case: str) -> list[str]:
         """What each attndsl variant compiled to (``--explain``), under the case's table."""

@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="timing seconds per case after the minimum rounds")
     p.add_argument("--no-mem", action="store_true",
                    help="skip the per-runner memory processes (no peak memory column)")
+    p.add_argument("--from-json", metavar="JSON",
+                   help="no measuring: rewrite the report (markdown, PNG, console) of a "
+                        "finished run from its JSON")
     p.add_argument("--out", default="benchmarks/results/results.md",
                    help="markdown report; JSON and PNG are written next to it")
     return p.parse_args(argv)
@@ -268,6 +271,8 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        return rewrite(Path(args.from_json), Path(args.out))
     pool = (case_mod.dry_cases() if args.dry else
             case_mod.quick_cases() if args.quick else case_mod.full_cases())
     cases = case_mod.select(pool, args.cases)
@@ -288,14 +293,27 @@ def main(argv: list[str] | None = None) -> int:
     env["load_avg_end"] = os.getloadavg()[0]
     env["wall_s"] = round(time.perf_counter() - started, 1)
     env["budget"] = asdict(harness.budget)
-    out = Path(args.out)
+    write(harness.report, env, Path(args.out))
+    return 0
+
+
+def write(report: Report, env: dict[str, Any], out: Path, with_json: bool = True) -> None:
+    """The markdown at ``out``, the JSON and the sliding plot next to it; the console
+    tables on stdout."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = harness.report.markdown(env)
-    out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(harness.report.as_json(env), indent=1))
-    png = harness.report.plot(out.with_name(out.stem + "_sliding.png"))
-    print(harness.report.console())
-    log(f"wrote {out}, {out.with_suffix('.json')}" + (f", {png}" if png else ""))
+    out.write_text(report.markdown(env))
+    if with_json:
+        out.with_suffix(".json").write_text(json.dumps(report.as_json(env), indent=1))
+    png = report.plot(out.with_name(out.stem + "_sliding.png"))
+    print(report.console())
+    log(f"wrote {out}" + (f", {out.with_suffix('.json')}" if with_json else "")
+        + (f", {png}" if png else ""))
+
+
+def rewrite(source: Path, out: Path) -> int:
+    data = json.loads(source.read_text())
+    same = out.with_suffix(".json").resolve() == source.resolve()
+    write(Report.from_json(data), data["env"], out, with_json=not same)
     return 0
 
 

@@ -115,6 +115,17 @@ def compile_variant(variant: Variant, spec_text: str,
     return c.compile_model(model, **kwargs), []
 
 
+def model_digest(proto: Any) -> str:
+    """A hash of what runs: the model without its metadata (which names the target), so a
+    variant that fell back to another's lowering hashes the same."""
+    import hashlib
+
+    bare = type(proto)()
+    bare.CopyFrom(proto)
+    del bare.metadata_props[:]
+    return hashlib.sha256(bare.SerializeToString(deterministic=True)).hexdigest()[:16]
+
+
 def _line(e: Any) -> str:
     if dataclasses.is_dataclass(e):
         d = dataclasses.asdict(e)

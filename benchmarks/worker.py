@@ -11,7 +11,6 @@ separately as ``setup_peak_mib``. Without clear_refs the child falls back to VmH
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import select
@@ -79,7 +78,7 @@ def mem_job(case: Case, runner: Runner, settings: Settings) -> dict[str, Any]:
 def plan_job(case: Case, variants: list, settings: Settings) -> dict[str, Any]:
     """Compile every attndsl variant (no run): its bytes' hash, the lowering it chose, or
     why it failed — so variants that compile to the same model are measured once."""
-    from .variants import compile_variant
+    from .variants import compile_variant, model_digest
 
     out = {}
     for v in variants:
@@ -90,8 +89,7 @@ def plan_job(case: Case, variants: list, settings: Settings) -> dict[str, Any]:
         except Exception as err:  # noqa: BLE001 - reported per variant
             out[v.label] = {"error": _describe(err)}
             continue
-        data = proto.SerializeToString(deterministic=True)
-        out[v.label] = {"sha": hashlib.sha256(data).hexdigest()[:16], "explain": explain,
+        out[v.label] = {"sha": model_digest(proto), "explain": explain,
                         "compile_s": time.perf_counter() - start}
     return out
 

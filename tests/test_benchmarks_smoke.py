@@ -44,7 +44,14 @@ def test_dry_run_every_runner_agrees(tmp_path):
     assert "no GQA" in data["cases"]["decode-64"]["status"]["ort-mha"]["skip"]
     assert "flex" not in data["cases"]["decode-64"]["status"]  # --exclude flex
     text = out.read_text()
-    assert "## Targets" in text and "| attndsl" in text
+    assert "## Targets" in text and "| attndsl" in text and "## Summary" in text
+    again = tmp_path / "again.md"  # the report re-rendered from the JSON alone is the same
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--from-json",
+         str(out.with_suffix(".json")), "--out", str(again)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert again.read_text() == text
 
 
 @pytest.mark.parametrize("pattern", ["sliding", "bigbird"])
