@@ -3,8 +3,7 @@
 from .api import load_spec, parse_spec
 from .errors import AttnDSLError, SpecError, SpecErrors, SpecSyntaxError
 from .ir import Model, print_ir
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "AttnDSLError", "Model", "SpecError", "SpecErrors", "SpecSyntaxError", "__version__",

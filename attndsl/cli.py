@@ -16,10 +16,10 @@ from pathlib import Path
 
 from . import __version__
 from .errors import AttnDSLError, InputError
+from .lower.targets import DEFAULT_OPSET, OPSETS, opset_ranges
+from .lower.targets import SPARSE_MODES as SPARSE
+from .lower.targets import TARGET_NAMES as TARGETS
 
-OPSETS = range(17, 25)  # portable: 17..21, ort: 17..24 (checked by the lowering)
-TARGETS = ("portable", "ort")
-SPARSE = ("auto", "dense", "block")
 PROVIDERS = ("cpu", "cuda", "auto")
 TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
 ISSUES = "please report this at the attndsl issue tracker with the spec"
@@ -64,7 +64,7 @@ def _load(path: str):
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from .compile import compile_with_explanations, save_model_atomic
+    from .lower.compile import compile_with_explanations, save_model_atomic
     from .weights import load_weights
 
     model = _load(args.spec)
@@ -87,7 +87,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def _options(args: argparse.Namespace):
     """CompileOptions from the compile flags (shared by ``compile`` and ``run``)."""
-    from .compile import CompileOptions
+    from .lower.compile import CompileOptions
 
     return CompileOptions(opset=args.opset, target=args.target, sparse=args.sparse,
                           block_size=args.block_size, seq_hint=args.seq_hint,
@@ -96,7 +96,7 @@ def _options(args: argparse.Namespace):
 
 def _passes(args: argparse.Namespace) -> tuple[str, ...] | None:
     """``--no-opt``: no passes; ``--passes a,b``: those; neither: the default pipeline."""
-    from .passes import parse_pass_list
+    from .lower.pipeline import parse_pass_list
 
     if args.no_opt:
         return ()
@@ -119,7 +119,7 @@ def _model_and_proto(path: str, args: argparse.Namespace):
     """A spec compiles (with the compile flags); a ``.onnx`` made by attndsl loads and its
     spec is re-parsed."""
     if Path(path).suffix.lower() != ".onnx":
-        from .compile import compile_model
+        from .lower.compile import compile_model
 
         model = _load(path)
         return model, compile_model(model, options=_options(args))
@@ -209,7 +209,7 @@ def _verify(model, proto, inputs: dict, outputs: dict) -> int:
     tolerance of the model's dtype (or NaN, or missing)."""
     import numpy as np
 
-    from .passes import model_after, parse_pass_list
+    from .lower.pipeline import model_after, parse_pass_list
     from .reference import run_reference
 
     # the initializers follow the IR the compile-time passes made (fused, folded...)
@@ -265,7 +265,7 @@ def cmd_ir(args: argparse.Namespace) -> int:
     if args.after is None:
         print(print_ir(model), end="")
         return 0
-    from .passes import ir_after
+    from .lower.pipeline import ir_after
     from .weights import load_weights
 
     print(ir_after(model, load_weights(model), args.after), end="")
@@ -299,8 +299,8 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
 
 def _compile_flags(c: argparse.ArgumentParser, when: str = "") -> None:
-    c.add_argument("--opset", type=int, choices=OPSETS, default=18, metavar="N",
-                   help=f"ONNX opset: 17..21 portable, 17..24 ort (default 18){when}")
+    c.add_argument("--opset", type=int, choices=OPSETS, default=DEFAULT_OPSET, metavar="N",
+                   help=f"ONNX opset: {opset_ranges()} (default {DEFAULT_OPSET}){when}")
     c.add_argument("--target", choices=TARGETS, default="portable",
                    help="portable: standard ops only (default); ort: ONNX Runtime fused ops "
                    f"where a block maps exactly, portable otherwise{when}")

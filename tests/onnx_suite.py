@@ -308,7 +308,7 @@ def run_reference_case(case: Case, tr: Translation) -> list[np.ndarray]:
 def run_compiled_case(case: Case, tr: Translation) -> list[np.ndarray]:
     """The spec compiled by attndsl (portable target) and run in ONNX Runtime."""
     from attndsl.api import parse_spec
-    from attndsl.compile import compile_model
+    from attndsl.lower.compile import compile_model
     from attndsl.runtime import make_session, run_session
 
     model = parse_spec(tr.spec, f"{case.name}.yaml")

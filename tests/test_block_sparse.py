@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from attndsl.api import parse_spec
-from attndsl.compile import CompileOptions, compile_model, compile_with_explanations
 from attndsl.errors import ErrorCollector, LoweringError
 from attndsl.frontend.expr import Placement, parse_expr
 from attndsl.inputs import random_inputs
 from attndsl.ir.nodes import Model
+from attndsl.lower.compile import CompileOptions, compile_model, compile_with_explanations
 from attndsl.lower.plan import SparseOptions, offset_bounds, plan_block
 from attndsl.masks import nodes as mn
 from attndsl.masks.algebra import simplify

@@ -17,11 +17,11 @@ import pytest
 
 import attndsl
 from attndsl.api import parse_spec
-from attndsl.compile import CompileOptions, compile_model, model_bytes, save_model_atomic
 from attndsl.errors import LoweringError, WeightsError
 from attndsl.inputs import random_inputs
+from attndsl.lower.compile import CompileOptions, compile_model, model_bytes, save_model_atomic
+from attndsl.lower.pipeline import DEFAULT_PIPELINE, model_after
 from attndsl.masks.nodes import RelativeBias
-from attndsl.passes import DEFAULT_PIPELINE, model_after
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights
@@ -127,7 +127,7 @@ def test_deterministic_across_processes(tmp_path):
     spec = tmp_path / "rich.yaml"
     spec.write_text(RICH.replace("DTYPE", "float32"))
     code = ("import sys, hashlib; from attndsl import load_spec; "
-            "from attndsl.compile import compile_model, model_bytes; "
+            "from attndsl.lower.compile import compile_model, model_bytes; "
             "print(hashlib.sha256(model_bytes(compile_model(load_spec(sys.argv[1])))).hexdigest())")
     digests = set()
     for seed in ("1", "2"):

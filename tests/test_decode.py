@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from strategies import SCORE_ITEMS, mask_text
 
 from attndsl.api import parse_spec
-from attndsl.compile import CompileOptions, compile_model, compile_with_explanations
-from attndsl.decode import decode_loop, max_errors, stitch
 from attndsl.errors import AttnDSLError, InputError
 from attndsl.inputs import random_inputs
+from attndsl.lower.compile import CompileOptions, compile_model, compile_with_explanations
 from attndsl.reference import rope, run_reference
 from attndsl.runtime import make_session, run_session
+from attndsl.runtime.decode import decode_loop, max_errors, stitch
 from attndsl.weights import load_weights
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import attndsl
-from attndsl.compile import CompileOptions, compile_model
+from attndsl.lower.compile import CompileOptions, compile_model
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights

@@ -10,8 +10,8 @@ import onnx
 import pytest
 
 import attndsl
-from attndsl.compile import compile_model
 from attndsl.inputs import random_inputs
+from attndsl.lower.compile import compile_model
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights

@@ -12,7 +12,7 @@ from test_errors import YAML, edit, error_of
 
 from attndsl import parse_spec
 from attndsl.frontend import parse_source
-from attndsl.frontend.yaml_loader import TOP_KEYS
+from attndsl.frontend.ast import TOP_KEYS
 from attndsl.ir.build import BLOCK_KEYS, ROPE_KEYS
 from attndsl.masks.primitives import MASKS, SCORES
 from attndsl.source import Source

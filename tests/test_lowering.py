@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from attndsl.api import parse_spec
-from attndsl.compile import compile_model
 from attndsl.inputs import random_inputs
 from attndsl.ir.nodes import Model
+from attndsl.lower.compile import compile_model
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from strategies import spec_yaml
 
 from attndsl.api import parse_spec
-from attndsl.compile import compile_model
 from attndsl.inputs import random_inputs
+from attndsl.lower.compile import compile_model
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from attndsl.api import parse_spec
-from attndsl.compile import compile_model
 from attndsl.inputs import random_inputs
+from attndsl.lower.compile import compile_model
 from attndsl.masks.tables import alibi_slopes, random_blocks, t5_buckets
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session

@@ -19,15 +19,20 @@ from onnx_suite import Translation, attention_cases, compare, translate
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from attndsl.api import load_spec, parse_spec
-from attndsl.compile import CompileOptions, compile_model, compile_with_explanations, model_bytes
-from attndsl.decode import decode_loop, max_errors
 from attndsl.errors import LoweringError
 from attndsl.inputs import random_inputs
 from attndsl.ir.nodes import Model
+from attndsl.lower.compile import (
+    CompileOptions,
+    compile_model,
+    compile_with_explanations,
+    model_bytes,
+)
 from attndsl.lower.ort_contrib import GQA, MHA, mask_pattern, split_scores
 from attndsl.masks import nodes as mn
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
+from attndsl.runtime.decode import decode_loop, max_errors
 from attndsl.weights import load_weights
 
 ATOL = {"float32": 1e-4, "float16": 5e-3}

@@ -12,15 +12,12 @@ import numpy as np
 import pytest
 
 from attndsl import parse_spec, print_ir
-from attndsl.compile import CompileOptions, compile_model
 from attndsl.errors import AttnDSLError
 from attndsl.inputs import random_inputs
-from attndsl.passes import (
+from attndsl.lower.compile import CompileOptions, compile_model
+from attndsl.lower.pipeline import (
     DEFAULT_PIPELINE,
     REGISTRY,
-    PassManager,
-    PassResult,
-    Program,
     get_pass,
     ir_after,
     model_after,
@@ -28,6 +25,7 @@ from attndsl.passes import (
     resolve,
     run_passes,
 )
+from attndsl.passes import PassManager, PassResult, Program
 from attndsl.passes.base import IRPass
 from attndsl.passes.dead_outputs import DeadOutputsOptions
 from attndsl.passes.fold_scale import FoldScale, FoldScaleOptions

@@ -13,11 +13,14 @@ import onnx
 import pytest
 
 from attndsl import parse_spec
-from attndsl.compile import CompileOptions, compile_model, model_bytes
 from attndsl.inputs import random_inputs
-from attndsl.passes import get_pass
-from attndsl.passes.fold_constants import FoldConstants, FoldConstantsOptions
-from attndsl.passes.share_computations import ShareComputations, ShareComputationsOptions
+from attndsl.lower.compile import CompileOptions, compile_model, model_bytes
+from attndsl.lower.graph_passes.fold_constants import FoldConstants, FoldConstantsOptions
+from attndsl.lower.graph_passes.share_computations import (
+    ShareComputations,
+    ShareComputationsOptions,
+)
+from attndsl.lower.pipeline import get_pass
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights
 
@@ -180,7 +183,7 @@ def test_same_bytes_across_processes(tmp_path):
     spec = tmp_path / "stack.yaml"
     spec.write_text(STACK.replace("SEQ", "8"))
     code = ("import sys, hashlib; from attndsl import load_spec; "
-            "from attndsl.compile import compile_model, model_bytes; "
+            "from attndsl.lower.compile import compile_model, model_bytes; "
             "print(hashlib.sha256(model_bytes(compile_model(load_spec(sys.argv[1])))).hexdigest())")
     digests = set()
     for seed in ("1", "2"):

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 from strategies import mask_text, spec_yaml
 
 from attndsl.api import parse_spec
-from attndsl.compile import CompileOptions, compile_model, compile_with_explanations
 from attndsl.convert import convert_text
 from attndsl.inputs import random_inputs
+from attndsl.lower.compile import CompileOptions, compile_model, compile_with_explanations
 from attndsl.masks.eval import eval_mask
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from attndsl import viz
+from attndsl import viz, viz_layout
 from attndsl.api import parse_spec
 from attndsl.errors import AttnDSLError, InputError
 from attndsl.inputs import random_inputs
@@ -134,17 +134,17 @@ def test_heads_selection_and_labels():
     for bad in ("4", "1-5", "x", "2-1"):
         with pytest.raises(AttnDSLError):
             viz.parse_heads(bad, 4)
-    assert viz.head_label([0]) == "head 0"
-    assert viz.head_label([0, 1, 2, 3]) == "heads 0-3"
-    assert viz.head_label([4, 0, 1]) == "heads 0-1, 4"
+    assert viz_layout.head_label([0]) == "head 0"
+    assert viz_layout.head_label([0, 1, 2, 3]) == "heads 0-3"
+    assert viz_layout.head_label([4, 0, 1]) == "heads 0-1, 4"
 
 
 def test_group_heads_merges_identical_patterns():
     grid = viz.mask_grid(spec(GEMMA), None, 8)
-    assert viz.group_heads(grid) == [[0, 1], [2, 3]]
+    assert viz_layout.group_heads(grid) == [[0, 1], [2, 3]]
     tiles = np.zeros((4, 1, 1), np.int8)
     tiles[1] = 1
-    assert viz.group_heads(grid, tiles) == [[0], [1], [2, 3]]
+    assert viz_layout.group_heads(grid, tiles) == [[0], [1], [2, 3]]
 
 
 # ---------------------------------------------------------------- tiles

@@ -139,6 +139,10 @@ class OutputDecl:
     span: Span | None = field(default=None, compare=False)
 
 
+# the top-level keys of a spec (both syntaxes); the front ends put others in ``SpecAST.extra``
+TOP_KEYS = ("attndsl", "name", "dtype", "seed", "weights", "dims", "inputs", "blocks", "outputs")
+
+
 @dataclass(frozen=True, slots=True)
 class SpecAST:
     """A whole spec. ``top`` holds the top-level scalar settings (name, dtype, seed, weights)."""

@@ -11,7 +11,6 @@ from ..source import Source, Span
 from . import ast
 from .expr import Placement, parse_expr
 
-TOP_KEYS = ("attndsl", "name", "dtype", "seed", "weights", "dims", "inputs", "blocks", "outputs")
 _TAGS = {
     "tag:yaml.org,2002:int": int, "tag:yaml.org,2002:float": float,
     "tag:yaml.org,2002:bool": bool, "tag:yaml.org,2002:null": type(None),

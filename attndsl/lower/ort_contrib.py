@@ -54,7 +54,7 @@ from ..masks import nodes as mn
 from ..masks.primitives import format_leaf, format_mask
 from .builder import FLOAT
 from .mask_ops import MaskLowering, lower_scores
-from .onnx_portable import BlockExplanation, _Lowering
+from .onnx_portable import BlockExplanation, PortableLowering
 from .positions import Positions
 
 MS_DOMAIN = "com.microsoft"
@@ -127,14 +127,14 @@ def split_scores(score: tuple[mn.Score, ...]) -> tuple[float | None, tuple[mn.Sc
     return cap, tuple(additive)
 
 
-def _diagonal(low: _Lowering, b: Block) -> bool:
+def _diagonal(low: PortableLowering, b: Block) -> bool:
     """Self-attention where query i and new key i share a position (one stream, or equal
     lengths by dim name)."""
     return b.self_attention and (
         b.query == b.key or low.stream_dims[b.query][1] == low.stream_dims[b.key][1])
 
 
-def _wants_weights(low: _Lowering, b: Block) -> bool:
+def _wants_weights(low: PortableLowering, b: Block) -> bool:
     return any(o.stream == b.name and o.attr == "weights" for o in low.model.outputs)
 
 
@@ -170,7 +170,7 @@ class GqaPlan:
     reason: str
 
 
-def match_gqa(low: _Lowering, b: Block) -> GqaPlan | str:
+def match_gqa(low: PortableLowering, b: Block) -> GqaPlan | str:
     """GroupQueryAttention when the block maps exactly, else why not."""
     if not _diagonal(low, b):
         return ("cross-attention" if not b.self_attention else
@@ -208,7 +208,7 @@ def match_gqa(low: _Lowering, b: Block) -> GqaPlan | str:
                    ", ".join(words))
 
 
-def emit_gqa(low: _Lowering, b: Block, plan: GqaPlan) -> None:
+def emit_gqa(low: PortableLowering, b: Block, plan: GqaPlan) -> None:
     g = low.g
     q, k, v, pos, past = _project(low, b)
     batch = g.shape(low.streams[b.query], 0, 1)
@@ -248,7 +248,7 @@ class MhaPlan:
     reason: str
 
 
-def match_mha(low: _Lowering, b: Block) -> MhaPlan | str:
+def match_mha(low: PortableLowering, b: Block) -> MhaPlan | str:
     """MultiHeadAttention when the block maps exactly, else why not."""
     if b.kv_heads != b.heads:
         return f"kv_heads {b.kv_heads} != heads {b.heads}"
@@ -280,7 +280,7 @@ def match_mha(low: _Lowering, b: Block) -> MhaPlan | str:
     return MhaPlan(padding, additive, ", ".join(words))
 
 
-def emit_mha(low: _Lowering, b: Block, plan: MhaPlan) -> None:
+def emit_mha(low: PortableLowering, b: Block, plan: MhaPlan) -> None:
     g = low.g
     q, k, v, pos, past = _project(low, b)
     if b.rope is not None:
@@ -318,7 +318,7 @@ class AttentionPlan:
     reason: str
 
 
-def match_attention(low: _Lowering, b: Block) -> AttentionPlan | str:
+def match_attention(low: PortableLowering, b: Block) -> AttentionPlan | str:
     """ONNX Attention (the model's opset, 23 or 24) when the block maps exactly."""
     if low.opset < ATTENTION_OPSET:
         return f"needs opset >= {ATTENTION_OPSET} (the model uses {low.opset})"
@@ -345,7 +345,7 @@ def match_attention(low: _Lowering, b: Block) -> AttentionPlan | str:
     return AttentionPlan(is_causal, cap, mask, additive, weights, ", ".join(words))
 
 
-def emit_attention(low: _Lowering, b: Block, plan: AttentionPlan) -> None:
+def emit_attention(low: PortableLowering, b: Block, plan: AttentionPlan) -> None:
     g = low.g
     q, k, v, pos, past = _project(low, b)
     if b.rope is not None:
@@ -381,11 +381,11 @@ def emit_attention(low: _Lowering, b: Block, plan: AttentionPlan) -> None:
 
 
 # ---------------------------------------------------------------- shared pieces
-def _np_dtype(low: _Lowering) -> np.dtype:
+def _np_dtype(low: PortableLowering) -> np.dtype:
     return np.dtype(low.model.dtype)
 
 
-def _project(low: _Lowering, b: Block) -> tuple[str, str, str, Positions, str | None]:
+def _project(low: PortableLowering, b: Block) -> tuple[str, str, str, Positions, str | None]:
     """q [B, Sq, H*D], k [B, Sk, G*D], v [B, Sk, G*Dv] in the model dtype, the positions and
     the past length (int64 scalar, with a cache)."""
     g = low.g
@@ -396,7 +396,7 @@ def _project(low: _Lowering, b: Block) -> tuple[str, str, str, Positions, str | 
     return xq, xk, xv, pos, past
 
 
-def _rope_cache(low: _Lowering, b: Block, rows: str) -> tuple[str, str]:
+def _rope_cache(low: PortableLowering, b: Block, rows: str) -> tuple[str, str]:
     """cos and sin [rows, dim/2] for positions 0..rows-1, in the model dtype."""
     g = low.g
     positions = g.range(g.scalar(0, "int64"), rows, g.scalar(1, "int64"))
@@ -404,7 +404,7 @@ def _rope_cache(low: _Lowering, b: Block, rows: str) -> tuple[str, str]:
     return low.to_model_dtype(cos), low.to_model_dtype(sin)
 
 
-def _rotary(low: _Lowering, b: Block, x: str, heads: int, pos: Positions, past: str | None,
+def _rotary(low: PortableLowering, b: Block, x: str, heads: int, pos: Positions, past: str | None,
             query: bool) -> str:
     """com.microsoft.RotaryEmbedding on x [B, S, heads*D]; positions start at the past
     length (queries of cross-attention at 0)."""
@@ -420,7 +420,7 @@ def _rotary(low: _Lowering, b: Block, x: str, heads: int, pos: Positions, past: 
                 rotary_embedding_dim=b.rope.dim, interleaved=int(b.rope.interleaved))
 
 
-def _additive_bias(low: _Lowering, b: Block, additive: tuple[mn.Score, ...],
+def _additive_bias(low: PortableLowering, b: Block, additive: tuple[mn.Score, ...],
                    pos: Positions) -> str:
     """alibi / relative_bias as ``attention_bias`` [1, H, Sq, T] in the model dtype."""
     if not additive:
@@ -431,7 +431,7 @@ def _additive_bias(low: _Lowering, b: Block, additive: tuple[mn.Score, ...],
     return low.to_model_dtype(g.unsqueeze(bias, [0]))
 
 
-def _finish(low: _Lowering, b: Block, o: str, probs: str | None, cache: list[str]) -> None:
+def _finish(low: PortableLowering, b: Block, o: str, probs: str | None, cache: list[str]) -> None:
     """Output projection of o [B, Sq, H*Dv] and the block's results."""
     result: dict[str, str] = {}
     if cache:
@@ -442,7 +442,7 @@ def _finish(low: _Lowering, b: Block, o: str, probs: str | None, cache: list[str
     low.results[b.name] = result
 
 
-def portable_skips_more(low: _Lowering, b: Block, kernel: str,
+def portable_skips_more(low: PortableLowering, b: Block, kernel: str,
                         plan: GqaPlan | MhaPlan | AttentionPlan) -> str | None:
     """Why the portable block-sparse plan (``plan.py``) beats the fused kernel, else None.
 
@@ -469,7 +469,7 @@ FUSED: tuple[tuple[str, Callable, Callable], ...] = (
 )
 
 
-class OrtLowering(_Lowering):
+class OrtLowering(PortableLowering):
     """The portable lowering with fused ONNX Runtime kernels for the blocks that map."""
 
     def block(self, b: Block) -> None:

@@ -34,8 +34,9 @@ from ..masks import nodes as mn
 from ..masks.algebra import offsets, simplify
 from ..masks.analysis import Tile, classify_tiles
 from .block_sparse import TileGroup
+from .targets import SPARSE_MODES
 
-MODES = ("auto", "dense", "block")
+MODES = SPARSE_MODES  # the strategies, from the target table
 TILE_CHOICES = (32, 64, 128)
 DEFAULT_SEQ = 4096
 PIECE_BYTES = 64 << 20  # working memory of one run of band tiles (smaller runs stay in cache)

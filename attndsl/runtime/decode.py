@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from .errors import AttnDSLError
-from .ir.nodes import Model
-from .masks import nodes as mn
-from .runtime import make_session, run_session
+from ..errors import AttnDSLError
+from ..ir.nodes import Model
+from ..masks import nodes as mn
+from . import make_session, run_session
 
 
 @dataclass(frozen=True)
