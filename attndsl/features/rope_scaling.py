@@ -2,12 +2,12 @@
 
 Pure numpy + stdlib. The functions below follow, operation by operation, transformers'
 ``modeling_rope_utils.py`` (the ``ROPE_INIT_FUNCTIONS`` and the ``dynamic_rope_update`` decorator)
-and the rotary-embedding module of its models (``LlamaRotaryEmbedding.forward``; Phi-3, Qwen2,
-gpt-oss and the generic modules compute the same ``cos``/``sin``). transformers computes in
-float32 tensors where it uses tensors and in Python float64 where it uses Python numbers; this
-module does the same, so its float32 results differ from transformers' only where torch's own
-float32 ``pow``/``cos``/``sin`` kernels are not correctly rounded (at most 1 ulp per call; this
-module rounds the exact float64 value instead).
+and the rotary-embedding module of its models (``LlamaRotaryEmbedding.forward``; Phi-3 and
+Qwen2 compute the same ``cos``/``sin``, gpt-oss returns the half table without the concat).
+transformers computes in float32 tensors where it uses tensors and in Python float64 where it
+uses Python numbers; this module does the same, so its float32 results differ from
+transformers' only where torch's own float32 ``pow``/``cos``/``sin`` kernels are not correctly
+rounded (at most 1 ulp per call; this module rounds the exact float64 value instead).
 
 Notation: ``b`` = RoPE base (theta), ``d`` = rotary dim (even), ``i = 0, 2, ..., d-2``,
 ``e_i = f32(i) / f32(d)`` (float32 division), ``p_i = f32(b ** e_i)`` and ``inv_i = 1 / p_i``
@@ -58,23 +58,32 @@ number of tokens, and not per row).
   ``M <= L < max seen`` keeps the larger-length frequencies; see :class:`RotaryState`).
   Cached keys keep the frequencies of the step that rotated them, so token-by-token decoding
   past ``M`` differs from one full run. For a stateless ONNX lowering (one fresh call): compute
-  ``b'`` at run time from ``L' = Max(ReduceMax(position_ids) + 1, M)`` in float32, then
-  ``inv = 1 / Pow(b', e)``; ``L <= M`` gives exactly the init table.
+  ``b'`` at run time from ``L = ReduceMax(position_ids) + 1`` in float32, then
+  ``inv = 1 / Pow(b', e)``, and ``Where(L > M, that, init table)`` (transformers never
+  recomputes for ``L <= M``).
 
 cos/sin (:func:`cos_sin`): ``ang = f32(position) * inv`` (float32, shape ``[..., d/2]``),
 ``emb = concat(ang, ang)`` (the half-split layout; the interleaved layout repeats each
 element instead), ``cos = cos(emb) * attention_factor``, ``sin = sin(emb) * attention_factor``
 (float32 multiply): the attention factor scales q and k, hence the logits by its square.
+The module then casts cos and sin to the activations' dtype (float16 models round them after
+the factor is applied).
 
-Version notes (read from older transformers 4.4x sources): ``truncate`` exists since the
-gpt-oss release (before, always floor/ceil); ``mscale``/``mscale_all_dim`` and the
-``factor``-from-``max_position_embeddings`` fallback arrived with DeepSeek support; 4.x
-computed the dynamic base from a Python ``seq_len`` (float64); 4.x longrope switched with
-the same ``L > orig`` rule. 5.23 only *warns* on bad factor/beta/list values and unknown keys
-(it raises only for missing keys, and Phi-3's config raises on bad list lengths); this
-module reports all of them as problems (:func:`validate_rope_scaling`), except the yarn
+Version notes. The installed transformers 5.23.0 is the definition. An early 4.4x
+``modeling_rope_utils.py`` (the version that still had an ``ntk`` type) differs: yarn took its
+correction range from ``max_position_embeddings`` (not the original length), had no ``mscale``,
+``mscale_all_dim`` or ``truncate`` (always floor/ceil) and always used ``0.1*ln(factor) + 1``;
+longrope's init picked the long factors whenever the model was extended (the per-call switch
+lived in Phi-3's own rotary module) and took ``factor = max / original`` whenever the config had
+``original_max_position_embeddings``; the dynamic base used a Python length (float64). Later 4.x
+modules formed the angles as a float32 ``inv_freq @ position_ids`` matmul with inner size 1,
+the same numbers as 5.23's elementwise product. 5.23 only *warns* on bad factor/beta/list values
+and unknown keys (it raises only for missing keys; Phi-3's config raises on bad list lengths);
+:func:`validate_rope_scaling` reports all of them as problems, except the yarn
 ``factor != max_position_embeddings / orig`` warning, which Qwen3's recommended yarn config
-triggers and so is not an error here.
+triggers and so is not an error here. 5.23 also reads yarn's ``truncate`` from the top-level
+``rope_parameters`` even for per-layer-type configs, and its Phi-3 config's own
+``original_max_position_embeddings`` overrides the one inside ``rope_parameters``.
 """
 
 from __future__ import annotations
@@ -465,8 +474,9 @@ def cos_sin(scaling: RopeScaling, base: float, dim: int, positions: Any,
     ``dynamic`` uses the float32 run-time base when ``seq_len > max_position_embeddings`` and
     the init table otherwise (what one call on a fresh module does; :class:`RotaryState` keeps
     transformers' state across calls); ``longrope`` picks long/short by ``seq_len > original``.
-    ``dtype=np.float32`` rounds as transformers does; ``np.float64`` keeps the same float32
-    frequencies but forms angles, cos, sin and the factor product in float64 (an oracle).
+    ``dtype=np.float32`` rounds as transformers does (``np.float16``: then cast, as the module
+    does for float16 activations); ``np.float64`` keeps the same float32 frequencies but forms
+    angles, cos, sin and the factor product in float64 (an oracle).
     ``interleaved`` lays each angle out twice in a row instead of ``concat(ang, ang)``.
     """
     pos = np.asarray(positions)
@@ -489,11 +499,12 @@ def _call_inv_freq(scaling: RopeScaling, base: float, dim: int, seq_len: int) ->
 
 def _cos_sin_from(inv: np.ndarray, att: float, pos: np.ndarray, dtype: Any,
                   interleaved: bool) -> tuple[np.ndarray, np.ndarray]:
-    if np.dtype(dtype) == np.float32:
+    if np.dtype(dtype) in (np.float32, np.float16):
         ang = pos.astype(_F32)[..., None] * inv
         # correctly rounded cos/sin of the float32 angle (torch's kernels are within 1 ulp)
         c = np.cos(ang.astype(np.float64)).astype(_F32) * _F32(att)
         s = np.sin(ang.astype(np.float64)).astype(_F32) * _F32(att)
+        c, s = c.astype(dtype), s.astype(dtype)
     else:
         ang = pos.astype(np.float64)[..., None] * inv.astype(np.float64)
         c, s = np.cos(ang) * att, np.sin(ang) * att
