@@ -308,10 +308,13 @@ def test_yarn_truncate_changes_the_numbers():
 
 
 def test_factor_from_max_position_embeddings_when_absent():
-    s = RopeScaling("yarn", original_max_position_embeddings=4096, max_position_embeddings=32768)
-    assert attention_factor(s) == 0.1 * math.log(8.0) + 1.0
-    with_factor = RopeScaling("yarn", factor=8.0, original_max_position_embeddings=4096)
-    assert np.array_equal(inv_freq(s, 10000.0, 64), inv_freq(with_factor, 10000.0, 64))
+    # longrope: factor defaults to max / original (yarn requires factor, as transformers does)
+    name, s, base, dim, model = CASES[IDS.index("longrope-phi3-mini-128k")]
+    explicit = RopeScaling(**{**s.to_mapping(), "factor": 32.0})
+    assert s.factor is None and attention_factor(s) == attention_factor(explicit)
+    assert np.array_equal(inv_freq(s, base, dim, 5000), inv_freq(explicit, base, dim, 5000))
+    assert validate_rope_scaling({"rope_type": "yarn", "original_max_position_embeddings": 4096,
+                                  "max_position_embeddings": 32768})[0][0] == "factor"
 
 
 def test_float64_oracle_and_interleaved_layout():
@@ -395,6 +398,17 @@ def test_validation_accepts_legacy_type_key_and_model_configs():
     assert validate_rope_scaling(qwen3, dim=128) == []
     for _name, s, _base, dim, _model in CASES:
         assert validate_rope_scaling(s.to_mapping(), dim=dim) == []
+
+
+def test_direct_construction_is_validated():
+    with pytest.raises(SpecError, match="factor"):
+        RopeScaling("linear")
+    with pytest.raises(SpecError, match="mscale"):
+        RopeScaling("llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                    original_max_position_embeddings=8192, mscale=1.0)
+    with pytest.raises(SpecError, match="rope_type"):
+        RopeScaling("ntk", factor=2.0)
+    assert validate_rope_scaling({"rope_type": ["yarn"]})[0][0] == "rope_type"
 
 
 def test_unknown_key_hint_lists_the_type_keys():

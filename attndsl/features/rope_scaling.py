@@ -161,6 +161,13 @@ class RopeScaling:
     short_factor: tuple[float, ...] | None = None
     long_factor: tuple[float, ...] | None = None
 
+    def __post_init__(self) -> None:
+        # a RopeScaling is always computable: the same checks as a spec mapping (no dim here)
+        problems = validate_rope_scaling(self.to_mapping())
+        if problems:
+            key, msg, hint = problems[0]
+            raise SpecError(f"rope scaling '{key}': {msg}", hint=hint)
+
     @classmethod
     def from_mapping(cls, params: Mapping[str, Any], dim: int | None = None) -> RopeScaling:
         """Build from a transformers-style mapping (``type`` accepted for ``rope_type``).
@@ -226,7 +233,7 @@ def validate_rope_scaling(params: Mapping[str, Any], dim: int | None = None) -> 
         p.setdefault("rope_type", p.pop("type"))
         p.pop("type", None)
     rt = p.get("rope_type", "default")
-    if rt not in _KEYS:
+    if not isinstance(rt, str) or rt not in _KEYS:
         out.append(("rope_type", f"unknown rope_type {rt!r}",
                     "one of: " + ", ".join(ROPE_TYPES)))
         return out
