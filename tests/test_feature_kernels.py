@@ -454,6 +454,16 @@ def test_mla_latent_cache_decode_matches_transformers_cache(q_lora_rank, interle
         assert _err(plain, ref) <= TOL and _err(got, ref) <= TOL
 
 
+def test_deepseek_interleave_is_a_row_permutation_then_half_rope():
+    """DeepSeek's interleaved RoPE equals plain rotate-half RoPE of ``[x_even | x_odd]``: a
+    compiler may fold the permutation into the rope rows of the projections instead."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 3, 5, 8))
+    ang = K.rope_angles(np.arange(5)[None].repeat(2, 0), _inv_freq(8, 10000.0))
+    perm = np.concatenate([np.arange(0, 8, 2), np.arange(1, 8, 2)])
+    assert _err(K.apply_rope(x, ang, "deinterleave"), K.apply_rope(x[..., perm], ang)) == 0.0
+
+
 def test_yarn_mscale_formula():
     assert K.yarn_get_mscale(1.0, 0.7) == 1.0
     assert K.yarn_get_mscale(40.0, 1.0) == 0.1 * math.log(40.0) + 1.0

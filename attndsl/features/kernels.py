@@ -13,8 +13,21 @@ A query row with no allowed key outputs 0 (the convention of ``attndsl.reference
 sink that is also what transformers computes.
 
 Everything is computed in float64. transformers computes several steps in float32 whatever the
-model dtype (the "upcast" meant for float16 / bfloat16 models); each docstring says where, since
-a compiler emitting a float16 graph must put its casts at the same points.
+model dtype (the "upcast" meant for float16 / bfloat16 models); a compiler emitting a float16
+graph must put its casts at the same points. In transformers 5.23.0 (eager path):
+
+* RoPE angles and cos/sin: float32, then cast to the model dtype (all models); Cohere and
+  Llama 4 also rotate q and k in float32 (``q.float()``) and cast back.
+* RMSNorm: normalised in float32; the weight is applied after casting back (Qwen3, DeepSeek
+  V3, DiffLlama's model norms), in float32 before casting back (OLMo 2), or as ``(1 + w)`` in
+  float32 (Gemma 3, Qwen3-Next). Cohere's LayerNorm: all float32. StableLM's ``nn.LayerNorm``
+  and DiffLlama's weightless ``nn.RMSNorm``: torch's kernels in the model dtype. Llama 4's
+  L2 norm: float32, cast back.
+* Softmax: float32 then cast back (Qwen3, Gemma 3, OLMo 2, Cohere, StableLM, Qwen3-Next,
+  DeepSeek V3, DiffLlama); model dtype (Llama 4; gpt-oss with sinks, after subtracting the row
+  max including the sink).
+* Llama 4 temperature scales and DiffLlama's lambda: float32 scalars; Llama 4 multiplies the
+  float16 query by them in float32 and casts back.
 
 Only numpy and the standard library are used.
 """
