@@ -25,7 +25,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -104,14 +104,14 @@ def _fail(path: str | os.PathLike, problem: str, hint: str | None = None) -> Wei
     return WeightsError(f"cannot read weights file '{path}': {problem}", hint=hint)
 
 
-def unsupported_dtype_problem(name: str, dtype: str) -> str:
+def unsupported_dtype_problem(name: str, dtype: str, noun: str = "tensor") -> str:
     """The message for a tensor whose dtype no float model can take (shared with the
     weights checker so both say the same thing)."""
-    return (f"tensor '{name}' has dtype {dtype}, an unsupported quantized/integer weight "
+    return (f"{noun} '{name}' has dtype {dtype}, an unsupported quantized/integer weight "
             f"dtype (attndsl reads {', '.join(SUPPORTED_DTYPES)})")
 
 
-_UNSUPPORTED_HINT = "dequantize or convert the checkpoint to float32, float16 or bfloat16"
+UNSUPPORTED_HINT = "dequantize or convert the checkpoint to float32, float16 or bfloat16"
 
 
 # --------------------------------------------------------------------------- the reader
@@ -325,7 +325,7 @@ def _target_name(dtype: str | np.dtype | type, path: str) -> str:
 
 def _read_entry(path: str, f: Any, name: str, e: _Entry, target: str | None) -> _Read:
     if e.dtype not in _READABLE:
-        raise _fail(path, unsupported_dtype_problem(name, e.dtype), hint=_UNSUPPORTED_HINT)
+        raise _fail(path, unsupported_dtype_problem(name, e.dtype), hint=UNSUPPORTED_HINT)
     target = target or _NATIVE[e.dtype]
     storage = _READABLE[e.dtype]
     count = e.nbytes // storage.itemsize
@@ -518,7 +518,7 @@ class Lazy(NamedTuple):
     produce: Callable[[], np.ndarray]
 
 
-TensorSource = Union[np.ndarray, Lazy]
+TensorSource = np.ndarray | Lazy
 
 
 class _Plan(NamedTuple):
@@ -622,7 +622,8 @@ def _write_tensor(f: Any, p: _Plan) -> None:
         if want == "BF16":
             data = f32_to_bf16_bits(chunk.astype(np.float32, copy=False))
         else:
-            data = chunk.astype(native)
+            with np.errstate(over="ignore"):  # as torch: too large for float16 -> inf
+                data = chunk.astype(native)
         f.write(memoryview(np.ascontiguousarray(data)).cast("B"))
 
 
