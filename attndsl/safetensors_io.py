@@ -22,6 +22,7 @@ import json
 import os
 import posixpath
 import struct
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ MAX_HEADER_BYTES = 100_000_000
 #: The largest ``model.safetensors.index.json`` read.
 MAX_INDEX_BYTES = 100_000_000
 #: Elements converted per step: bounds the scratch memory of a converting read or write.
-CHUNK_ELEMENTS = 1 << 22
+CHUNK_ELEMENTS = 1 << 20
 #: Bytes per ``read`` call (Linux returns at most about 2 GiB per call anyway).
 _READ_BLOCK = 1 << 26
 
@@ -119,12 +120,17 @@ UNSUPPORTED_HINT = "dequantize or convert the checkpoint to float32, float16 or 
 
 class SafetensorsFile:
     """One open safetensors file whose header has been checked. Use as a context manager,
-    or call ``close``. ``conversions`` records every type conversion ``read`` performed."""
+    or call ``close``. ``conversions`` records every type conversion ``read`` performed.
+    Reads from several threads are safe (they take turns on the file handle)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)
         self.conversions: list[Conversion] = []
-        self._f = open(path, "rb", buffering=0)  # noqa: SIM115 - kept open until close()
+        try:
+            self._f = open(path, "rb", buffering=0)  # noqa: SIM115 - kept open until close()
+        except OSError as err:
+            raise _fail(path, err.strerror or str(err)) from None
+        self._lock = threading.Lock()  # reads seek the shared handle
         try:
             size = os.fstat(self._f.fileno()).st_size
             self._entries, self.metadata = _parse_header(self.path, self._f, size)
@@ -159,7 +165,8 @@ class SafetensorsFile:
         Integer and quantized tensors are refused."""
         e = self._entry(name)
         target = _target_name(dtype, self.path) if dtype is not None else None
-        out = _read_entry(self.path, self._f, name, e, target)
+        with self._lock:
+            out = _read_entry(self.path, self._f, name, e, target)
         if out.conversion is not None:
             self.conversions.append(out.conversion)
         return out.array
@@ -336,18 +343,31 @@ def _read_entry(path: str, f: Any, name: str, e: _Entry, target: str | None) -> 
         if not np.little_endian:
             flat.byteswap(inplace=True)
         return _Read(out, None)
+    exact = (e.dtype, target) in _EXACT
     overflow = 0
-    buf = np.empty(min(count, CHUNK_ELEMENTS), dtype=storage)
+    n = min(count, CHUNK_ELEMENTS)
+    buf = np.empty(n, dtype=storage)
+    wide = np.empty(n, dtype=np.float32) if e.dtype == "BF16" and target != "float32" else None
     for i in range(0, count, CHUNK_ELEMENTS):
         chunk = buf[:min(CHUNK_ELEMENTS, count - i)]
         _read_into(path, f, e.start + i * storage.itemsize, chunk.view(np.uint8))
-        src = _bf16_to_f32(chunk) if e.dtype == "BF16" else chunk
         dst = flat[i:i + len(chunk)]
+        if e.dtype == "BF16" and target == "float32":
+            # bfloat16 is the top half of a float32: widen the bits, shift them up (exact).
+            bits = dst.view(np.uint32)
+            bits[...] = chunk
+            np.left_shift(bits, 16, out=bits)
+            continue
+        src = chunk
+        if wide is not None:
+            src = wide[:len(chunk)]
+            bits = src.view(np.uint32)
+            bits[...] = chunk
+            np.left_shift(bits, 16, out=bits)
         with np.errstate(over="ignore"):  # counted below, reported in the record
             dst[...] = src
-        if (e.dtype, target) not in _EXACT:
+        if not exact:
             overflow += int(np.count_nonzero(np.isinf(dst)) - np.count_nonzero(np.isinf(src)))
-    exact = (e.dtype, target) in _EXACT
     return _Read(out, Conversion(name, e.dtype, target, exact, overflow))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import struct
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -391,9 +392,30 @@ def test_valid_edge_cases_open(tmp_path: Path) -> None:
             f.read("zz")
 
 
-def test_a_folder_is_not_a_file(tmp_path: Path) -> None:
+def test_a_folder_or_a_missing_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="it is a directory"):
         open_safetensors(tmp_path)
+    with pytest.raises(WeightsError, match="cannot read weights file .*No such file"):
+        open_safetensors(tmp_path / "nope.safetensors")
+
+
+def test_reads_from_threads(tmp_path: Path, monkeypatch) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(sio, "CHUNK_ELEMENTS", 64)  # many seeks per read
+    arrays = {f"t{i}": RNG.standard_normal(20_000).astype(np.float32) for i in range(8)}
+    write_safetensors(tmp_path / "w.safetensors", arrays, dtype="bfloat16")
+    names = list(arrays) * 4
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: unlocked seeks would interleave
+    try:
+        with open_safetensors(tmp_path / "w.safetensors") as f, ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(f.read, names))
+    finally:
+        sys.setswitchinterval(interval)
+    for name, a in zip(names, got, strict=True):
+        want = torch.from_numpy(arrays[name]).to(torch.bfloat16).float().numpy()
+        assert a.tobytes() == want.tobytes()
 
 
 # ---------------------------------------------------------------- unsupported dtypes
