@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import stat
 import struct
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -181,8 +182,14 @@ class SafetensorsFile:
 def open_safetensors(path: str | os.PathLike) -> SafetensorsFile:
     """Open ``path`` and check its header (bounded size, UTF-8 JSON, every tensor's dtype,
     shape and offsets against the file); no tensor data is read."""
-    if Path(path).is_dir():
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        raise _fail(path, err.strerror or str(err)) from None
+    if stat.S_ISDIR(mode):
         raise _fail(path, "it is a directory", hint="use open_checkpoint for a model folder")
+    if not stat.S_ISREG(mode):  # a FIFO would block the open, a device never ends
+        raise _fail(path, "it is not a regular file")
     return SafetensorsFile(path)
 
 

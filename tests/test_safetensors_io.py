@@ -4,6 +4,7 @@ with torch, sharded checkpoints, hostile files, the atomic streaming writer, laz
 from __future__ import annotations
 
 import json
+import os
 import struct
 import sys
 import tracemalloc
@@ -397,6 +398,10 @@ def test_a_folder_or_a_missing_file_is_an_error(tmp_path: Path) -> None:
         open_safetensors(tmp_path)
     with pytest.raises(WeightsError, match="cannot read weights file .*No such file"):
         open_safetensors(tmp_path / "nope.safetensors")
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)  # opening it would wait for a writer forever
+    with pytest.raises(WeightsError, match="not a regular file"):
+        open_safetensors(fifo)
 
 
 def test_reads_from_threads(tmp_path: Path, monkeypatch) -> None:
