@@ -261,8 +261,8 @@ def test_t5_buckets_match_hugging_face(buckets, max_distance, bidirectional):
 
 
 def contract_random_table(r: int, block: int, seed: int, q_len: int, k_len: int):
-    """The contract's random(r, block=B, seed=S), transcribed: numpy's generator draws the
-    choices, torch builds the cell mask from q // B and k // B."""
+    """random(r, block=B, seed=S) as docs/language.md defines it, transcribed: numpy's
+    generator draws the choices, torch builds the cell mask from q // B and k // B."""
     nq, nk = -(-q_len // block), -(-k_len // block)
     rng = np.random.default_rng(seed)
     chosen = torch.zeros(nq, nk, dtype=torch.bool)
@@ -530,7 +530,7 @@ def test_bias_input_with_neg_inf_is_sdpa_float_mask():
     o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=True)
     assert sdpa_dead_rows_ok(o[0, 1, 3])
     assert np.all(ref["p"][0, 1, 3] == 0.0)
-    o = torch.nan_to_num(o, nan=0.0)  # the contract's fully masked row: 0
+    o = torch.nan_to_num(o, nan=0.0)  # a fully masked row gives 0 (docs/language.md)
     check("bias(t) input with -inf (SDPA float mask)", ref["y"],
           linear(w, "attn.o_proj", merge_heads(o), False))
     s = q @ k.repeat_interleave(2, 1).transpose(-1, -2) / math.sqrt(8) + bias

@@ -185,7 +185,7 @@ def test_window_convention_is_tested():
 
 def test_padding_length_zero_gives_zero_rows():
     """MultiHeadAttention would average the values of a fully masked row (its mask filter is
-    finite); the guard makes it 0 as the contract says."""
+    finite); the guard makes it 0 as docs/language.md says."""
     model = spec(FUSED["mha_padding_alibi"][0], inputs=LENGTHS)
     feed = random_inputs(model, {"batch": 3, "seq": 5})
     feed["lengths"] = np.array([0, 2, 9], np.int64)
