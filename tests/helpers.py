@@ -7,12 +7,19 @@
 - ``ErrorReport``: the largest error per feature, collected while a module runs and printed at
   its end (``pytest -s``);
 - ``error_of`` and ``located_error``: the text of an error report (``file:line:col: error:
-  message``, the source line and a caret under the span).
+  message``, the source line and a caret under the span);
+- ``digests_per_hash_seed``: SHA-256 of compiled models, computed in fresh Python processes
+  with given ``PYTHONHASHSEED`` values (determinism across processes).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -164,3 +171,48 @@ def located_error(path: object, line: int, col: int, message: str, source: str,
     caret under the span (``^`` and ``width - 1`` tildes), both indented by two spaces."""
     caret = " " * (col - 1) + "^" + "~" * (width - 1)
     return f"{path}:{line}:{col}: error: {message}\n  {source}\n  {caret}"
+
+
+# ------------------------------------------------------------------ determinism across processes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs in each child: argv[1] is a JSON list of [spec path, options label, CompileOptions
+# keywords]; prints {"path [label]": sha256 of the model bytes} as JSON. An error counts as a
+# fingerprint too: it must be the same error in every process.
+_DIGESTS = r"""
+import hashlib, json, sys
+from attndsl.api import load_spec
+from attndsl.compile import CompileOptions, compile_model, model_bytes
+
+out, models = {}, {}
+for path, label, options in json.loads(sys.argv[1]):
+    if "passes" in options:
+        options["passes"] = tuple(options["passes"])
+    key = f"{path} [{label}]"
+    try:
+        model = models.get(path) or models.setdefault(path, load_spec(path))
+        out[key] = hashlib.sha256(model_bytes(compile_model(
+            model, options=CompileOptions(**options)))).hexdigest()
+    except Exception as err:
+        out[key] = f"error: {type(err).__name__}: {err}"
+print(json.dumps(out, sort_keys=True))
+"""
+
+
+def digests_per_hash_seed(specs: Sequence[str | Path], options: Mapping[str, dict],
+                          hash_seeds: Sequence[str]) -> list[dict[str, str]]:
+    """Per hash seed, the SHA-256 of every spec compiled under every named option set, each
+    seed in its own fresh Python process (all run in parallel, importing this checkout)."""
+    jobs = json.dumps([[str(p), label, dict(o)] for p in specs for label, o in options.items()])
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    procs = [subprocess.Popen([sys.executable, "-c", _DIGESTS, jobs], cwd=ROOT,
+                              env={**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": path},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for seed in hash_seeds]
+    runs = []
+    for seed, proc in zip(hash_seeds, procs, strict=True):
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"PYTHONHASHSEED={seed}:\n{err}"
+        runs.append(json.loads(out))
+    return runs

@@ -6,15 +6,13 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from helpers import check_against_reference, one_block_yaml
+from helpers import check_against_reference, digests_per_hash_seed, one_block_yaml
 
 import attndsl
 from attndsl.api import parse_spec
@@ -122,15 +120,8 @@ def test_deterministic_across_processes(tmp_path):
     """Hash seeds (set and dict order of strings) do not change the bytes."""
     spec = tmp_path / "rich.yaml"
     spec.write_text(RICH.replace("DTYPE", "float32"))
-    code = ("import sys, hashlib; from attndsl import load_spec; "
-            "from attndsl.compile import compile_model, model_bytes; "
-            "print(hashlib.sha256(model_bytes(compile_model(load_spec(sys.argv[1])))).hexdigest())")
-    digests = set()
-    for seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", code, str(spec)], env=env, check=True,
-                             capture_output=True, text=True)
-        digests.add(out.stdout.strip())
+    digests = {d[f"{spec} [default]"]
+               for d in digests_per_hash_seed([spec], {"default": {}}, ("1", "2"))}
     here = hashlib.sha256(model_bytes(compile_model(parse_spec(spec.read_text(),
                                                                str(spec))))).hexdigest()
     assert digests == {here}
