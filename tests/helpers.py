@@ -119,7 +119,7 @@ def check_against_reference(model: Model, feed: Mapping[str, np.ndarray], atol: 
     largest error."""
     got, want = run_both(model, feed, options=options, weights=weights, session=session)
     err = output_error(got, want, dtype=model.dtype, where=where)
-    assert err <= atol, f"{where}: max abs error {err:.3g}"
+    assert err <= atol, f"{where}{': ' if where else ''}max abs error {err:.3g} > {atol:g}"
     return err
 
 
