@@ -1,4 +1,5 @@
-"""The numpy reference interpreter: evaluates the IR in float64, straight from the contract.
+"""The numpy reference interpreter: evaluates the IR in float64, straight from the language
+definition (docs/language.md).
 
 It shares nothing with the lowerings except the constant tables (``masks.tables``), so it is
 the project's own oracle for every emitted graph.

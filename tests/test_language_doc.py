@@ -8,7 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
-from test_errors import YAML, edit, error_of
+from helpers import error_of
+from test_errors import YAML, edit
 
 from attndsl import parse_spec
 from attndsl.frontend import parse_source

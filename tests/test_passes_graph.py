@@ -4,13 +4,10 @@ mutates its input, and gives the same bytes on every run."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import pytest
+from helpers import digests_per_hash_seed
 
 from attndsl import parse_spec
 from attndsl.inputs import random_inputs
@@ -182,13 +179,5 @@ def test_same_bytes_across_processes(tmp_path):
     """Hash seeds (set and dict order of strings) do not change what the passes emit."""
     spec = tmp_path / "stack.yaml"
     spec.write_text(STACK.replace("SEQ", "8"))
-    code = ("import sys, hashlib; from attndsl import load_spec; "
-            "from attndsl.lower.compile import compile_model, model_bytes; "
-            "print(hashlib.sha256(model_bytes(compile_model(load_spec(sys.argv[1])))).hexdigest())")
-    digests = set()
-    for seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", code, str(spec)], env=env, check=True,
-                             capture_output=True, text=True)
-        digests.add(out.stdout.strip())
-    assert len(digests) == 1
+    runs = digests_per_hash_seed([spec], {"default": {}}, ("1", "2"))
+    assert runs[0] == runs[1] and not runs[0][f"{spec} [default]"].startswith("error:")

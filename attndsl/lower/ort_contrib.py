@@ -8,7 +8,7 @@ would do (``portable_skips_more``):
 
 - ``com.microsoft.GroupQueryAttention``: self-attention over one query/key length, causal
   (attndsl's bottom-right alignment, which GQA shares), causal with a window (``sliding(w)``
-  is ``local_window_size = w``: keys q-w+1..q, see runtimes.md), or non-causal without a
+  is ``local_window_size = w``: keys q-w+1..q, see docs/runtimes.md), or non-causal without a
   cache; head_dim a multiple of 8 (CPU kernel), v_head_dim = head_dim; score ``softcap(c)``
   (attribute, applied before the bias) then additive ``alibi`` / ``relative_bias``
   (``attention_bias``). RoPE is fused (``do_rotary``) when its dim is a multiple of 16 (the
@@ -27,8 +27,9 @@ would do (``portable_skips_more``):
   ``causal`` (``is_causal``, bottom-right like attndsl), input-driven masks (``padding``,
   ``mask(m)``, ``document``) and additive scores incl. ``bias(t)`` as ``attn_mask``; the
   probabilities (``attn.weights``) from ``qk_matmul_output_mode=3``. Its specification gives
-  fully masked rows a zero output (as the contract). No windows (``left_window_size`` is
-  Attention-25, which runtimes.md shows ignored or failing on several runtimes).
+  fully masked rows a zero output (as docs/language.md requires). No windows
+  (``left_window_size`` is Attention-25, which docs/runtimes.md shows ignored or failing on
+  several runtimes).
 
 Position-sparse masks (chunk, dilated, strided, global, random, lookahead windows, ...) stay
 portable. All fused ops run in the model's float type (fp16 models: fp16 kernels).
@@ -229,8 +230,8 @@ def emit_gqa(low: PortableLowering, b: Block, plan: GqaPlan) -> None:
               "", "", "", "", "", qsl]
     while not inputs[-1]:
         inputs.pop()
-    # present_key/present_value always: without them ORT 1.32's CPU kernel takes a path
-    # with an S x S buffer per head (S=4096 causal: +875 vs +94 MiB, 1.9x slower)
+    # present_key/present_value always: without them ORT 1.32's CPU kernel takes a slower
+    # path with an S x S buffer per head (figures: benchmarks/README.md)
     outs = g.op_multi(
         "GroupQueryAttention", *inputs, n_out=3, domain=MS_DOMAIN,
         num_heads=b.heads, kv_num_heads=b.kv_heads, scale=float(b.scale),
@@ -446,13 +447,13 @@ def portable_skips_more(low: PortableLowering, b: Block, kernel: str,
                         plan: GqaPlan | MhaPlan | AttentionPlan) -> str | None:
     """Why the portable block-sparse plan (``plan.py``) beats the fused kernel, else None.
 
-    GQA skips the future as the query chunks do (runtimes.md: 336 vs 335 ms at S=4096, with
-    +100 vs +597 MiB; ``benchmarks/ort_target_probe.py`` on a loaded machine: chunks 1.1-1.25x
-    faster) and serves decode steps about 2x faster than the portable graph, so it keeps
-    causal blocks. Its local window still costs about the causal triangle: without a cache a
-    block-sparse band wins (probe: 4.6x at S=4096, 10x at S=8192 for sliding(256)). MHA and
-    Attention compute every pair, so any block-sparse plan wins. ``--sparse dense`` keeps the
-    fused kernels, ``--sparse block`` the portable plan."""
+    GQA skips the future as the query chunks do, in about the same time and with less memory,
+    and serves decode steps faster than the portable graph, so it keeps causal blocks. Its
+    local window still costs about the causal triangle: without a cache a block-sparse band
+    wins, by more the longer the sequence. MHA and Attention compute every pair, so any
+    block-sparse plan wins. The measurements behind these choices are in
+    benchmarks/README.md ("Figures behind the lowering choices"). ``--sparse dense`` keeps
+    the fused kernels, ``--sparse block`` the portable plan."""
     portable = low.plan(b)
     if portable.kind == "dense":
         return None

@@ -56,10 +56,10 @@ class SparseOptions:
 
 @dataclass(frozen=True)
 class CostModel:
-    """Estimated milliseconds of one attention. Fitted to ORT profiles at S=4096 (causal:
-    dense 1015 ms = 393 ms of GEMMs + Where/Softmax 3.1 ns a cell; 16 query chunks 306 ms)
-    and S=8192 (sliding(256), tile 64: 169-199 ms = GEMMs at 119 GFLOP/s + Softmax/Add/Where
-    1.75 ns a cell + Gather 0.55 ns an element)."""
+    """Estimated milliseconds of one attention. Fitted to ORT profiles of
+    ``benchmarks/sparse_probe.py`` at S=4096 (causal: dense and 16 query chunks) and S=8192
+    (sliding(256), tile 64); the profile figures are in benchmarks/README.md ("Cost model
+    calibration")."""
 
     gemm_gflops: float = 125.0  # large batched GEMMs (dense scores, query chunks)
     tile_gflops: float = 115.0  # tile GEMMs ([t, D] x [D, W], t = 32..128)

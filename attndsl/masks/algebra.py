@@ -1,7 +1,7 @@
 """Exact simplification of mask expressions to a canonical form.
 
 ``simplify`` rewrites bottom-up with the named rules of ``RULES`` (first match wins) until no
-rule matches. Every rule is exactly equivalent on the whole domain the contract allows: key and
+rule matches. Every rule is exactly equivalent on the whole domain docs/language.md allows: key and
 query positions ``k, q >= 0`` of any lengths, any batch, any past length, and any head (or every
 head ``h < heads`` when the head count is given). Nodes are never mutated: sub-expressions no
 rule touches come back as they were (spans included), rewritten ones are new nodes. Rules build

@@ -1,7 +1,7 @@
 """Typed mask expressions and score modifiers: the IR's view of a block's pattern.
 
 A mask is a boolean predicate over (batch b, head h, query position q, key position k);
-positions are absolute (see the spec contract, section 3). Nodes are frozen and hashable, so
+positions are absolute (docs/language.md, "Positions"). Nodes are frozen and hashable, so
 canonical forms can be compared and shared.
 """
 

@@ -49,7 +49,7 @@ def t5_buckets(relative: np.ndarray, buckets: int, max_distance: int,
 
 
 def random_chosen(r: int, block: int, seed: int, q_len: int, k_len: int) -> list[np.ndarray]:
-    """The contract's procedure: key blocks chosen for each query block, in order."""
+    """The procedure of docs/language.md: key blocks chosen for each query block, in order."""
     nq, nk = -(-q_len // block), -(-k_len // block)
     rng = np.random.default_rng(seed)
     return [np.sort(rng.choice(nk, size=min(r, nk), replace=False)) for _ in range(nq)]
