@@ -387,7 +387,7 @@ def test_stop_after_and_ir_after():
     assert "scale 1.0" in text and "fused qkv" not in text
     assert "fused qkv projection" in ir_after(c.model, c.weights, "fuse-qkv")
     graph = ir_after(c.model, c.weights, "share-computations")
-    assert "# initializer enc.qkv_proj.weight: float32[48, 16]" in graph
+    assert "  float32[48,16] enc.qkv_proj.weight\n" in graph
     assert "MatMul" in graph and "float_data" not in graph
     assert len(resolve(stop_after="fuse-qkv")) == DEFAULT_PIPELINE.index("fuse-qkv") + 1
 

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import onnx
-from onnx import helper
 
 from ..errors import AttnDSLError, did_you_mean
 from ..ir.nodes import Model
@@ -24,6 +23,7 @@ from ..weights import seeded_weights
 from .graph_passes import GRAPH_PASSES
 from .onnx_portable import lower_portable
 from .targets import DEFAULT_OPSET
+from .text import graph_text
 
 REGISTRY: dict[str, type[Pass]] = {**IR_PASSES, **GRAPH_PASSES}
 
@@ -103,14 +103,3 @@ def ir_after(model: Model, weights: Mapping[str, np.ndarray], pass_name: str,
     proto = run_graph_passes(lower_portable(program.model, program.weights, opset), selected)
     return graph_text(proto)
 
-
-def graph_text(proto: onnx.ModelProto) -> str:
-    """The graph as ``onnx.printer`` text, initializers listed by name, type and shape only."""
-    lines = [f"# initializer {i.name}: "
-             f"{helper.tensor_dtype_to_np_dtype(i.data_type).name}{list(i.dims)}"
-             for i in proto.graph.initializer]
-    bare = onnx.ModelProto()
-    bare.CopyFrom(proto)
-    del bare.graph.initializer[:]
-    del bare.metadata_props[:]
-    return "\n".join(lines + [onnx.printer.to_text(bare)]) + "\n"
