@@ -19,6 +19,14 @@ _CONSTANTS = {"target": ("TARGETS", "TARGET_CHOICES"),
               "sparse": ("SPARSE_CHOICES", "SPARSE_MODES", "STRATEGIES", "SPARSE")}
 
 
+def _compile_module() -> Any:
+    """The module ``attndsl.compile`` (the package attribute of that name is the public
+    ``attndsl.compile`` function)."""
+    import importlib
+
+    return importlib.import_module("attndsl.compile")
+
+
 @dataclass(frozen=True)
 class Variant:
     """One way to compile: ``None`` fields keep the compiler's default."""
@@ -64,7 +72,7 @@ def _choices(module, options_cls, name: str) -> tuple[str, ...]:
 def discover(block_sizes: tuple[int, ...] = ()) -> list[Variant]:
     """Every (target, sparse[, block_size]) the installed compiler offers; the default
     variant first."""
-    from attndsl import compile as c
+    c = _compile_module()
 
     options_cls = getattr(c, "CompileOptions", None)
     if options_cls is None:
@@ -91,7 +99,7 @@ def compile_variant(variant: Variant, spec_text: str,
     """The ONNX ModelProto of ``spec_text`` compiled with ``variant``, and the per-block
     explanation lines when the compiler gives them. ``seq_hint`` (dynamic specs) is the
     length the strategy choice should cost, where the compiler takes one."""
-    from attndsl import compile as c
+    c = _compile_module()
     from attndsl.api import parse_spec
 
     model = parse_spec(spec_text, "bench.yaml")
