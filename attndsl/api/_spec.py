@@ -360,6 +360,7 @@ class Spec:
         return self._edit(dims=tuple(d if x.name == name else x for x in self.ast.dims))
 
     def remove_dim(self, name: str) -> Spec:
+        """The spec without dim ``name``."""
         self._present("dim", name, self.dims)
         return self._edit(dims=tuple(x for x in self.ast.dims if x.name != name))
 
@@ -378,6 +379,7 @@ class Spec:
         return self._edit(inputs=tuple(decl if i.name == name else i for i in self.ast.inputs))
 
     def remove_input(self, name: str) -> Spec:
+        """The spec without input ``name``."""
         self._present("input", name, self.inputs)
         return self._edit(inputs=tuple(i for i in self.ast.inputs if i.name != name))
 
@@ -453,6 +455,7 @@ class Spec:
                                    ast.OutputDecl(name, stream, attr or None)))
 
     def remove_output(self, name: str) -> Spec:
+        """The spec without output ``name``."""
         self._present("output", name, self.outputs)
         return self._edit(outputs=tuple(o for o in self.ast.outputs if o.name != name))
 
