@@ -101,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # every command reads a spec with api.load_spec; a .onnx file goes to the api as it is
     target = args.model if Path(args.model).suffix.lower() == ".onnx" else api.load_spec(
         args.model)
-    result = api.execute(target, args.inputs, sizes=args.sizes, past_len=args.past_len,
+    result = api.execute(target, args.inputs or None, sizes=args.sizes, past_len=args.past_len,
                          seed=args.seed, provider=args.provider,
                          on_note=lambda note: print(f"note: {note}", file=sys.stderr),
                          **_compile_options(args))
@@ -147,7 +147,8 @@ def cmd_viz(args: argparse.Namespace) -> int:
     model = api.load_spec(args.spec)
     tiles = (args.tile_size or 0) if args.tiles else None
     print(api.draw(model, args.block, heads=args.heads, length=args.len,
-                   past_len=args.past_len, tiles=tiles, inputs=args.inputs, out=args.output))
+                   past_len=args.past_len, tiles=tiles, inputs=args.inputs or None,
+                   out=args.output))
     return 0
 
 

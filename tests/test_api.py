@@ -6,6 +6,8 @@ from __future__ import annotations
 import ast as pyast
 import inspect
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,20 @@ def test_compile_is_the_function_even_after_the_module_is_imported():
 
     assert inspect.isfunction(attndsl.compile)
     assert callable(attndsl.compile) and attndsl.compile.__module__ == "attndsl.api._compile"
+
+
+def test_import_is_light():
+    """``import attndsl`` (and so the command line's ``--help``) loads neither numpy, onnx
+    nor onnxruntime; the functions import them when they need them."""
+    code = ("import sys, attndsl, attndsl.cli; "
+            "print(sorted({'numpy', 'onnx', 'onnxruntime'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.strip() == "[]"
+    from attndsl.summary import DEFAULT_TILE, Summary
+
+    assert attndsl.Summary is Summary and api.Summary is Summary
+    assert inspect.signature(attndsl.check).parameters["tile_size"].default == DEFAULT_TILE
 
 
 def test_cli_imports_neither_onnx_nor_onnxruntime():

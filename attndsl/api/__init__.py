@@ -13,7 +13,7 @@ Every function takes a spec as a file path, a ``Spec`` or a checked IR ``Model``
 raise ``SpecError`` / ``SpecErrors`` with locations; bad options raise ``AttnDSLError``.
 """
 
-from ._check import Summary, check, draw, format_summary
+from ._check import check, draw, format_summary
 from ._compile import CompileResult, SpecLike, WeightsLike, compile, compile_to, convert, ir_text
 from ._run import (
     TOLERANCE,
@@ -29,6 +29,16 @@ from ._run import (
     verify,
 )
 from ._spec import SYNTAXES, Spec, load_spec, parse_spec
+
+
+def __getattr__(name: str) -> object:
+    """``Summary`` (what ``check`` returns) is imported when first asked for: its module needs
+    numpy, which ``import attndsl`` (and the command line's ``--help``) can do without."""
+    if name == "Summary":
+        from ..summary import Summary
+
+        return Summary
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "SYNTAXES", "TOLERANCE", "CompileResult", "OutputCheck", "RunResult", "Spec", "SpecLike",

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import AttnDSLError
-from ..summary import DEFAULT_TILE, Summary, format_summary, summarize
 from ._compile import SpecLike, model_of
 from ._run import read_inputs
 
-__all__ = ["Summary", "check", "draw", "format_summary"]
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..summary import Summary
+
+__all__ = ["check", "draw", "format_summary"]
 
 
 def _count(name: str, value: object, least: int) -> int:
@@ -24,7 +27,7 @@ def _count(name: str, value: object, least: int) -> int:
 
 
 def check(spec_or_path: SpecLike, *, sizes: Mapping[str, int] | None = None,
-          length: int | None = None, past_len: int = 0, tile_size: int = DEFAULT_TILE,
+          length: int | None = None, past_len: int = 0, tile_size: int = 64,
           seed: int = 0) -> Summary:
     """Check a spec and summarize it at concrete sizes, as ``attndsl check`` does: streams,
     parameter count, and per block the mask density, full/partial/empty tiles and FLOPs.
@@ -33,6 +36,8 @@ def check(spec_or_path: SpecLike, *, sizes: Mapping[str, int] | None = None,
     ``length``; otherwise 128, and batch 1. ``past_len``: cached positions for blocks with a
     cache. Masks that read inputs are evaluated on random example inputs of ``seed``.
     ``format_summary`` gives the text the command prints."""
+    from ..summary import summarize
+
     model = model_of(spec_or_path)
     _count("past_len", past_len, 0)
     _count("tile_size", tile_size, 1)
@@ -46,6 +51,13 @@ def check(spec_or_path: SpecLike, *, sizes: Mapping[str, int] | None = None,
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in sizes.values()):
         raise AttnDSLError(f"sizes must map dim names to ints, got {sizes!r}")
     return summarize(model, sizes, past_len=past_len, seed=seed, tile=tile_size)
+
+
+def format_summary(summary: Summary) -> str:
+    """The text ``attndsl check`` prints for ``summary``."""
+    from .. import summary as text
+
+    return text.format_summary(summary)
 
 
 def draw(spec_or_path: SpecLike, block: str | None = None, *,

@@ -12,9 +12,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import TYPE_CHECKING, TypeAlias
 
 from ..errors import AttnDSLError
 from ..ir import Model, print_ir
@@ -22,6 +20,7 @@ from . import _spec
 from ._spec import Spec
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnx
 
     from ..lower.onnx_portable import BlockExplanation
@@ -29,11 +28,12 @@ if TYPE_CHECKING:
 __all__ = ["CompileResult", "SpecLike", "WeightsLike", "compile", "compile_to", "convert",
            "ir_text", "model_of"]
 
-SpecLike = str | os.PathLike[str] | Spec | Model
+SpecLike: TypeAlias = str | os.PathLike[str] | Spec | Model
 """What the functions take as a spec: a spec file's path, a ``Spec`` or a checked IR
 ``Model``."""
-WeightsLike = str | os.PathLike[str] | Mapping[str, np.ndarray]
-"""Weights: a ``.safetensors`` / ``.npz`` file, or arrays by name."""
+WeightsLike: TypeAlias = "str | os.PathLike[str] | Mapping[str, np.ndarray]"
+"""Weights: a ``.safetensors`` / ``.npz`` file, or arrays by name (numpy is imported when
+needed, so the alias is a string)."""
 
 
 def model_of(spec: SpecLike) -> Model:

@@ -9,9 +9,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import numpy as np
+from typing import TYPE_CHECKING, TypeAlias
 
 from ..errors import AttnDSLError, InputError
 from ..ir import Model
@@ -19,9 +17,10 @@ from . import _spec
 from ._compile import SpecLike, WeightsLike, _compile, model_of
 
 if TYPE_CHECKING:
+    import numpy as np
     import onnx
 
-    RunTarget = SpecLike | onnx.ModelProto
+    RunTarget: TypeAlias = SpecLike | onnx.ModelProto
     """A spec (path, ``Spec`` or ``Model``), an attndsl ``.onnx`` file's path or its
     ModelProto."""
 
@@ -32,7 +31,7 @@ TOLERANCE: dict[str, float] = {"float32": 1e-4, "float16": 2e-2}
 """The max abs error ``verify`` allows by model dtype (float16 values carry about 3 decimal
 digits)."""
 
-InputsLike = Mapping[str, np.ndarray] | str | os.PathLike[str]
+InputsLike: TypeAlias = "Mapping[str, np.ndarray] | str | os.PathLike[str]"
 
 
 # ---------------------------------------------------------------- files
@@ -40,6 +39,8 @@ InputsLike = Mapping[str, np.ndarray] | str | os.PathLike[str]
 
 def read_inputs(path: str | os.PathLike[str], expected: Sequence[str]) -> dict[str, np.ndarray]:
     """Arrays by name from an ``.npz`` file; its names must be exactly ``expected``."""
+    import numpy as np
+
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: np.asarray(f[k]) for k in f.files}
@@ -60,6 +61,8 @@ def read_inputs(path: str | os.PathLike[str], expected: Sequence[str]) -> dict[s
 def save_outputs(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
     """Write arrays by name to an ``.npz`` file atomically (a temporary file, then
     ``os.replace``)."""
+    import numpy as np
+
     target = Path(path)
     tmp = target.with_name(f".{target.name}.tmp{os.getpid()}.npz")
     try:
@@ -246,6 +249,8 @@ def _initializers(proto: onnx.ModelProto, model: Model) -> dict[str, np.ndarray]
 
 
 def _max_abs_error(got: np.ndarray, want: np.ndarray) -> float:
+    import numpy as np
+
     if not want.size:
         return 0.0
     try:
@@ -257,6 +262,8 @@ def _max_abs_error(got: np.ndarray, want: np.ndarray) -> float:
 def compare(result: RunResult, tolerance: float | None = None) -> VerifyReport:
     """The outputs of ``result`` against the reference evaluated on its inputs, with the
     weights its model holds (``tolerance``: by default ``TOLERANCE`` of the model's dtype)."""
+    import numpy as np
+
     from ..passes import model_after, parse_pass_list
     from ..reference import run_reference
 
