@@ -501,14 +501,7 @@ class Spec:
 
     def _rebased(self, dst: Path) -> ast.SpecAST:
         """The tree with a relative ``weights`` path naming the same file from ``dst``'s
-        folder."""
-        src_dir = Path(self.path).parent if self.path else Path(".")
-        moved = os.path.abspath(src_dir) != os.path.abspath(dst.parent)
-        top = []
-        for s in self.ast.top:
-            if (moved and s.key == "weights" and isinstance(s.value, str)
-                    and not Path(s.value).is_absolute()):
-                s = dataclasses.replace(
-                    s, value=os.path.relpath(src_dir / s.value, dst.parent or "."))
-            top.append(s)
-        return dataclasses.replace(self.ast, top=tuple(top))
+        folder (a spec without a file is relative to the working directory)."""
+        from ..convert import rebase_weights
+
+        return rebase_weights(self.ast, Path(self.path or "spec"), dst)
