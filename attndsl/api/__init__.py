@@ -42,7 +42,8 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
-    "DEFAULT_OPSET", "OPSETS", "SPARSE_MODES", "SYNTAXES", "TARGET_NAMES", "opset_ranges", "TOLERANCE", "CompileResult", "OutputCheck", "RunResult", "Spec", "SpecLike",
+    "DEFAULT_OPSET", "OPSETS", "SPARSE_MODES", "SYNTAXES", "TARGET_NAMES", "opset_ranges",
+    "TOLERANCE", "CompileResult", "OutputCheck", "RunResult", "Spec", "SpecLike",
     "Summary", "VerifyReport", "WeightsLike", "check", "compare", "compile", "compile_to",
     "convert", "draw", "execute", "format_summary", "ir_text", "load_onnx", "load_spec",
     "parse_spec", "read_inputs", "run", "save_outputs", "verify",
