@@ -19,8 +19,8 @@ import attndsl
 from attndsl.api import parse_spec
 from attndsl.compile import CompileOptions, compile_model, model_bytes, save_model_atomic
 from attndsl.errors import LoweringError, WeightsError
+from attndsl.features.nodes import RelativeBias
 from attndsl.inputs import random_inputs
-from attndsl.masks.nodes import RelativeBias
 from attndsl.passes import DEFAULT_PIPELINE, model_after
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session

@@ -22,10 +22,10 @@ from attndsl.api import load_spec, parse_spec
 from attndsl.compile import CompileOptions, compile_model, compile_with_explanations, model_bytes
 from attndsl.decode import decode_loop, max_errors
 from attndsl.errors import LoweringError
+from attndsl.features import nodes as mn
 from attndsl.inputs import random_inputs
 from attndsl.ir.nodes import Model
 from attndsl.lower.ort_contrib import GQA, MHA, mask_pattern, split_scores
-from attndsl.masks import nodes as mn
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights
