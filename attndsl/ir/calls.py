@@ -56,31 +56,51 @@ def build_call(call: ast.Call, table: dict[str, Feature], errors: ErrorCollector
             hint = f"'{call.name}' is a {'mask' if other is MASKS else 'score modifier'}"
         errors.error(f"unknown {what} '{call.name}'", call.span, hint)
         return None
+    if prim.variadic:
+        return _variadic(call, prim, errors)
+    given = _given(call, prim, errors)
+    out = None if given is None else _values(call, prim, given, errors)
+    if out is None:
+        return None
+    if prim.make is not None:
+        return prim.make(out, call.span)
+    out = [v[1] if isinstance(v, tuple) else v for v in out]  # ("input", name) -> name
+    if prim.check_args is not None:
+        prim.check_args(call.name, out, call.span, errors)
+    return prim.node(*out, span=call.span)
+
+
+def _variadic(call: ast.Call, prim: Feature, errors: ErrorCollector) -> object | None:
+    """``global(i, j, a..b)`` / ``heads(...)``: every argument a value of the one parameter;
+    ``prim.make`` receives them sorted and unique."""
     where = f"{call.name}(...)"
     values: list[object] = []
-    if prim.variadic:
-        for arg in call.args:
-            if isinstance(arg, ast.Range):
-                lo = _arg_value(arg.lo, prim.params[0], errors, where)
-                hi = _arg_value(arg.hi, prim.params[0], errors, where)
-                if lo is not None and hi is not None:
-                    if hi < lo:
-                        errors.error(f"{where}: empty range {lo}..{hi}", arg.span)
-                    elif hi - lo >= _MAX_RANGE:
-                        errors.error(f"{where}: range {lo}..{hi} is too long", arg.span,
-                                     f"at most {_MAX_RANGE} values")
-                    else:
-                        values.extend(range(lo, hi + 1))
-            elif isinstance(arg, ast.KwArg):
-                errors.error(f"{where} takes no keyword arguments", arg.span)
-            else:
-                v = _arg_value(arg, prim.params[0], errors, where)
-                if v is not None:
-                    values.append(v)
-        if not call.args:
-            errors.error(f"{where} needs at least one position", call.span)
-            return None
-        return prim.make(sorted(set(values)), call.span)
+    for arg in call.args:
+        if isinstance(arg, ast.Range):
+            lo = _arg_value(arg.lo, prim.params[0], errors, where)
+            hi = _arg_value(arg.hi, prim.params[0], errors, where)
+            if lo is not None and hi is not None:
+                if hi < lo:
+                    errors.error(f"{where}: empty range {lo}..{hi}", arg.span)
+                elif hi - lo >= _MAX_RANGE:
+                    errors.error(f"{where}: range {lo}..{hi} is too long", arg.span,
+                                 f"at most {_MAX_RANGE} values")
+                else:
+                    values.extend(range(lo, hi + 1))
+        elif isinstance(arg, ast.KwArg):
+            errors.error(f"{where} takes no keyword arguments", arg.span)
+        else:
+            v = _arg_value(arg, prim.params[0], errors, where)
+            if v is not None:
+                values.append(v)
+    if not call.args:
+        errors.error(f"{where} needs at least one position", call.span)
+        return None
+    return prim.make(sorted(set(values)), call.span)
+
+
+def _given(call: ast.Call, prim: Feature, errors: ErrorCollector) -> dict[str, object] | None:
+    """The argument given for each named parameter (positional, then keyword)."""
     given: dict[str, object] = {}
     positional = [a for a in call.args if not isinstance(a, ast.KwArg)]
     if len(positional) > len(prim.params):
@@ -101,8 +121,16 @@ def build_call(call: ast.Call, table: dict[str, Feature], errors: ErrorCollector
                 return None
             given[arg.name] = arg.value
         elif isinstance(arg, ast.Range):
-            errors.error(f"{where}: a range a..b is only allowed in heads(...)", arg.span)
+            errors.error(f"{call.name}(...): a range a..b is only allowed in heads(...)",
+                         arg.span)
             return None
+    return given
+
+
+def _values(call: ast.Call, prim: Feature, given: dict[str, object],
+            errors: ErrorCollector) -> list[object] | None:
+    """Checked values of every parameter in order (defaults filled in), or None."""
+    where = f"{call.name}(...)"
     out: list[object] = []
     ok = True
     for param in prim.params:
@@ -115,14 +143,7 @@ def build_call(call: ast.Call, table: dict[str, Feature], errors: ErrorCollector
         v = _arg_value(given[param.name], param, errors, where)
         ok = ok and v is not None
         out.append(v)
-    if not ok:
-        return None
-    if prim.make is not None:
-        return prim.make(out, call.span)
-    out = [v[1] if isinstance(v, tuple) else v for v in out]  # ("input", name) -> name
-    if prim.check_args is not None:
-        prim.check_args(call.name, out, call.span, errors)
-    return prim.node(*out, span=call.span)
+    return out if ok else None
 
 
 def _usage(prim: Feature) -> str:
