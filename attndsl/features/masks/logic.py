@@ -5,7 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..base import NO_FUSED, Algebra, And, Feature, Mask, Not, Or, Tiles, constant, witness_all
+from ..base import (
+    NO_FUSED,
+    Algebra,
+    And,
+    Feature,
+    Mask,
+    Not,
+    Or,
+    Tiles,
+    children,
+    constant,
+    witness_all,
+)
 
 # ---------------------------------------------------------------- evaluation
 
@@ -49,7 +61,7 @@ def _witness_or(m: Or, diagonal: bool, sub) -> frozenset[str]:
 
 
 def _support(m: Mask, sub) -> str:
-    kids = {sub(c) for c in (m.terms if isinstance(m, (And, Or)) else (m.term,))} - {"c"}
+    kids = {sub(c) for c in children(m)} - {"c"}
     if "i" in kids:
         return "i"
     if len(kids) == 1:
