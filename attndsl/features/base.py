@@ -166,7 +166,7 @@ class Tiles:
 MASK_STAGES = ("format", "eval", "witnesses", "algebra", "tiles", "bounds", "lower", "ort",
                "viz", "inputs")
 SCORE_STAGES = ("format", "eval", "lower", "ort", "inputs", "weights")
-# &, |, ~ (``masks/logic.py``): printed by ``text.format_mask`` with precedence
+# &, |, ~ (``features/masks/logic.py``): printed by ``text.format_mask`` with precedence
 COMBINATOR_STAGES = tuple(s for s in MASK_STAGES if s != "format")
 
 
