@@ -261,7 +261,6 @@ NO_INPUTS: Callable[..., tuple[tuple[str, str], ...]] = constant(())
 UNBOUNDED: Callable[..., Bounds | None] = constant((None, None))
 NO_WITNESS: Callable[..., frozenset[str]] = constant(frozenset())
 NO_FUSED: Callable[..., object] = constant(None)
-NO_SPAN: Callable[..., int] = constant(0)
 
 
 def witness_all(m: Mask, diagonal: bool, sub: object) -> frozenset[str]:
