@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AttnDSLError, InputError, did_you_mean
+from .features import nodes as mn
+from .features.registry import rule
+from .features.text import format_mask
 from .inputs import random_inputs
 from .ir.nodes import Block, Model, Output
-from .masks import nodes as mn
 from .masks.eval import eval_mask
-from .masks.primitives import format_mask
 from .viz_layout import panel_groups, pool, tick_step
 
 INPUTS_SEED = 0
@@ -59,22 +60,7 @@ def _fixed_len(model: Model, stream: str) -> int | None:
 def default_length(block: Block) -> int:
     """A length that shows the pattern: four times the widest span in the mask (window
     width, chunk, stride...), as a power of two between 16 and 512."""
-    sizes = [0]
-    for node in mn.walk(block.mask or mn.All()):
-        if isinstance(node, (mn.Window, mn.Dilated)):
-            sizes.append(node.left + node.right + 1)
-        elif isinstance(node, (mn.Sliding, mn.Chunk)):
-            sizes.append(node.size)
-        elif isinstance(node, mn.Strided):
-            sizes.append(node.stride)
-        elif isinstance(node, mn.Summary):
-            sizes.append(node.c)
-        elif isinstance(node, mn.Prefix):
-            sizes.append(node.n)
-        elif isinstance(node, mn.Global):
-            sizes.append(max(node.positions) + 1)
-        elif isinstance(node, mn.Random):
-            sizes.append(node.block)
+    sizes = [0] + [rule("viz", node)(node) for node in mn.walk(block.mask or mn.All())]
     return min(512, max(16, 1 << math.ceil(math.log2(max(1, 4 * max(sizes))))))
 
 
@@ -113,10 +99,15 @@ def example_inputs(model: Model, block: str | Block | None, q_len: int, k_len: i
     lens = {_seq_entry(model, b.query): q_len, _seq_entry(model, b.key): k_len - past_len}
     dims = tuple(dataclasses.replace(d, size=lens.get(d.name, d.size)) for d in model.dims)
     out = random_inputs(dataclasses.replace(model, dims=dims), seed=seed, past_len=past_len)
-    for node in mn.walk(b.mask or mn.All()):
-        if isinstance(node, mn.Padding):
-            out[node.input] = np.full_like(out[node.input], padding_length(k_len))
+    for name in _length_inputs(b):
+        out[name] = np.full_like(out[name], padding_length(k_len))
     return out
+
+
+def _length_inputs(block: Block) -> set[str]:
+    """The [batch] length inputs the block's mask reads (padding(len))."""
+    return {name for node in mn.walk(block.mask or mn.All())
+            for name, role in rule("inputs", node)(node) if role == "lengths"}
 
 
 def padding_length(k_len: int) -> int:
@@ -127,8 +118,9 @@ def padding_length(k_len: int) -> int:
 def inputs_note(block: Block, k_len: int) -> str:
     """How ``example_inputs`` filled the inputs a mask reads, for a picture's title."""
     parts = []
+    lengths = _length_inputs(block)
     for name in needs_inputs(block):
-        pad = any(isinstance(x, mn.Padding) and x.input == name for x in mn.walk(block.mask))
+        pad = name in lengths
         parts.append(f"{name} = {padding_length(k_len)}" if pad else f"{name} random")
     return f"example inputs: {', '.join(parts)} (seed {INPUTS_SEED})" if parts else ""
 

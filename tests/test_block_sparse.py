@@ -13,14 +13,14 @@ import pytest
 from helpers import check_against_reference, one_block
 
 from attndsl.errors import ErrorCollector, LoweringError
+from attndsl.features import nodes as mn
 from attndsl.frontend.expr import Placement, parse_expr
 from attndsl.inputs import random_inputs
+from attndsl.ir.calls import build_mask
 from attndsl.ir.nodes import Model
 from attndsl.lower.compile import CompileOptions, compile_model, compile_with_explanations
 from attndsl.lower.plan import SparseOptions, offset_bounds, plan_block
-from attndsl.masks import nodes as mn
 from attndsl.masks.algebra import simplify
-from attndsl.masks.primitives import build_mask
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 from attndsl.source import Source

@@ -17,10 +17,10 @@ from helpers import check_against_reference, digests_per_hash_seed, one_block_ya
 import attndsl
 from attndsl.api import parse_spec
 from attndsl.errors import LoweringError, WeightsError
+from attndsl.features.nodes import RelativeBias
 from attndsl.inputs import random_inputs
 from attndsl.lower.compile import CompileOptions, compile_model, model_bytes, save_model_atomic
 from attndsl.lower.pipeline import DEFAULT_PIPELINE, model_after
-from attndsl.masks.nodes import RelativeBias
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights
 

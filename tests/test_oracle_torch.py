@@ -16,9 +16,11 @@ import pytest
 from helpers import ErrorReport, one_block_yaml
 
 from attndsl.api import parse_spec
+from attndsl.features.masks.random import random_blocks
+from attndsl.features.scores.alibi import alibi_slopes
+from attndsl.features.scores.relative_bias import t5_buckets
 from attndsl.inputs import random_inputs
 from attndsl.lower.compile import compile_model
-from attndsl.masks.tables import alibi_slopes, random_blocks, t5_buckets
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights

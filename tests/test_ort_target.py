@@ -21,6 +21,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from attndsl.api import load_spec, parse_spec
 from attndsl.errors import LoweringError
+from attndsl.features import nodes as mn
 from attndsl.inputs import random_inputs
 from attndsl.ir.nodes import Model
 from attndsl.lower.compile import (
@@ -30,7 +31,6 @@ from attndsl.lower.compile import (
     model_bytes,
 )
 from attndsl.lower.ort_contrib import GQA, MHA, mask_pattern, split_scores
-from attndsl.masks import nodes as mn
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 from attndsl.runtime.decode import decode_loop, max_errors

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..masks.primitives import format_leaf, format_mask
+from ..features.text import format_leaf, format_mask
 from .nodes import Model
 
 

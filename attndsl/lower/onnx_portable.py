@@ -22,9 +22,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..features import nodes as mn
+from ..features.registry import rule
+from ..features.rope import rope_inv_freq
 from ..ir.nodes import Block, Model, Rope
-from ..masks import nodes as mn
-from ..masks.tables import rope_inv_freq
 from ..weights import check_weights
 from . import block_sparse as bs
 from .builder import BOOL, FLOAT, ONNX_TYPES, GraphBuilder
@@ -327,11 +328,13 @@ class PortableLowering:
         mask = b.mask if b.mask is not None else mn.All()
         allowed = MaskLowering(g, b, pos, self.input_types, lens).lower(mask)
         guard = not row_witnesses(mask, self.diagonal(b))
-        for mod in b.score:
-            if isinstance(mod, mn.BiasInput):
-                guard = True
-                finite = g.not_(g.op("IsInf", self.float32(mod.input), detect_positive=0))
-                if allowed is False:
-                    break
-                allowed = finite if allowed is True else g.and_(allowed, finite)
+        # scores that add an input over the cells (bias(t)): its -inf cells are masked out
+        added = [name for mod in b.score for name, role in rule("inputs", mod)(mod)
+                 if role == "cells"]
+        for name in added:
+            guard = True
+            finite = g.not_(g.op("IsInf", self.float32(name), detect_positive=0))
+            if allowed is False:
+                break
+            allowed = finite if allowed is True else g.and_(allowed, finite)
         return allowed, guard and allowed is not True

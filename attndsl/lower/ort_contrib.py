@@ -50,9 +50,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from ..features import nodes as mn
+from ..features.registry import rule
+from ..features.text import format_leaf, format_mask
 from ..ir.nodes import Block
-from ..masks import nodes as mn
-from ..masks.primitives import format_leaf, format_mask
 from .builder import FLOAT
 from .mask_ops import MaskLowering, lower_scores
 from .onnx_portable import BlockExplanation, PortableLowering
@@ -64,7 +65,11 @@ MHA = "com.microsoft.MultiHeadAttention"
 ATTENTION_OPSET = 23
 INT32 = TensorProto.INT32
 LOWEST = float(np.finfo(np.float32).min)
-_INPUT_MASKS = (mn.Padding, mn.MaskInput, mn.Document)
+
+
+def _roles(node: object) -> tuple[str, ...]:
+    """The roles of the inputs a node reads ("lengths", "ids", "cells")."""
+    return tuple(role for _, role in rule("inputs", node)(node))
 
 
 # ---------------------------------------------------------------- block analysis
@@ -91,18 +96,13 @@ def mask_pattern(mask: mn.Mask | None) -> Pattern | str:
     lo, hi = -np.inf, np.inf  # bounds on q - k
     inputs: list[mn.Mask] = []
     for t in _terms(mask):
-        if isinstance(t, mn.All):
-            continue
-        if isinstance(t, mn.Causal):
-            lo = max(lo, 0)
-        elif isinstance(t, mn.Sliding):
-            lo, hi = max(lo, 0), min(hi, t.size - 1)
-        elif isinstance(t, mn.Window):
-            lo, hi = max(lo, -t.right), min(hi, t.left)
-        elif isinstance(t, _INPUT_MASKS):
+        fused = rule("ort", t)(t)  # bounds on q - k, "input", or None
+        if fused is None:
+            return f"mask {format_mask(t)} has no fused equivalent"
+        if fused == "input":
             inputs.append(t)
         else:
-            return f"mask {format_mask(t)} has no fused equivalent"
+            lo, hi = max(lo, fused[0]), min(hi, fused[1])
     text = format_mask(mask) if mask is not None else "all"
     if lo > hi or lo > 0:
         return f"mask {text} excludes the query's own position (rows may be empty)"
@@ -118,11 +118,12 @@ def split_scores(score: tuple[mn.Score, ...]) -> tuple[float | None, tuple[mn.Sc
     cap: float | None = None
     additive: list[mn.Score] = []
     for s in score:
-        if isinstance(s, mn.Softcap):
+        kind, value = rule("ort", s)(s)
+        if kind == "softcap":
             if cap is not None or additive:
                 return ("softcap after another score modifier (the kernels apply softcap "
                         "first)")
-            cap = s.cap
+            cap = value
         else:
             additive.append(s)
     return cap, tuple(additive)
@@ -155,9 +156,7 @@ def _describe(b: Block, pattern: Pattern, cap: float | None,
 
 
 def _score_text(s: mn.Score) -> str:
-    if isinstance(s, mn.BiasInput):
-        return f"bias({s.input})"
-    return "relative_bias" if isinstance(s, mn.RelativeBias) else "alibi"
+    return rule("ort", s)(s)[1]
 
 
 # ---------------------------------------------------------------- GroupQueryAttention
@@ -196,7 +195,7 @@ def match_gqa(low: PortableLowering, b: Block) -> GqaPlan | str:
     if isinstance(scores, str):
         return scores
     cap, additive = scores
-    if any(isinstance(s, mn.BiasInput) for s in additive):
+    if any("cells" in _roles(s) for s in additive):
         return "bias(t) may be -inf on a whole row (GQA would not give 0)"
     fused_rope = b.rope is not None and b.rope.dim % 16 == 0
     kind = "causal" if pattern.causal else "non-causal"
@@ -264,7 +263,7 @@ def match_mha(low: PortableLowering, b: Block) -> MhaPlan | str:
         return pattern
     if pattern.causal:
         return "causal (GQA's mapping; MultiHeadAttention would compute every pair)"
-    if any(not isinstance(m, mn.Padding) for m in pattern.inputs) or len(pattern.inputs) > 1:
+    if any(_roles(m) != ("lengths",) for m in pattern.inputs) or len(pattern.inputs) > 1:
         return f"mask {format_mask(b.mask)} has no MultiHeadAttention input"
     scores = split_scores(b.score)
     if isinstance(scores, str):
@@ -272,7 +271,7 @@ def match_mha(low: PortableLowering, b: Block) -> MhaPlan | str:
     cap, additive = scores
     if cap is not None:
         return "softcap (MultiHeadAttention has none)"
-    if any(isinstance(s, mn.BiasInput) for s in additive):
+    if any("cells" in _roles(s) for s in additive):
         return "bias(t) may be -inf on a whole row (MultiHeadAttention would not give 0)"
     padding = pattern.inputs[0].input if pattern.inputs else None
     words = [f"MHA {b.heads} heads"] + _describe(b, pattern, None, additive)
