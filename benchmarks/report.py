@@ -1,17 +1,31 @@
-"""Turn the measurements into tables (console, markdown), JSON, the targets, and a plot."""
+"""Turn the measurements into tables (console, markdown), JSON, the targets, and a plot.
+
+As a command, the targets of finished runs (no measuring):
+
+    python benchmarks/report.py benchmarks/results/results.json     # met / missed per target
+    python benchmarks/report.py run1.json run2.json run3.json       # each run's value, "3 of 3"
+    python benchmarks/report.py run*.json --issue 11 --markdown     # one issue, as markdown
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
 import re
 import statistics
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "benchmarks"  # noqa: A001
+
 from .cases import Case
 from .peers import Runner
-from .targets import SUBJECT, TARGETS, Target, verdict
+from .targets import SUBJECT, TARGETS, Target, met, verdict
 from .variants import Variant
 
 COLUMNS = ("runner", "median ms", "IQR %", "n", "t / t(attndsl)", "GFLOP/s", "peak MiB",
@@ -470,3 +484,60 @@ def _md_table(header, rows) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------ targets over several runs
+RUNS_COLUMNS = ("issue", "target", "bound", "attndsl default, each run", "default met",
+                "best attndsl variant, each run", "best met")
+
+
+def _held(values: list[float | None], op: str, bound: float) -> str:
+    """"3 of 3 runs" (and how many runs did not measure it)."""
+    got = [v for v in values if v is not None]
+    if not got:
+        return "not measured"
+    text = f"{sum(met(v, op, bound) for v in got)} of {len(got)} runs"
+    return text + (f" ({len(values) - len(got)} not measured)" if len(got) < len(values)
+                   else "")
+
+
+def runs_rows(reports: list[Report], issue: int | None = None) -> list[list[str]]:
+    """One row per target: every run's value for attndsl's default and for its best
+    variant, and in how many runs the target held."""
+    chosen = [t for t in TARGETS if issue is None or t.issue == issue]
+    per_run = [{row["id"]: row for row in r.targets(chosen)} for r in reports]
+    rows = []
+    for t in chosen:
+        runs = [p[t.id] for p in per_run]
+        default = [r.get("default") for r in runs]
+        best = [r.get("best_value") for r in runs]
+        best_text = ", ".join(
+            f"{_f(r['best_value'], 2)} ({r['best'].removeprefix('attndsl ')})"
+            if r.get("best") else "—" for r in runs)
+        rows.append([str(t.issue), t.label, f"{t.op} {t.bound:g}",
+                     ", ".join(_f(v, 2) if v is not None else "—" for v in default),
+                     _held(default, t.op, t.bound), best_text, _held(best, t.op, t.bound)])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="The targets of finished benchmark runs: met or "
+                                "missed per target; with several result files, each run's "
+                                "value and in how many runs the target held.")
+    p.add_argument("results", nargs="+", help="results JSON files of benchmarks/run.py")
+    p.add_argument("--issue", type=int, default=None, help="only this issue's targets")
+    p.add_argument("--markdown", action="store_true", help="a markdown table")
+    args = p.parse_args(argv)
+    reports = [Report.from_json(json.loads(Path(f).read_text())) for f in args.results]
+    if len(reports) == 1:
+        rows = [r for r in reports[0].target_rows()
+                if args.issue is None or r[0] == str(args.issue)]
+        header = TARGET_COLUMNS
+    else:
+        rows, header = runs_rows(reports, args.issue), RUNS_COLUMNS
+    print(_md_table(header, rows) if args.markdown else _text_table(header, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
