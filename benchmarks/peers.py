@@ -114,7 +114,7 @@ def _attndsl_loop(case: Case, model: bytes, inputs: dict[str, np.ndarray], setti
     session = ort_session(model, settings.threads)
 
     def call():
-        steps, _ = decode_steps(spec, session, inputs, case.seq)
+        steps, _ = decode_steps(spec, session, inputs, case.seq, keep_caches=False)
         return steps
 
     def output(steps) -> np.ndarray:

@@ -92,13 +92,18 @@ def _empty_caches(model: Model, batch: int) -> dict[str, np.ndarray]:
     return out
 
 
-def decode_steps(model: Model, session, inputs: Mapping[str, np.ndarray],
-                 prompt_len: int) -> tuple[list[dict[str, np.ndarray]], list[tuple[int, int]]]:
+def decode_steps(model: Model, session, inputs: Mapping[str, np.ndarray], prompt_len: int,
+                 keep_caches: bool = True
+                 ) -> tuple[list[dict[str, np.ndarray]], list[tuple[int, int]]]:
     """On an existing ONNX Runtime ``session`` of the compiled ``model``: a prefill over
     positions ``[0, prompt_len)`` of the full-sequence ``inputs`` (spec inputs; cache inputs,
     if given, are ignored), then one step per remaining position, each step's present caches
     fed back as the next step's past. Returns each step's outputs and the ``(start, end)``
-    positions it covered (what a generation loop does, without the full-sequence check)."""
+    positions it covered (what a generation loop does, without the full-sequence check).
+
+    ``keep_caches=False`` drops each step's present caches from its outputs once the next
+    step has consumed them (the last step keeps its own), so the loop holds one cache at a
+    time, as a generation loop does, instead of every step's."""
     roles = _roles(model)
     total = sequence_length(model, inputs)
     if not 0 <= prompt_len <= total:
@@ -108,10 +113,13 @@ def decode_steps(model: Model, session, inputs: Mapping[str, np.ndarray],
     spans = ([(0, prompt_len)] if prompt_len else []) + [(t, t + 1)
                                                         for t in range(prompt_len, total)]
     caches = _empty_caches(model, batch)
-    steps = []
+    present = {f"{b.name}.present_{w}" for b in model.blocks for w in ("key", "value")}
+    steps: list[dict[str, np.ndarray]] = []
     for start, end in spans:
         feed = {n: _slice(v, roles[n], start, end) for n, v in spec_inputs.items()}
         out = run_session(session, {**feed, **caches})
+        if steps and not keep_caches:
+            steps[-1] = {n: v for n, v in steps[-1].items() if n not in present}
         steps.append(out)
         caches = {f"{b.name}.past_{w}": out[f"{b.name}.present_{w}"]
                   for b in model.blocks for w in ("key", "value")}
