@@ -382,12 +382,16 @@ class Report:
 
     def cost_model_rows(self) -> list[list[str]]:
         """The sparse cost model's estimates (from attndsl's explanation: "estimated X ms vs
-        dense Y ms") next to the measured times of the chosen plan and of ``sparse=dense``."""
+        dense Y ms") next to the measured times of the chosen plan and of ``sparse=dense``.
+        The loop cases are left out: one call is a prefill and many steps, not the one
+        attention the estimate is for."""
         dense = next((r.name for r in self.runners if r.variant is not None
                       and r.variant.sparse == "dense" and r.variant.target in (None, "portable")),
                      None)
         rows = []
         for name, entry in self.cases.items():
+            if entry["case"].pattern == "loop":
+                continue
             explain = " ".join(entry["status"].get(self.anchor, {}).get("info", {}).get(
                 "explain") or self._result(name, self.anchor).get("info", {}).get(
                 "explain") or [])
