@@ -89,3 +89,11 @@ class ErrorCollector:
             raise self.errors[0]
         if self.errors:
             raise SpecErrors(self.errors)
+
+
+class SpecFileError(AttnDSLError):
+    """A spec file cannot be read as spec text: missing, a directory, not UTF-8, binary."""
+
+
+class LimitError(AttnDSLError):
+    """An input is over one of the resource limits listed in ``docs/limits.md``."""

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field
 
 from ..source import Span
 
+TOP_KEYS = ("attndsl", "name", "dtype", "seed", "weights", "dims", "inputs", "blocks", "outputs")
+"""The keys a spec may have at its top level (the schema both front ends share)."""
+
 # ---------------------------------------------------------------- expressions
 
 

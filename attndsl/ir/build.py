@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import ErrorCollector, did_you_mean
 from ..frontend import ast
-from ..frontend.yaml_loader import TOP_KEYS
+from ..frontend.ast import TOP_KEYS
 from ..masks import nodes as mn
 from ..masks.primitives import SCORES, build_call, build_mask
 from ..source import Span
