@@ -13,8 +13,13 @@ import re
 from ..errors import LimitError, SpecSyntaxError
 from ..source import Span
 
-MAX_SPEC_BYTES = 1 << 20
-"""Default largest spec file, in bytes (1 MiB); raise it with ``ATTNDSL_MAX_SPEC_BYTES``."""
+MAX_SPEC_BYTES = 64 * 1024
+"""Default largest spec file, in bytes (64 KiB); raise it with ``ATTNDSL_MAX_SPEC_BYTES``.
+
+The largest spec in the repository is under 1 KiB. The pure-Python YAML reader and the Lark
+parser manage a few tens of kilobytes of dense content per second, so 64 KiB keeps the
+answer to any spec within seconds.
+"""
 
 SPEC_BYTES_ENV = "ATTNDSL_MAX_SPEC_BYTES"
 
@@ -71,6 +76,18 @@ _NEST_CHARS = re.compile(r'[()~&|,\n"#]')
 _STRING_END = re.compile(r'["\n]')
 
 
+def _opens_call(text: str, index: int) -> bool:
+    """Whether the parenthesis at ``text[index]`` holds a call's arguments: it follows a
+    name (perhaps with blanks between) other than the keyword ``mask``."""
+    j = index - 1
+    while j >= 0 and text[j] in " \t\f":
+        j -= 1
+    k = j
+    while k >= 0 and (text[k].isalnum() or text[k] == "_"):
+        k -= 1
+    return k < j and text[k + 1:j + 1] != "mask"
+
+
 def expression_nesting(text: str, span_at) -> LimitError | None:
     """An error where ``text`` nests parentheses and ``~`` deeper than ``MAX_NESTING``.
 
@@ -80,7 +97,9 @@ def expression_nesting(text: str, span_at) -> LimitError | None:
     ``text`` in the spec. One linear scan, no recursion.
     """
     pending = [0]  # per open parenthesis: `~` operators applied to what is being read
+    calls = [False]  # per open parenthesis: whether it holds a call's arguments
     nots = 0  # sum(pending)
+    opened = 0  # open parentheses that group an expression (not a call's)
     pos = 0
     while True:
         m = _NEST_CHARS.search(text, pos)
@@ -96,13 +115,17 @@ def expression_nesting(text: str, span_at) -> LimitError | None:
         elif ch == ")":
             if len(pending) > 1:
                 nots -= pending.pop()
+                opened -= not calls.pop()
         elif ch in "(~":
-            if ch == "(":
+            if ch == "(":  # `name(`: a call's arguments, which hold no expression
+                call = _opens_call(text, m.start())
                 pending.append(0)
+                calls.append(call)
+                opened += not call
             else:
                 pending[-1] += 1
                 nots += 1
-            if len(pending) - 1 + nots > MAX_NESTING:
+            if opened + nots > MAX_NESTING:
                 line, col = _line_col(text, m.start())
                 return LimitError(
                     f"the expression nests more than {MAX_NESTING} levels of parentheses "
@@ -113,7 +136,7 @@ def expression_nesting(text: str, span_at) -> LimitError | None:
             while j >= 0 and text[j] in " \t\f\r":
                 j -= 1
             if j < 0 or text[j] != "\\":
-                pending, nots = [0], 0
+                pending, calls, nots, opened = [0], [False], 0, 0
         else:  # `&`, `|`, `,`: the operand of the pending `~`s is complete
             nots -= pending[-1]
             pending[-1] = 0

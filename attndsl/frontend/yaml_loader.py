@@ -53,6 +53,21 @@ def _mark_span(source: Source, mark, length: int | None = None) -> Span:
     return Span(source, mark.line + 1, col, None if length is None else col + length)
 
 
+class _Written:
+    """A YAML list or mapping where a scalar belongs: messages show it as written, cut short."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, source: Source, node: yaml.Node):
+        text = " ".join(source.text[node.start_mark.index:node.end_mark.index].split())
+        self.text = text if len(text) <= 40 else text[:37] + "..."
+
+    def __repr__(self) -> str:
+        return self.text
+
+    __str__ = __repr__
+
+
 class _Composer(yaml.SafeLoader):
     """PyYAML's safe composer, refusing anchors, aliases and nesting over the limit."""
 
@@ -122,7 +137,7 @@ class _Loader:
     # ------------------------------------------------------------ values
     def scalar(self, node: yaml.Node) -> object:
         if not isinstance(node, yaml.ScalarNode):
-            return node
+            return _Written(self.source, node)
         kind = _TAGS.get(node.tag)
         if kind is None:
             if node.style is None and _EXP_FLOAT.fullmatch(node.value):
