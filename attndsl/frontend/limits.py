@@ -18,7 +18,7 @@ MAX_SPEC_BYTES = 64 * 1024
 
 The largest spec in the repository is under 1 KiB. The pure-Python YAML reader and the Lark
 parser manage a few tens of kilobytes of dense content per second, so 64 KiB keeps the
-answer to any spec within seconds.
+answer to any spec within a few seconds (docs/limits.md gives the measurements).
 """
 
 SPEC_BYTES_ENV = "ATTNDSL_MAX_SPEC_BYTES"
