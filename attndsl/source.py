@@ -5,7 +5,6 @@ from __future__ import annotations
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 _SHOWN = 160  # longest source line shown whole under an error; longer ones show a window
 _BEFORE = 60  # characters shown before the caret in such a window
@@ -17,11 +16,6 @@ class Source:
 
     text: str
     path: str = "<string>"
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> Source:
-        p = Path(path)
-        return cls(p.read_text(encoding="utf-8"), str(path))
 
     @cached_property
     def _line_starts(self) -> list[int]:
