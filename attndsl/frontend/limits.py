@@ -2,7 +2,7 @@
 
 Every check here runs before the work it protects: the size limit before the file is read,
 the nesting limit before the text reaches a recursive parser, tree builder or mask engine,
-the number limits before a literal becomes a Python number.
+the number limit before a literal becomes a Python number.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def max_spec_bytes() -> int:
     text = os.environ.get(SPEC_BYTES_ENV, "").strip()
     if not text:
         return MAX_SPEC_BYTES
-    if not text.isdigit() or int(text) <= 0:
+    if not (text.isascii() and text.isdigit()) or int(text) <= 0:
         raise LimitError(f"{SPEC_BYTES_ENV} must be a positive number of bytes, got '{text}'")
     return int(text)
 
