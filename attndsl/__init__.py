@@ -1,12 +1,43 @@
-"""attndsl: a declarative attention-architecture compiler (YAML / .attn -> ONNX)."""
+"""attndsl: a declarative attention-architecture compiler (YAML / .attn -> ONNX).
 
-from .api import load_spec, parse_spec
+The public API (``attndsl.api``): ``Spec`` objects to load, build, edit and write specs;
+``compile`` / ``compile_to`` to ONNX; ``run`` / ``execute`` / ``verify`` in ONNX Runtime
+against the numpy reference; ``check`` to summarize a spec's cost.
+"""
+
+from .api import (
+    CompileResult,
+    OutputCheck,
+    RunResult,
+    Spec,
+    VerifyReport,
+    check,
+    compile,
+    compile_to,
+    draw,
+    execute,
+    ir_text,
+    load_spec,
+    parse_spec,
+    run,
+    verify,
+)
 from .errors import AttnDSLError, SpecError, SpecErrors, SpecSyntaxError
 from .ir import Model, print_ir
+from .version import __version__
 
-__version__ = "0.1.0"
+
+def __getattr__(name: str) -> object:
+    """``Summary`` is imported when first asked for (see ``attndsl.api``)."""
+    if name == "Summary":
+        from .api import Summary
+
+        return Summary
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
-    "AttnDSLError", "Model", "SpecError", "SpecErrors", "SpecSyntaxError", "__version__",
-    "load_spec", "parse_spec", "print_ir",
+    "AttnDSLError", "CompileResult", "Model", "OutputCheck", "RunResult", "Spec", "SpecError",
+    "SpecErrors", "SpecSyntaxError", "Summary", "VerifyReport", "__version__", "check",
+    "compile", "compile_to", "draw", "execute", "ir_text", "load_spec", "parse_spec",
+    "print_ir", "run", "verify",
 ]

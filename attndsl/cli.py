@@ -7,21 +7,16 @@ spec, bad input or bad usage (printed without a traceback); 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__
-from .errors import AttnDSLError, InputError
+from . import __version__, api
+from .errors import AttnDSLError
 
-OPSETS = range(17, 25)  # portable: 17..21, ort: 17..24 (checked by the lowering)
-TARGETS = ("portable", "ort")
-SPARSE = ("auto", "dense", "block")
 PROVIDERS = ("cpu", "cuda", "auto")
-TOLERANCE = {"float32": 1e-4, "float16": 2e-2}
 ISSUES = "please report this at the attndsl issue tracker with the spec"
 
 
@@ -57,113 +52,34 @@ def _positive(text: str) -> int:
 # ---------------------------------------------------------------- commands
 
 
-def _load(path: str):
-    from .api import load_spec
-
-    return load_spec(path)
+def _compile_options(args: argparse.Namespace) -> dict:
+    """The compile flags (shared by ``compile`` and ``run``) as ``api`` keyword arguments:
+    ``--no-opt`` runs no passes, ``--passes a,b`` those, neither the default pipeline."""
+    return {"opset": args.opset, "target": args.target, "sparse": args.sparse,
+            "block_size": args.block_size, "seq_hint": args.seq_hint,
+            "passes": () if args.no_opt else args.passes}
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from .compile import compile_with_explanations, save_model_atomic
-    from .weights import load_weights
-
-    model = _load(args.spec)
-    weights = load_weights(model, args.weights) if args.weights else None
-    proto, explain = compile_with_explanations(model, weights, _options(args))
-    try:
-        save_model_atomic(proto, args.output)
-    except OSError as err:
-        raise AttnDSLError(f"cannot write '{args.output}': {err.strerror or err}") from None
-    size = Path(args.output).stat().st_size
-    params = sum(math.prod(s) for s in model.weight_shapes().values())
+    model = api.load_spec(args.spec)
+    r = api.compile_to(model, args.output, weights=args.weights or None,
+                       **_compile_options(args))
     print(f"wrote {args.output}: model {model.name}, {len(model.blocks)} block(s), "
-          f"{len(proto.graph.input)} input(s), {len(proto.graph.output)} output(s), "
-          f"{params:,} parameters, opset {args.opset}, target {args.target}, {size:,} bytes")
+          f"{len(r.proto.graph.input)} input(s), {len(r.proto.graph.output)} output(s), "
+          f"{r.parameters:,} parameters, opset {args.opset}, target {args.target}, "
+          f"{r.size:,} bytes")
     if args.explain:
-        for e in explain:
+        for e in r.explanations:
             print(f"  {e.block}: {e.lowering} — {e.reason}")
     return 0
 
 
-def _options(args: argparse.Namespace):
-    """CompileOptions from the compile flags (shared by ``compile`` and ``run``)."""
-    from .compile import CompileOptions
-
-    return CompileOptions(opset=args.opset, target=args.target, sparse=args.sparse,
-                          block_size=args.block_size, seq_hint=args.seq_hint,
-                          passes=_passes(args))
-
-
-def _passes(args: argparse.Namespace) -> tuple[str, ...] | None:
-    """``--no-opt``: no passes; ``--passes a,b``: those; neither: the default pipeline."""
-    from .passes import parse_pass_list
-
-    if args.no_opt:
-        return ()
-    return None if args.passes is None else tuple(parse_pass_list(args.passes))
-
-
 def cmd_check(args: argparse.Namespace) -> int:
-    from .summary import format_summary, summarize
-
-    model = _load(args.spec)
-    sizes = args.sizes or {}
-    if args.len is not None:
-        sizes = {d.name: args.len for d in model.dims if d.size is None and d.name != "batch"}
-    print(format_summary(summarize(model, sizes, past_len=args.past_len, seed=args.seed,
-                                   tile=args.tile_size)), end="")
+    model = api.load_spec(args.spec)
+    summary = api.check(model, sizes=args.sizes, length=args.len, past_len=args.past_len,
+                        tile_size=args.tile_size, seed=args.seed)
+    print(api.format_summary(summary), end="")
     return 0
-
-
-def _model_and_proto(path: str, args: argparse.Namespace):
-    """A spec compiles (with the compile flags); a ``.onnx`` made by attndsl loads and its
-    spec is re-parsed."""
-    if Path(path).suffix.lower() != ".onnx":
-        from .compile import compile_model
-
-        model = _load(path)
-        return model, compile_model(model, options=_options(args))
-    from .api import parse_spec
-
-    proto = _load_onnx(path)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    if "attndsl.spec" not in meta:
-        raise InputError(f"'{path}' was not produced by attndsl (no 'attndsl.spec' metadata)")
-    return parse_spec(meta["attndsl.spec"], f"{path}#attndsl.spec"), proto
-
-
-def _read_inputs(path: str, expected: Sequence[str]) -> dict:
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: np.asarray(f[k]) for k in f.files}
-    except FileNotFoundError:
-        raise InputError(f"cannot read inputs '{path}': no such file") from None
-    except Exception as err:  # not an npz, corrupt archive...
-        raise InputError(f"cannot read inputs '{path}': {err}") from None
-    missing = [n for n in expected if n not in arrays]
-    extra = [n for n in arrays if n not in expected]
-    if missing or extra:
-        parts = [f"missing {', '.join(missing)}"] if missing else []
-        parts += [f"unexpected {', '.join(extra)}"] if extra else []
-        raise InputError(f"inputs '{path}' do not match the model: {'; '.join(parts)}",
-                         hint=f"the model's inputs are {', '.join(expected)}")
-    return arrays
-
-
-def _save_npz(path: str, arrays: dict) -> None:
-    import numpy as np
-
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, target)
-    except OSError as err:
-        raise AttnDSLError(f"cannot write '{path}': {err.strerror or err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _stats(name: str, a) -> str:
@@ -179,119 +95,57 @@ def _stats(name: str, a) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .inputs import random_inputs
-    from .runtime import make_session, run_session
-
-    model, proto = _model_and_proto(args.model, args)
-    names = [i.name for i in proto.graph.input]
-    if args.inputs:
-        inputs = _read_inputs(args.inputs, names)
-    else:
-        from .summary import check_sizes
-
-        sizes = check_sizes(model, args.sizes or {}, default_len=7, default_batch=2)
-        inputs = random_inputs(model, sizes, seed=args.seed, past_len=args.past_len)
-    session = make_session(proto, provider=args.provider)
-    if getattr(session, "fallback_note", None):
-        print(f"note: {session.fallback_note}", file=sys.stderr)
-    outputs = run_session(session, inputs)
-    print(f"ran {model.name} on {session.get_providers()[0]}:")
-    for name, value in outputs.items():
+    # every command reads a spec with api.load_spec; a .onnx file goes to the api as it is
+    target = args.model if Path(args.model).suffix.lower() == ".onnx" else api.load_spec(
+        args.model)
+    result = api.execute(target, args.inputs or None, sizes=args.sizes, past_len=args.past_len,
+                         seed=args.seed, provider=args.provider,
+                         on_note=lambda note: print(f"note: {note}", file=sys.stderr),
+                         **_compile_options(args))
+    print(f"ran {result.model.name} on {result.provider}:")
+    for name, value in result.outputs.items():
         print(_stats(name, np.asarray(value)))
     if args.output:
-        _save_npz(args.output, outputs)
+        api.save_outputs(args.output, result.outputs)
         print(f"wrote {args.output}")
-    return _verify(model, proto, inputs, outputs) if args.verify else 0
+    return _verify(result) if args.verify else 0
 
 
-def _verify(model, proto, inputs: dict, outputs: dict) -> int:
-    """Max abs error of every output against the numpy reference; 1 when any is above the
-    tolerance of the model's dtype (or NaN, or missing)."""
-    import numpy as np
-
-    from .passes import model_after, parse_pass_list
-    from .reference import run_reference
-
-    # the initializers follow the IR the compile-time passes made (fused, folded...)
-    meta = {p.key: p.value for p in proto.metadata_props}
-    model = model_after(model, parse_pass_list(meta.get("attndsl.passes", "")))
-    expected = run_reference(model, _initializers(proto, model), inputs)
-    tol = TOLERANCE[model.dtype]
-    failed = []
+def _verify(result) -> int:
+    """Print every output's max abs error against the numpy reference; 1 when any is above
+    the tolerance of the model's dtype (or NaN, or missing)."""
+    report = api.verify(result)
+    tol = report.tolerance
     print(f"verify against the numpy reference (tolerance {tol:g} max abs error):")
-    for name, want in expected.items():
-        if name not in outputs:
-            failed.append(name)
-            print(f"  {name}: missing from the model's outputs FAIL")
-            continue
-        got = np.asarray(outputs[name], np.float64)
-        err = float(np.max(np.abs(got - want))) if want.size else 0.0
-        ok = got.shape == want.shape and err <= tol  # NaN is never <= tol
-        if not ok:
-            failed.append(name)
-        print(f"  {name}: max abs error {err:.3g} {'ok' if ok else 'FAIL'}")
-    if failed:
-        print(f"verify failed for {', '.join(failed)} (tolerance {tol:g})", file=sys.stderr)
+    for c in report.checks:
+        if c.missing:
+            print(f"  {c.name}: missing from the model's outputs FAIL")
+        else:
+            print(f"  {c.name}: max abs error {c.max_abs_error:.3g} {'ok' if c.ok else 'FAIL'}")
+    if not report.passed:
+        print(f"verify failed for {', '.join(report.failed)} (tolerance {tol:g})",
+              file=sys.stderr)
         return 1
     return 0
 
 
-def _load_onnx(path: str):
-    import onnx
-
-    try:
-        return onnx.load(path)
-    except FileNotFoundError:
-        raise InputError(f"cannot read '{path}': no such file") from None
-    except Exception as err:  # protobuf decode errors and the like
-        raise InputError(f"cannot read '{path}' as an ONNX model: {err}") from None
-
-
-def _initializers(proto, model) -> dict:
-    """The weights the model really holds (its initializers are named as the weights)."""
-    from onnx import numpy_helper
-
-    arrays = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    missing = [n for n in model.weight_shapes() if n not in arrays]
-    if missing:
-        raise InputError(f"the model lacks the weights {', '.join(missing)}")
-    return {name: arrays[name] for name in model.weight_shapes()}
-
-
 def cmd_ir(args: argparse.Namespace) -> int:
-    from .ir import print_ir
-
-    model = _load(args.spec)
-    if args.after is None:
-        print(print_ir(model), end="")
-        return 0
-    from .passes import ir_after
-    from .weights import load_weights
-
-    print(ir_after(model, load_weights(model), args.after), end="")
+    print(api.ir_text(api.load_spec(args.spec), after=args.after), end="")
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_file
-
-    convert_file(args.src, args.output)
+    api.convert(args.src, args.output)
     print(f"wrote {args.output}")
     return 0
 
 
 def cmd_viz(args: argparse.Namespace) -> int:
-    from .viz import draw
-
-    model = _load(args.spec)
-    inputs = None
-    if args.inputs:
-        from .summary import graph_input_names
-
-        inputs = _read_inputs(args.inputs, graph_input_names(model))
+    model = api.load_spec(args.spec)
     tiles = (args.tile_size or 0) if args.tiles else None
-    print(draw(model, args.block, heads=args.heads, length=args.len, past_len=args.past_len,
-               tiles=tiles, inputs=inputs, out=args.output))
+    print(api.draw(model, args.block, heads=args.heads, length=args.len,
+                   past_len=args.past_len, tiles=tiles, inputs=args.inputs or None,
+                   out=args.output))
     return 0
 
 
@@ -299,12 +153,12 @@ def cmd_viz(args: argparse.Namespace) -> int:
 
 
 def _compile_flags(c: argparse.ArgumentParser, when: str = "") -> None:
-    c.add_argument("--opset", type=int, choices=OPSETS, default=18, metavar="N",
-                   help=f"ONNX opset: 17..21 portable, 17..24 ort (default 18){when}")
-    c.add_argument("--target", choices=TARGETS, default="portable",
+    c.add_argument("--opset", type=int, choices=api.OPSETS, default=api.DEFAULT_OPSET, metavar="N",
+                   help=f"ONNX opset: {api.opset_ranges()} (default {api.DEFAULT_OPSET}){when}")
+    c.add_argument("--target", choices=api.TARGET_NAMES, default="portable",
                    help="portable: standard ops only (default); ort: ONNX Runtime fused ops "
                    f"where a block maps exactly, portable otherwise{when}")
-    c.add_argument("--sparse", choices=SPARSE, default="auto",
+    c.add_argument("--sparse", choices=api.SPARSE_MODES, default="auto",
                    help="attention strategy per block: auto (cost model, default), dense, or "
                    f"block (block-sparse where the mask has empty tiles){when}")
     c.add_argument("--block-size", type=_positive, metavar="B",

@@ -14,7 +14,7 @@ from .frontend.writers import write_dsl, write_yaml
 from .ir import build_ir
 from .source import Source
 
-__all__ = ["convert_file", "convert_text", "syntax_of_path"]
+__all__ = ["convert_file", "convert_text", "rebase_weights", "syntax_of_path"]
 
 _SUFFIX = {"yaml": ".yaml", "dsl": ".attn"}
 
@@ -55,8 +55,9 @@ def convert_text(text: str, src_path: str = "<string>", to: str = "dsl") -> str:
     return _write(spec, to, str(out))
 
 
-def _rebase_weights(spec: SpecAST, src: Path, dst: Path) -> SpecAST:
-    """Keep a relative ``weights`` path pointing at the same file from the new folder."""
+def rebase_weights(spec: SpecAST, src: Path, dst: Path) -> SpecAST:
+    """``spec`` (read from ``src``) with a relative ``weights`` path rewritten to name the same
+    file from ``dst``'s folder."""
     top = []
     for s in spec.top:
         if s.key == "weights" and isinstance(s.value, str) and not Path(s.value).is_absolute():
@@ -74,6 +75,6 @@ def convert_file(src_path: str | Path, dst_path: str | Path) -> None:
     the destination is in another folder."""
     src, dst = Path(src_path), Path(dst_path)
     to = syntax_of_path(dst)
-    spec = _rebase_weights(_parse_valid(read_source(src), to), src, dst)
+    spec = rebase_weights(_parse_valid(read_source(src), to), src, dst)
     text = _write(spec, to, str(dst))
     write_atomic(dst, text.encode("utf-8"))

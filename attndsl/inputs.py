@@ -7,8 +7,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .features import nodes as mn
 from .ir.nodes import Model
-from .masks import nodes as mn
 
 DEFAULT_DYNAMIC = {"batch": 2}
 DEFAULT_SIZE = 7

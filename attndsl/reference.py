@@ -1,19 +1,23 @@
-"""The numpy reference interpreter: evaluates the IR in float64, straight from the contract.
+"""The numpy reference interpreter: evaluates the IR in float64, straight from the language
+definition (docs/language.md).
 
-It shares nothing with the lowerings except the constant tables (``masks.tables``), so it is
-the project's own oracle for every emitted graph.
+It shares nothing with the lowerings except the constant tables of the features (ALiBi
+slopes, T5 buckets, BigBird blocks, RoPE frequencies), so it is the project's own oracle for
+every emitted graph. Masks evaluate by their features' ``eval`` rules (``masks.eval``), score
+modifiers by theirs, in float64.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
+from .features.registry import rule
+from .features.rope import rope_inv_freq
 from .ir.nodes import Block, Model
-from .masks import nodes as mn
 from .masks.eval import eval_mask
-from .masks.tables import alibi_slopes, rope_inv_freq, t5_buckets
 
 
 def rope(x: np.ndarray, pos: np.ndarray, theta: float, dim: int, interleaved: bool) -> np.ndarray:
@@ -42,6 +46,24 @@ def _heads(x: np.ndarray, n: int) -> np.ndarray:
     """[B, S, n*D] -> [B, n, S, D]."""
     b, s, f = x.shape
     return x.reshape(b, s, n, f // n).transpose(0, 2, 1, 3)
+
+
+@dataclass(frozen=True)
+class ScoreEvaluation:
+    """What a score feature's ``eval`` rule receives: the block, its head count, the relative
+    positions ``rel`` = k - q [Sq, Sk], the inputs and the weights (``weight(name)``)."""
+
+    block: Block
+    rel: np.ndarray
+    inputs: Mapping[str, np.ndarray]
+    weights: Mapping[str, np.ndarray]
+
+    @property
+    def heads(self) -> int:
+        return self.block.heads
+
+    def weight(self, name: str) -> np.ndarray:
+        return self.weights[name]
 
 
 def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, np.ndarray],
@@ -81,20 +103,9 @@ def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, n
     allowed = np.broadcast_to(
         eval_mask(b.mask, b.heads, q_pos, k_pos, q.shape[0], inputs), s.shape).copy()
     rel = k_pos[None, :] - q_pos[:, None]
+    ev = ScoreEvaluation(b, rel, inputs, w)
     for mod in b.score:
-        if isinstance(mod, mn.Alibi):
-            s = s - alibi_slopes(b.heads)[:, None, None] * np.abs(rel)[None]
-        elif isinstance(mod, mn.Softcap):
-            s = mod.cap * np.tanh(s / mod.cap)
-        elif isinstance(mod, mn.RelativeBias):
-            buckets = t5_buckets(rel, mod.buckets, mod.max_distance, mod.bidirectional)
-            table = w[f"{b.name}.relative_bias.weight"]  # [buckets, H]
-            s = s + table[buckets].transpose(2, 0, 1)[None]
-        elif isinstance(mod, mn.BiasInput):
-            t = np.asarray(inputs[mod.input], np.float64)
-            s = s + t
-            allowed &= np.broadcast_to(~np.isneginf(t.reshape((1,) * (4 - t.ndim) + t.shape)),
-                                       s.shape)
+        s, allowed = rule("eval", mod)(mod, ev, s, allowed)
     s = np.where(allowed, s, -np.inf)
     row_ok = allowed.any(axis=-1, keepdims=True)
     m = np.where(row_ok, s.max(axis=-1, keepdims=True, initial=-np.inf), 0.0)  # no keys: ok

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import AttnDSLError, did_you_mean
+from .features import nodes as mn
+from .features.text import format_leaf, format_mask
 from .inputs import random_inputs
 from .ir.nodes import Block, Model
-from .masks import nodes as mn
 from .masks.analysis import density, tile_counts
-from .masks.primitives import format_leaf, format_mask
 
 DEFAULT_LEN = 128
 DEFAULT_TILE = 64

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AttnDSLError, InputError, did_you_mean
+from .features import nodes as mn
+from .features.registry import rule
+from .features.text import format_mask
 from .inputs import random_inputs
 from .ir.nodes import Block, Model, Output
-from .masks import nodes as mn
 from .masks.eval import eval_mask
-from .masks.primitives import format_mask
+from .viz_layout import panel_groups, pool, tick_step
 
 INPUTS_SEED = 0
 
@@ -58,22 +60,7 @@ def _fixed_len(model: Model, stream: str) -> int | None:
 def default_length(block: Block) -> int:
     """A length that shows the pattern: four times the widest span in the mask (window
     width, chunk, stride...), as a power of two between 16 and 512."""
-    sizes = [0]
-    for node in mn.walk(block.mask or mn.All()):
-        if isinstance(node, (mn.Window, mn.Dilated)):
-            sizes.append(node.left + node.right + 1)
-        elif isinstance(node, (mn.Sliding, mn.Chunk)):
-            sizes.append(node.size)
-        elif isinstance(node, mn.Strided):
-            sizes.append(node.stride)
-        elif isinstance(node, mn.Summary):
-            sizes.append(node.c)
-        elif isinstance(node, mn.Prefix):
-            sizes.append(node.n)
-        elif isinstance(node, mn.Global):
-            sizes.append(max(node.positions) + 1)
-        elif isinstance(node, mn.Random):
-            sizes.append(node.block)
+    sizes = [0] + [rule("viz", node)(node) for node in mn.walk(block.mask or mn.All())]
     return min(512, max(16, 1 << math.ceil(math.log2(max(1, 4 * max(sizes))))))
 
 
@@ -112,10 +99,15 @@ def example_inputs(model: Model, block: str | Block | None, q_len: int, k_len: i
     lens = {_seq_entry(model, b.query): q_len, _seq_entry(model, b.key): k_len - past_len}
     dims = tuple(dataclasses.replace(d, size=lens.get(d.name, d.size)) for d in model.dims)
     out = random_inputs(dataclasses.replace(model, dims=dims), seed=seed, past_len=past_len)
-    for node in mn.walk(b.mask or mn.All()):
-        if isinstance(node, mn.Padding):
-            out[node.input] = np.full_like(out[node.input], padding_length(k_len))
+    for name in _length_inputs(b):
+        out[name] = np.full_like(out[name], padding_length(k_len))
     return out
+
+
+def _length_inputs(block: Block) -> set[str]:
+    """The [batch] length inputs the block's mask reads (padding(len))."""
+    return {name for node in mn.walk(block.mask or mn.All())
+            for name, role in rule("inputs", node)(node) if role == "lengths"}
 
 
 def padding_length(k_len: int) -> int:
@@ -126,8 +118,9 @@ def padding_length(k_len: int) -> int:
 def inputs_note(block: Block, k_len: int) -> str:
     """How ``example_inputs`` filled the inputs a mask reads, for a picture's title."""
     parts = []
+    lengths = _length_inputs(block)
     for name in needs_inputs(block):
-        pad = any(isinstance(x, mn.Padding) and x.input == name for x in mn.walk(block.mask))
+        pad = name in lengths
         parts.append(f"{name} = {padding_length(k_len)}" if pad else f"{name} random")
     return f"example inputs: {', '.join(parts)} (seed {INPUTS_SEED})" if parts else ""
 
@@ -193,7 +186,7 @@ def prob_grid(model: Model, block: str | Block | None, inputs: Mapping[str, np.n
 def tile_classes(grid: np.ndarray, tile: int) -> np.ndarray:
     """Exact classes of ``tile``-square blocks of a grid, int8 ``[heads, nqt, nkt]``:
     0 empty, 1 partial, 2 full (edge tiles count only their real cells)."""
-    mean = _pool(np.asarray(grid, bool).astype(np.float32), tile)[0]
+    mean = pool(np.asarray(grid, bool).astype(np.float32), tile)[0]
     return np.where(mean == 0, 0, np.where(mean == 1, 2, 1)).astype(np.int8)
 
 
@@ -236,57 +229,6 @@ def parse_heads(text: str, heads: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-def head_label(heads: Sequence[int]) -> str:
-    """``head 0``, ``heads 0-3``, ``heads 0-1, 4``."""
-    hs = sorted(heads)
-    runs: list[list[int]] = []
-    for h in hs:
-        if runs and h == runs[-1][-1] + 1:
-            runs[-1].append(h)
-        else:
-            runs.append([h])
-    parts = [str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs]
-    return ("head " if len(hs) == 1 else "heads ") + ", ".join(parts)
-
-
-def group_heads(grid: np.ndarray, tiles: np.ndarray | None = None) -> list[list[int]]:
-    """Indices (into ``grid``) of slices with identical pictures, in first-seen order."""
-    groups: dict[bytes, list[int]] = {}
-    for i in range(grid.shape[0]):
-        key = grid[i].tobytes() + (b"" if tiles is None else tiles[i].tobytes())
-        groups.setdefault(key, []).append(i)
-    return list(groups.values())
-
-
-def _panels(grid: np.ndarray, heads: Sequence[int] | None, tiles: np.ndarray | None):
-    heads = list(range(grid.shape[0])) if heads is None else list(heads)
-    if len(heads) != grid.shape[0]:
-        raise ValueError(f"{len(heads)} head labels for {grid.shape[0]} grid slices")
-    return [(head_label([heads[i] for i in g]), [heads[i] for i in g], g[0])
-            for g in group_heads(grid, tiles)]
-
-
-# ---------------------------------------------------------------- pooling and ticks
-
-
-def _pool(a: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and max over ``f``-square blocks of the last two axes (edge blocks are smaller)."""
-    *lead, q, k = a.shape
-    nq, nk = -(-q // f), -(-k // f)
-    pad = np.full((*lead, nq * f, nk * f), np.nan, np.float32)
-    pad[..., :q, :k] = a
-    blocks = pad.reshape(*lead, nq, f, nk, f)
-    return np.nanmean(blocks, axis=(-3, -1)), np.nanmax(blocks, axis=(-3, -1))
-
-
-def _tick_step(positions: int, units_per_pos: float, label_units: float) -> int:
-    """The smallest power-of-two step whose labels do not collide."""
-    step = 1
-    while step * units_per_pos < label_units and step < positions:
-        step *= 2
-    return step
-
-
 # ---------------------------------------------------------------- text
 
 _CELL = 32  # text: up to this many positions per axis, two characters per position
@@ -303,14 +245,14 @@ def _text_cells(values: np.ndarray, probs: bool, vmax: float) -> tuple[list[str]
     q, k = values.shape
     if probs:
         f = max(1, -(-max(q, k) // _CELL))
-        peak = _pool(values, f)[1]
+        peak = pool(values, f)[1]
         rows = ["".join("· " if v == 0 else _shade(math.sqrt(v / vmax)) for v in r)
                 for r in peak]
         return rows, f, f
     if max(q, k) <= _CELL:
         return ["".join("██" if v else "· " for v in r) for r in values], 1, 1
     f = max(1, -(-max(q, k) // _HALF))
-    on = _pool(values.astype(np.float32), f)[1] > 0
+    on = pool(values.astype(np.float32), f)[1] > 0
     if on.shape[0] % 2:
         on = np.concatenate([on, np.zeros((1, on.shape[1]), bool)])
     chars = {(True, True): "█", (True, False): "▀", (False, True): "▄", (False, False): "·"}
@@ -324,7 +266,7 @@ def _text_panel(label: str, rows: list[str], per_col: int, per_line: int, k_len:
     """A labelled panel: k ticks on top, absolute q positions on the left."""
     gutter = max(4, len(str(q_start + q_len - 1)) + 1)
     width = len(rows[0])
-    step = _tick_step(k_len, cols_per_pos, len(str(k_len - 1)) + 1)
+    step = tick_step(k_len, cols_per_pos, len(str(k_len - 1)) + 1)
     ticks = [" "] * (width + 8)
     for pos in range(0, k_len, step):
         col = int(pos * cols_per_pos)
@@ -379,7 +321,7 @@ def render_text(grid: np.ndarray, heads: Sequence[int] | None = None, *,
     vmax = float(grid.max()) if probs and grid.max() > 0 else 1.0
     panels: list[list[str]] = []
     zoom = 1
-    for label, _, i in _panels(grid, heads, tiles):
+    for label, _, i in panel_groups(grid, heads, tiles):
         rows, per_col, per_line = _text_cells(grid[i], probs, vmax)
         zoom = per_col
         cpp = len(rows[0]) / -(-k_len // per_col) / per_col

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .viz import _panels, _pool, _tick_step
+from .viz_layout import panel_groups, pool, tick_step
 
 BG = (255, 255, 255)
 INK = (40, 40, 40)
@@ -77,9 +77,9 @@ def _mask_rgb(values: np.ndarray, tiles: np.ndarray | None, tile: int, f: int) -
         kinds = [(on & (cls == 2), FULL), (on & (cls == 1), ALLOWED), (on & (cls == 0), WRONG),
                  (~on & (cls == 1), PARTIAL_MASKED), (~on & (cls == 0), MASKED),
                  (~on & (cls == 2), WRONG)]
-    fracs = np.stack([_pool(c.astype(np.float32), f)[0] for c, _ in kinds])
+    fracs = np.stack([pool(c.astype(np.float32), f)[0] for c, _ in kinds])
     if f > 1:  # keep a lone allowed cell visible: allowed colours weigh at least 60 %
-        share = _pool(on.astype(np.float32), f)[0]
+        share = pool(on.astype(np.float32), f)[0]
         boost = np.where(share > 0, np.maximum(share, 0.6) / np.maximum(share, 1e-9), 1.0)
         rest = np.where(share < 1, (1 - share * boost) / np.maximum(1 - share, 1e-9), 0.0)
         half = len(kinds) // 2  # the first half of ``kinds`` are allowed cells
@@ -89,7 +89,7 @@ def _mask_rgb(values: np.ndarray, tiles: np.ndarray | None, tile: int, f: int) -
 
 
 def _prob_rgb(values: np.ndarray, vmax: float, f: int) -> np.ndarray:
-    peak = _pool(values, f)[1]
+    peak = pool(values, f)[1]
     rgb = _colormap(np.sqrt(peak / vmax))
     return np.where((peak > 0)[..., None], rgb, np.array(MASKED, np.float32))
 
@@ -122,11 +122,11 @@ def render_png(grid: np.ndarray, path: str | Path, title: str = "",
     f, cell = _scale(n_q, n_k)
     vmax = float(grid.max()) if probs and grid.max() > 0 else 1.0
     f_title, f_label, f_tick = _font(15), _font(13), _font(11)
-    groups = _panels(grid, heads, tiles)
+    groups = panel_groups(grid, heads, tiles)
     mw, mh = -(-n_k // f) * cell, -(-n_q // f) * cell
     ppp = cell / f  # pixels per position
-    step = max(_tick_step(n_k, ppp, f_tick.getlength(str(n_k - 1)) + 10),
-               _tick_step(n_q, ppp, 16))
+    step = max(tick_step(n_k, ppp, f_tick.getlength(str(n_k - 1)) + 10),
+               tick_step(n_q, ppp, 16))
     gutter = int(max(f_tick.getlength(str(q_start + n_q - 1)), f_tick.getlength("q\\k"))) + 8
     pw, ph = gutter + mw + 4, 20 + 16 + mh
     ncols = max(1, min(len(groups), (MAX_WIDTH - 2 * PAD + GAP) // (pw + GAP)))

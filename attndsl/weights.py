@@ -1,15 +1,26 @@
 """Model parameters: loaded from .npz / .safetensors (checked against the IR) or drawn
-from the spec's seed (same spec and seed, same bytes)."""
+from the spec's seed (same spec and seed, same bytes). Safetensors files are read by
+``safetensors_io`` (no torch, no ``safetensors`` package): F32, F16 and BF16 checkpoints load,
+converted exactly to float32; integer and quantized tensors are refused by name."""
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
 from .errors import WeightsError
 from .ir.nodes import Model
+from .safetensors_io import (
+    SUPPORTED_DTYPES,
+    UNSUPPORTED_HINT,
+    Conversion,
+    iter_tensors,
+    open_safetensors,
+    unsupported_dtype_problem,
+)
 
 Weights = dict[str, np.ndarray]
 
@@ -36,6 +47,8 @@ def _fan_in(model: Model, bias_name: str) -> int:
 
 
 def read_weights_file(path: str | Path) -> Weights:
+    """Every array of a ``.npz`` or ``.safetensors`` file. Safetensors tensors keep their
+    float type (BF16 becomes float32, exactly); integer and quantized ones are refused."""
     p = Path(path)
     if not p.exists():
         raise WeightsError(f"cannot read weights file '{p}': no such file")
@@ -44,7 +57,8 @@ def read_weights_file(path: str | Path) -> Weights:
             with np.load(p, allow_pickle=False) as f:
                 return {k: np.asarray(f[k]) for k in f.files}
         if p.suffix == ".safetensors":
-            return _read_safetensors(p)
+            with open_safetensors(p) as st:
+                return dict(iter_tensors(st))
     except WeightsError:
         raise
     except Exception as err:  # corrupt archives raise many kinds of errors
@@ -52,59 +66,72 @@ def read_weights_file(path: str | Path) -> Weights:
     raise WeightsError(f"unsupported weights file '{p}'", hint="use .npz or .safetensors")
 
 
-def _read_safetensors(p: Path) -> Weights:
-    """Read safetensors with the library when installed, else with the (simple) format."""
-    try:
-        from safetensors.numpy import load_file
-    except ImportError:
-        return _read_safetensors_plain(p)
-    return {k: np.asarray(v) for k, v in load_file(str(p)).items()}
+def _problems(expected: Mapping[str, tuple[int, ...]],
+              found: Mapping[str, tuple[tuple[int, ...], str | None]]) -> list[str]:
+    """What keeps ``found`` (name -> shape, and a dtype problem or None) from matching."""
+    problems = []
+    for name, shape in expected.items():
+        if name not in found:
+            problems.append(f"missing array '{name}' {list(shape)}")
+        elif tuple(found[name][0]) != shape:
+            problems.append(f"array '{name}' has shape {list(found[name][0])}, "
+                            f"expected {list(shape)}")
+        elif found[name][1] is not None:
+            problems.append(found[name][1])
+    return problems + [f"unexpected array '{name}'" for name in found if name not in expected]
 
 
-_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "BF16": None}
-
-
-def _read_safetensors_plain(p: Path) -> Weights:
-    import json
-    import struct
-
-    raw = p.read_bytes()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n])
-    out: Weights = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dt = _ST_DTYPES.get(info["dtype"])
-        if dt is None:
-            raise WeightsError(f"array '{name}' has unsupported dtype {info['dtype']}")
-        a, b = info["data_offsets"]
-        out[name] = np.frombuffer(raw[8 + n + a:8 + n + b], dtype=dt).reshape(info["shape"])
-    return out
+def _mismatch(origin: str, problems: list[str]) -> WeightsError:
+    quantized = any("quantized" in p for p in problems)
+    return WeightsError(f"weights file '{origin}' does not match the spec: "
+                        + "; ".join(problems), hint=UNSUPPORTED_HINT if quantized else None)
 
 
 def check_weights(model: Model, weights: Weights, origin: str) -> Weights:
     """Every expected array present with its shape, nothing extra; cast to float32."""
     expected = model.weight_shapes()
-    problems = []
-    for name, shape in expected.items():
-        if name not in weights:
-            problems.append(f"missing array '{name}' {list(shape)}")
-        elif tuple(weights[name].shape) != shape:
-            problems.append(f"array '{name}' has shape {list(weights[name].shape)}, "
-                            f"expected {list(shape)}")
-        elif not np.issubdtype(weights[name].dtype, np.floating):
-            problems.append(f"array '{name}' has dtype {weights[name].dtype}, expected a float")
-    problems += [f"unexpected array '{name}'" for name in weights if name not in expected]
+    problems = _problems(expected, {
+        name: (a.shape, None if np.issubdtype(a.dtype, np.floating)
+               else f"array '{name}' has dtype {a.dtype}, expected a float")
+        for name, a in weights.items()})
     if problems:
-        raise WeightsError(f"weights file '{origin}' does not match the spec: "
-                           + "; ".join(problems))
+        raise _mismatch(origin, problems)
     return {name: np.asarray(weights[name], dtype=np.float32) for name in expected}
+
+
+def _load_safetensors(model: Model, p: Path, origin: str) -> tuple[Weights, list[Conversion]]:
+    """Check names, shapes and dtypes from the header, then read each expected tensor once,
+    straight into float32 (exact from F16 and BF16; the lowering rounds to the model dtype)."""
+    expected = model.weight_shapes()
+    try:
+        with open_safetensors(p) as st:
+            problems = _problems(expected, {
+                name: (i.shape, None if i.dtype in SUPPORTED_DTYPES
+                       else unsupported_dtype_problem(name, i.dtype, noun="array"))
+                for name, i in ((n, st.info(n)) for n in st.names())})
+            if problems:
+                raise _mismatch(origin, problems)
+            out = {name: st.read(name, "float32") for name in expected}
+            return out, list(st.conversions)
+    except WeightsError:
+        raise
+    except Exception as err:  # an unreadable file (permissions, a folder...)
+        raise WeightsError(f"cannot read weights file '{p}': {err}") from None
+
+
+def load_weights_with_conversions(model: Model, path: str | Path | None = None,
+                                  ) -> tuple[Weights, list[Conversion]]:
+    """``load_weights`` and the type conversions it made (e.g. BF16 -> float32), for the
+    compiled model's record. Seeded and ``.npz`` weights report none."""
+    path = path if path is not None else model.weights_file
+    if path is None:
+        return seeded_weights(model), []
+    p = Path(path)
+    if p.suffix == ".safetensors" and p.exists():
+        return _load_safetensors(model, p, str(path))
+    return check_weights(model, read_weights_file(path), str(path)), []
 
 
 def load_weights(model: Model, path: str | Path | None = None) -> Weights:
     """The model's parameters: from ``path`` (or the spec's ``weights``), else seeded."""
-    path = path if path is not None else model.weights_file
-    if path is None:
-        return seeded_weights(model)
-    return check_weights(model, read_weights_file(path), str(path))
+    return load_weights_with_conversions(model, path)[0]

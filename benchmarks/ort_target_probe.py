@@ -25,9 +25,9 @@ import numpy as np
 import onnxruntime as ort
 
 from attndsl.api import parse_spec
-from attndsl.compile import CompileOptions, compile_with_explanations
 from attndsl.inputs import random_inputs
 from attndsl.lower import ort_contrib
+from attndsl.lower.compile import CompileOptions, compile_with_explanations
 
 SPEC = """\
 attndsl: 1

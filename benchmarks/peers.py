@@ -287,7 +287,7 @@ def _mask_mod(case: Case, torch):
         return lambda b, h, q, k: k <= q
     if case.pattern == "sliding":
         return lambda b, h, q, k: (k <= q) & (q - k < w)
-    from attndsl.masks.tables import random_blocks
+    from attndsl.features.masks.random import random_blocks
 
     blk, s = case.block, case.seq
     half = blk + blk // 2

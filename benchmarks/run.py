@@ -94,7 +94,7 @@ def _preload() -> None:
     import torch  # noqa: F401
     from torch.nn.attention import flex_attention  # noqa: F401
 
-    import attndsl.compile  # noqa: F401
+    import attndsl.lower.compile  # noqa: F401
 
 
 class Harness:

@@ -74,7 +74,7 @@ def build(pattern: str, seq: int, variant: str) -> tuple[bytes, str]:
     mode = name if name in ("dense", "auto", "block") else "block"
     options = SparseOptions(mode, number if name == "band" else None, seq)
 
-    class Probe(op._Lowering):
+    class Probe(op.PortableLowering):
         def plan(self, b):
             plan = super().plan(b)
             if name == "chunks":

@@ -1,4 +1,5 @@
-"""attndsl's compile variants (target x strategy), discovered from ``attndsl.compile``.
+"""attndsl's compile variants (target x strategy), discovered from ``attndsl.lower.compile``
+and the target table ``attndsl.lower.targets``.
 
 The harness does not hard-code the compiler's options: it reads ``CompileOptions`` (its
 fields, their ``Literal`` choices or the module's choice tuples) when it runs, so a target or
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _FALLBACK = {"target": ("portable", "ort"), "sparse": ("auto", "dense", "block")}
-_CONSTANTS = {"target": ("TARGETS", "TARGET_CHOICES"),
+_CONSTANTS = {"target": ("TARGET_NAMES", "TARGETS", "TARGET_CHOICES"),
               "sparse": ("SPARSE_CHOICES", "SPARSE_MODES", "STRATEGIES", "SPARSE")}
 
 
@@ -46,11 +47,13 @@ class Variant:
                                   ("block_size", self.block_size)) if v is not None}
 
 
-def _choices(module, options_cls, name: str) -> tuple[str, ...]:
+def _choices(modules, options_cls, name: str) -> tuple[str, ...]:
     for const in _CONSTANTS.get(name, ()):
-        value = getattr(module, const, None)
-        if isinstance(value, (tuple, list, frozenset, set)) and value:
-            return tuple(sorted(value)) if isinstance(value, (set, frozenset)) else tuple(value)
+        for module in modules:
+            value = getattr(module, const, None)
+            if isinstance(value, (tuple, list, frozenset, set)) and value:
+                return (tuple(sorted(value)) if isinstance(value, (set, frozenset))
+                        else tuple(value))
     try:
         hint = typing.get_type_hints(options_cls).get(name)
     except Exception:  # noqa: BLE001 - unresolvable annotations: fall back below
@@ -64,15 +67,16 @@ def _choices(module, options_cls, name: str) -> tuple[str, ...]:
 def discover(block_sizes: tuple[int, ...] = ()) -> list[Variant]:
     """Every (target, sparse[, block_size]) the installed compiler offers; the default
     variant first."""
-    from attndsl import compile as c
+    from attndsl.lower import compile as c
+    from attndsl.lower import targets as table
 
     options_cls = getattr(c, "CompileOptions", None)
     if options_cls is None:
         return [Variant(is_default=True)]
     fields = {f.name for f in dataclasses.fields(options_cls)}
     default = options_cls()
-    targets = _choices(c, options_cls, "target") if "target" in fields else (None,)
-    sparse = _choices(c, options_cls, "sparse") if "sparse" in fields else (None,)
+    targets = _choices((table, c), options_cls, "target") if "target" in fields else (None,)
+    sparse = _choices((table, c), options_cls, "sparse") if "sparse" in fields else (None,)
     sizes = (None, *block_sizes) if "block_size" in fields else (None,)
     out = []
     for t in targets:
@@ -91,8 +95,8 @@ def compile_variant(variant: Variant, spec_text: str,
     """The ONNX ModelProto of ``spec_text`` compiled with ``variant``, and the per-block
     explanation lines when the compiler gives them. ``seq_hint`` (dynamic specs) is the
     length the strategy choice should cost, where the compiler takes one."""
-    from attndsl import compile as c
     from attndsl.api import parse_spec
+    from attndsl.lower import compile as c
 
     model = parse_spec(spec_text, "bench.yaml")
     params = inspect.signature(c.compile_model).parameters

@@ -14,10 +14,10 @@ import argparse
 import sys
 
 import attndsl
-from attndsl.compile import CompileOptions, compile_model
-from attndsl.decode import decode_loop, max_errors
 from attndsl.errors import AttnDSLError
 from attndsl.inputs import random_inputs
+from attndsl.lower.compile import CompileOptions, compile_model
+from attndsl.runtime.decode import decode_loop, max_errors
 
 
 def main(argv: list[str] | None = None) -> int:

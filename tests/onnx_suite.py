@@ -3,7 +3,7 @@
 The onnx wheel ships the generators of its backend tests (``onnx.backend.test.case.node``), not
 the data. ``attention_cases()`` runs the ``Attention`` exporters in-process (a fraction of a
 second) and ``translate()`` turns each case into an attndsl core-mode spec (``project: false``)
-plus the feeds it needs, or says why the contract cannot express it (``Unexpressible``).
+plus the feeds it needs, or says why the spec language cannot express it (``Unexpressible``).
 
 The harness only changes layouts, never values: 4-D ``[B, H, S, D]`` tensors become the 3-D
 ``[B, S, H*D]`` streams of core mode (and the output goes back), and an ``attn_mask`` shorter
@@ -308,7 +308,7 @@ def run_reference_case(case: Case, tr: Translation) -> list[np.ndarray]:
 def run_compiled_case(case: Case, tr: Translation) -> list[np.ndarray]:
     """The spec compiled by attndsl (portable target) and run in ONNX Runtime."""
     from attndsl.api import parse_spec
-    from attndsl.compile import compile_model
+    from attndsl.lower.compile import compile_model
     from attndsl.runtime import make_session, run_session
 
     model = parse_spec(tr.spec, f"{case.name}.yaml")

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import check_against_reference, one_block
 
-from attndsl.api import parse_spec
-from attndsl.compile import CompileOptions, compile_model, compile_with_explanations
 from attndsl.errors import ErrorCollector, LoweringError
+from attndsl.features import nodes as mn
 from attndsl.frontend.expr import Placement, parse_expr
 from attndsl.inputs import random_inputs
+from attndsl.ir.calls import build_mask
 from attndsl.ir.nodes import Model
+from attndsl.lower.compile import CompileOptions, compile_model, compile_with_explanations
 from attndsl.lower.plan import SparseOptions, offset_bounds, plan_block
-from attndsl.masks import nodes as mn
 from attndsl.masks.algebra import simplify
-from attndsl.masks.primitives import build_mask
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 from attndsl.source import Source
@@ -31,28 +31,8 @@ ATOL = {"float32": 2e-5, "float16": 4e-3}
 
 def spec(block: str, *, seq: str = "dynamic", inputs: str = "", dtype: str = "float32",
          outputs: str = "y: attn", extra_dims: str = "", extra_blocks: str = "") -> Model:
-    text = f"""\
-attndsl: 1
-name: t
-dtype: {dtype}
-seed: 1
-dims:
-  batch: dynamic
-  seq: {seq}
-  d: 32
-{extra_dims}
-inputs:
-  x: [batch, seq, d]
-{inputs}
-blocks:
-  attn:
-    query: x
-{block}
-{extra_blocks}
-outputs:
-  {outputs}
-"""
-    return parse_spec(text, "t.yaml")
+    return one_block(block, dtype=dtype, seed=1, seq=seq, dims=extra_dims, inputs=inputs,
+                     blocks=extra_blocks, outputs=outputs)
 
 
 def compiled(model: Model, sparse: str = "block", block_size: int | None = 4,
@@ -74,14 +54,8 @@ def run_cases(model: Model, kind: str, cases: list[dict], block_size: int | None
         feed = random_inputs(model, sizes, seed=i, past_len=case.get("past", 0))
         if inputs is not None:
             feed.update(inputs(feed))
-        got = run_session(session, feed)
-        want = run_reference(model, weights, feed)
-        for name, ref in want.items():
-            out = got[name]
-            assert out.shape == ref.shape, (name, case)
-            assert not np.isnan(out).any(), (name, case)
-            err = float(np.abs(out.astype(np.float64) - ref).max(initial=0.0))
-            assert err <= ATOL[model.dtype], f"{name} {case}: max abs error {err:.3g}"
+        check_against_reference(model, feed, ATOL[model.dtype], session=session,
+                                weights=weights, where=case)
     return explain[0].reason
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers import located_error
 
 import attndsl
 from attndsl import cli
@@ -108,11 +109,9 @@ def test_spec_error_has_location_caret_and_hint(tmp_path):
     for command in (("check",), ("ir",), ("compile", "-o", tmp_path / "x.onnx"), ("run",)):
         r = attndsl_cli(command[0], spec, *command[1:])
         assert_clean_error(r)
-        lines = r.stderr.splitlines()
-        assert lines[0].startswith(f"{spec}:9:20: error: unknown mask")
-        assert lines[0].endswith("'slidng'; did you mean 'sliding'?")
-        assert lines[1] == "  " + "    mask: causal & slidng(8)"
-        assert lines[2] == "  " + " " * 19 + "^" + "~" * (len("slidng(8)") - 1)
+        assert r.stderr.splitlines()[:3] == located_error(
+            spec, 9, 20, "unknown mask primitive 'slidng'; did you mean 'sliding'?",
+            "    mask: causal & slidng(8)", len("slidng(8)")).splitlines()
         assert r.stdout == ""
 
 

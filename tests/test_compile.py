@@ -6,23 +6,21 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from helpers import check_against_reference, digests_per_hash_seed, one_block_yaml
 
 import attndsl
 from attndsl.api import parse_spec
-from attndsl.compile import CompileOptions, compile_model, model_bytes, save_model_atomic
 from attndsl.errors import LoweringError, WeightsError
+from attndsl.features.nodes import RelativeBias
 from attndsl.inputs import random_inputs
-from attndsl.masks.nodes import RelativeBias
-from attndsl.passes import DEFAULT_PIPELINE, model_after
-from attndsl.reference import run_reference
+from attndsl.lower.compile import CompileOptions, compile_model, model_bytes, save_model_atomic
+from attndsl.lower.pipeline import DEFAULT_PIPELINE, model_after
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights
 
@@ -70,12 +68,8 @@ def test_opsets(opset, dtype):
     assert [(o.domain, o.version) for o in proto.opset_import] == [("", opset)]
     assert all(n.domain == "" for n in proto.graph.node)
     feed = random_inputs(model, {"batch": 2, "seq": 5}, past_len=2)
-    got = run_session(make_session(proto), feed)
-    want = run_reference(model, weights, feed)
     tol = 2e-5 if dtype == "float32" else 3e-3
-    for name in want:
-        np.testing.assert_allclose(got[name].astype(np.float64), want[name], atol=tol,
-                                   err_msg=name)
+    check_against_reference(model, feed, tol, session=make_session(proto), weights=weights)
 
 
 @pytest.mark.parametrize("opset", [16, 22, 13])
@@ -126,15 +120,8 @@ def test_deterministic_across_processes(tmp_path):
     """Hash seeds (set and dict order of strings) do not change the bytes."""
     spec = tmp_path / "rich.yaml"
     spec.write_text(RICH.replace("DTYPE", "float32"))
-    code = ("import sys, hashlib; from attndsl import load_spec; "
-            "from attndsl.compile import compile_model, model_bytes; "
-            "print(hashlib.sha256(model_bytes(compile_model(load_spec(sys.argv[1])))).hexdigest())")
-    digests = set()
-    for seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", code, str(spec)], env=env, check=True,
-                             capture_output=True, text=True)
-        digests.add(out.stdout.strip())
+    digests = {d[f"{spec} [default]"]
+               for d in digests_per_hash_seed([spec], {"default": {}}, ("1", "2"))}
     here = hashlib.sha256(model_bytes(compile_model(parse_spec(spec.read_text(),
                                                                str(spec))))).hexdigest()
     assert digests == {here}
@@ -202,21 +189,8 @@ def ops_of(text: str) -> list[str]:
 
 
 def block_spec(settings: str, inputs: str = "", kv: str = "x") -> str:
-    return f"""\
-attndsl: 1
-dims: {{batch: dynamic, seq: dynamic, src: dynamic}}
-inputs:
-  x: [batch, seq, 16]
-  e: [batch, src, 16]
-{inputs}
-blocks:
-  attn:
-    query: x
-    key_value: {kv}
-    heads: 2
-{settings}
-outputs: {{y: attn}}
-"""
+    return one_block_yaml(f"    key_value: {kv}\n    heads: 2\n{settings}", d=16,
+                          dims="  src: dynamic", inputs="  e: [batch, src, d]\n" + inputs)
 
 
 def test_mask_all_builds_no_mask():

@@ -11,52 +11,36 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ErrorReport, one_block_yaml
 from hypothesis import given, note
 from hypothesis import strategies as st
 from strategies import SCORE_ITEMS, mask_text
 
 from attndsl.api import parse_spec
-from attndsl.compile import CompileOptions, compile_model, compile_with_explanations
-from attndsl.decode import decode_loop, max_errors, stitch
 from attndsl.errors import AttnDSLError, InputError
 from attndsl.inputs import random_inputs
+from attndsl.lower.compile import CompileOptions, compile_model, compile_with_explanations
 from attndsl.reference import rope, run_reference
 from attndsl.runtime import make_session, run_session
+from attndsl.runtime.decode import decode_loop, max_errors, stitch
 from attndsl.weights import load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = {"float32": 1e-5, "float16": 2e-3}  # loop vs full run
 REF_TOL = {"float32": 1e-5, "float16": 5e-3}  # full run vs the float64 reference
-ERRORS: dict[str, float] = {}
+ERRORS = ErrorReport("max abs error, decode loop vs full-sequence run (ONNX Runtime, CPU):",
+                     width=56)
+_report = ERRORS.fixture()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    yield
-    print("\nmax abs error, decode loop vs full-sequence run (ONNX Runtime, CPU):")
-    for name, err in sorted(ERRORS.items()):
-        print(f"  {name:56s} {err:.2e}")
+def head(block: str, *, dtype: str = "float32", inputs: str = "", more: str = "",
+         last: str = "attn", cache: bool = True) -> str:
+    """A spec whose block ``attn`` (``block``, then ``cache: true``) may feed ``more`` blocks;
+    output ``y`` is block ``last``, ``p`` the weights of ``attn``."""
+    return one_block_yaml(block + ("\n    cache: true" if cache else ""), name="decode",
+                          dtype=dtype, seed=2, dims="  total: dynamic", inputs=inputs,
+                          blocks=more, outputs=f"y: {last}\n  p: attn.weights")
 
-
-HEAD = """\
-attndsl: 1
-name: decode
-dtype: {dtype}
-seed: 2
-dims: {{batch: dynamic, seq: dynamic, total: dynamic, d: 32}}
-inputs:
-  x: [batch, seq, d]
-{inputs}
-blocks:
-  attn:
-    query: x
-{block}
-    cache: true
-{more}
-outputs:
-  y: {last}
-  p: attn.weights
-"""
 
 CASES = {
     "gqa_sliding_rope": ("    heads: 8\n    kv_heads: 2\n    mask: causal & sliding(4)\n"
@@ -122,11 +106,10 @@ def case_model(name: str, dtype: str = "float32", probs: bool = True):
     if name == "core":
         text = CORE
     elif name == "chained":
-        text = HEAD.format(dtype=dtype, inputs="", block=CASES["gqa_sliding_rope"][0],
-                           more=CHAINED, last="top")
+        text = head(CASES["gqa_sliding_rope"][0], dtype=dtype, more=CHAINED, last="top")
     else:
         (block, inputs) = CASES[name]
-        text = HEAD.format(dtype=dtype, inputs=inputs, block=block, more="", last="attn")
+        text = head(block, dtype=dtype, inputs=inputs)
     if not probs:
         text = text.replace("\n  p: attn.weights", "").replace(", p: core.weights", "")
     return parse_spec(text, f"{name}.yaml")
@@ -148,8 +131,7 @@ def check_loop(name: str, model, prompt_len: int, total: int = 9,
         range(prompt_len, total))
     errors = max_errors(model, run)
     err = max(errors.values())
-    key = f"{name} [{model.dtype}]"
-    ERRORS[key] = max(ERRORS.get(key, 0.0), err)
+    ERRORS.record(f"{name} [{model.dtype}]", err)
     assert err <= TOL[model.dtype], errors
     # the full run itself is right: the numpy reference over the same inputs (empty caches)
     stitched = stitch(model, run)
@@ -232,9 +214,7 @@ def test_documents_need_ids_up_to_the_step():
 
 
 def test_decode_loop_rejects_uncached_and_cross_attention():
-    model = parse_spec(HEAD.format(dtype="float32", inputs="", block="    heads: 2",
-                                   more="", last="attn").replace("    cache: true\n", ""),
-                       "x.yaml")
+    model = parse_spec(head("    heads: 2", cache=False), "x.yaml")
     with pytest.raises(AttnDSLError, match="cache: true"):
         decode_loop(model, compile_model(model), full_inputs(model, 4), 2)
     model = case_model("alibi_6_heads")
@@ -273,8 +253,7 @@ def cached_spec(draw):
     block = (f"    heads: {heads}\n    kv_heads: {kv}\n    head_dim: 4\n"
              f"    mask: \"causal & ({mask})\"\n{rope}"
              + (f"    score: [{', '.join(scores)}]" if scores else ""))
-    return HEAD.format(dtype="float32", inputs="\n".join(inputs), block=block.rstrip("\n"),
-                       more="", last="attn")
+    return head(block.rstrip("\n"), inputs="\n".join(inputs))
 
 
 @given(text=cached_spec(), total=st.integers(1, 10), data=st.data(), seed=st.integers(0, 9))

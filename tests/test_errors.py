@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import error_of, located_error
 
 from attndsl import AttnDSLError, SpecError, SpecErrors, SpecSyntaxError, load_spec, parse_spec
 from attndsl.errors import WeightsError
@@ -41,12 +42,6 @@ block attn = attention(query = x) {
 }
 output y = attn
 """
-
-
-def error_of(text: str, path: str) -> AttnDSLError:
-    with pytest.raises(AttnDSLError) as info:
-        parse_spec(text, path)
-    return info.value
 
 
 def edit(text: str, old: str, new: str) -> str:
@@ -304,10 +299,9 @@ def test_hints(text: str, path: str, hint: str) -> None:
 
 def test_error_text_has_location_source_line_and_caret() -> None:
     err = error_of(edit(YAML, "mask: causal", "mask: causal & slidng(4)"), "dir/spec.yaml")
-    assert str(err) == (
-        "dir/spec.yaml:13:20: error: unknown mask primitive 'slidng'; did you mean 'sliding'?\n"
-        "      mask: causal & slidng(4)\n"
-        "                     ^~~~~~~~~")
+    assert str(err) == located_error(
+        "dir/spec.yaml", 13, 20, "unknown mask primitive 'slidng'; did you mean 'sliding'?",
+        "    mask: causal & slidng(4)", len("slidng(4)"))
     err = error_of(edit(DSL, "mask causal", "mask causal &"), "spec.attn")
     lines = str(err).splitlines()
     assert lines[0].startswith("spec.attn:7:16: error: unexpected end of line in spec;")

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
+from helpers import check_against_reference
 
 import attndsl
-from attndsl.compile import compile_model
 from attndsl.inputs import random_inputs
-from attndsl.reference import run_reference
-from attndsl.runtime import make_session, run_session
+from attndsl.lower.compile import compile_model
+from attndsl.runtime import make_session
 from attndsl.weights import load_weights
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,10 +51,5 @@ def test_compiles_runs_and_matches_reference(path):
     for sizes, past_len in SIZES:
         inputs = random_inputs(model, {k: v for k, v in sizes.items() if k in dynamic}, seed=5,
                                past_len=past_len)
-        got = run_session(session, inputs)
-        want = run_reference(model, weights, inputs)
-        assert list(got) == list(want)
-        for name, value in want.items():
-            assert got[name].shape == value.shape, name
-            err = float(np.max(np.abs(got[name].astype(np.float64) - value)))
-            assert err <= TOL, f"{name}: max abs error {err:.3g} at {sizes}, past {past_len}"
+        check_against_reference(model, inputs, TOL, session=session, weights=weights,
+                                where=f"at {sizes}, past {past_len}")

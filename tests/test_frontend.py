@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from attndsl import parse_spec
+from attndsl.features import nodes as mn
 from attndsl.frontend import ast, detect_syntax, parse_source
 from attndsl.frontend.expr import Placement, parse_expr
 from attndsl.frontend.writers import format_expr
-from attndsl.masks import nodes as mn
 from attndsl.source import Source
 
 

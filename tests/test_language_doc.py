@@ -8,13 +8,14 @@ import re
 from pathlib import Path
 
 import pytest
-from test_errors import YAML, edit, error_of
+from helpers import error_of
+from test_errors import YAML, edit
 
 from attndsl import parse_spec
+from attndsl.features.registry import MASKS, SCORES
 from attndsl.frontend import parse_source
-from attndsl.frontend.yaml_loader import TOP_KEYS
+from attndsl.frontend.ast import TOP_KEYS
 from attndsl.ir.build import BLOCK_KEYS, ROPE_KEYS
-from attndsl.masks.primitives import MASKS, SCORES
 from attndsl.source import Source
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "language.md").read_text("utf-8")

@@ -9,77 +9,34 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import ErrorReport, one_block, output_error, run_both
 
 from attndsl.api import parse_spec
-from attndsl.compile import compile_model
 from attndsl.inputs import random_inputs
 from attndsl.ir.nodes import Model
+from attndsl.lower.compile import compile_model
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights
 
 ATOL = {"float32": 2e-5, "float16": 3e-3}
-ERRORS: dict[str, float] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    yield
-    print("\nmax abs error, ONNX Runtime vs reference:")
-    for name, err in sorted(ERRORS.items()):
-        print(f"  {name:44s} {err:.2e}")
+ERRORS = ErrorReport("max abs error, ONNX Runtime vs reference:", width=44)
+_report = ERRORS.fixture()
 
 
 def spec(block: str, *, inputs: str = "", dims: str = "", dtype: str = "float32",
          outputs: str = "y: attn\n  p: attn.weights", blocks: str = "") -> Model:
     """A one-block spec around ``block`` (the settings of block ``attn``, 4-space indented)."""
-    text = f"""\
-attndsl: 1
-name: t
-dtype: {dtype}
-seed: 3
-dims:
-  batch: dynamic
-  seq: dynamic
-  d: 32
-{dims}
-inputs:
-  x: [batch, seq, d]
-{inputs}
-blocks:
-  attn:
-    query: x
-{block}
-{blocks}
-outputs:
-  {outputs}
-"""
-    return parse_spec(text, "x.yaml")
-
-
-def run_both(model: Model, sizes: dict[str, int], past_len: int = 0, seed: int = 0,
-             opset: int = 18, inputs: dict[str, np.ndarray] | None = None):
-    weights = load_weights(model)
-    session = make_session(compile_model(model, weights, opset))
-    feed = inputs if inputs is not None else random_inputs(model, sizes, seed, past_len)
-    got = run_session(session, feed)
-    want = run_reference(model, weights, feed)
-    assert list(got) == list(want)
-    return got, want
+    return one_block(block, dtype=dtype, seed=3, dims=dims, inputs=inputs, blocks=blocks,
+                     outputs=outputs, path="x.yaml")
 
 
 def check(model: Model, sizes: dict[str, int], feature: str, past_len: int = 0,
           opset: int = 18, inputs: dict[str, np.ndarray] | None = None) -> float:
-    got, want = run_both(model, sizes, past_len, opset=opset, inputs=inputs)
-    err = 0.0
-    for name, ref in want.items():
-        out = got[name]
-        assert out.dtype == np.dtype(model.dtype), name
-        assert out.shape == ref.shape, name
-        assert not np.isnan(out).any(), name
-        err = max(err, float(np.abs(out.astype(np.float64) - ref).max(initial=0.0)))
-    key = f"{feature} [{model.dtype}]"
-    ERRORS[key] = max(ERRORS.get(key, 0.0), err)
+    feed = inputs if inputs is not None else random_inputs(model, sizes, 0, past_len)
+    got, want = run_both(model, feed, opset=opset)
+    err = output_error(got, want, dtype=model.dtype, where=feature)
+    ERRORS.record(f"{feature} [{model.dtype}]", err)
     assert err <= ATOL[model.dtype], f"{feature}: max abs error {err:.3g}"
     return err
 
@@ -422,9 +379,8 @@ def _masked_case(mask: str, inputs: str = "", score: str = "", dtype: str = "flo
 
 
 def _run_exact(model: Model, feed: dict[str, np.ndarray]):
-    got, want = run_both(model, {}, inputs=feed)
-    for name in want:
-        assert not np.isnan(got[name]).any(), name
+    got, want = run_both(model, feed)
+    output_error(got, want, dtype=model.dtype)  # same outputs, shapes and dtypes; no NaN
     return got, want
 
 

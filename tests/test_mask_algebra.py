@@ -11,12 +11,13 @@ from hypothesis import strategies as st
 from strategies import mask_text
 
 from attndsl.errors import ErrorCollector
+from attndsl.features import nodes as n
+from attndsl.features.text import format_mask
 from attndsl.frontend.expr import Placement, parse_expr
-from attndsl.masks import nodes as n
+from attndsl.ir.calls import build_mask
 from attndsl.masks.algebra import RULES, canonical, implies, simplify
 from attndsl.masks.analysis import Tile, classify_tiles, density, is_symbolic, tile_counts
 from attndsl.masks.eval import eval_mask
-from attndsl.masks.primitives import build_mask, format_mask
 from attndsl.source import Source
 
 # (q_len, k_len, past_len): self-attention grids; positions reach 40, past the parameters

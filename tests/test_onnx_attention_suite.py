@@ -1,9 +1,9 @@
 """ONNX's own backend node tests for ``Attention`` (opsets 23-25), translated to attndsl specs.
 
-Each case the contract can express is compiled (portable target), run in ONNX Runtime and
-compared with onnx's expected outputs as onnx's backend runner compares them; the numpy
-reference is held to the same data. A case the contract cannot express is skipped with the
-reason. ``python -m tests.onnx_suite`` prints the same results as a table.
+Each case the spec language (docs/language.md) can express is compiled (portable target), run
+in ONNX Runtime and compared with onnx's expected outputs as onnx's backend runner compares
+them; the numpy reference is held to the same data. A case the language cannot express is
+skipped with the reason. ``python -m tests.onnx_suite`` prints the same results as a table.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ TRANSLATIONS = {name: translate(c) for name, c in CASES.items()}
 EXPRESSIBLE = [n for n, t in TRANSLATIONS.items() if isinstance(t, Translation)]
 
 # Measured with onnx 1.23.2: 93 Attention node tests, 68 expressible. Raise these when the
-# contract (or the translation) learns more; a drop is a regression.
+# language (or the translation) learns more; a drop is a regression.
 MIN_CASES = 93
 MIN_EXPRESSIBLE = 68
 

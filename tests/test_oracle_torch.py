@@ -13,11 +13,14 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from helpers import ErrorReport, one_block_yaml
 
 from attndsl.api import parse_spec
-from attndsl.compile import compile_model
+from attndsl.features.masks.random import random_blocks
+from attndsl.features.scores.alibi import alibi_slopes
+from attndsl.features.scores.relative_bias import t5_buckets
 from attndsl.inputs import random_inputs
-from attndsl.masks.tables import alibi_slopes, random_blocks, t5_buckets
+from attndsl.lower.compile import compile_model
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights
@@ -29,15 +32,8 @@ flex = pytest.importorskip("torch.nn.attention.flex_attention")
 pytestmark = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
 TOL = 1e-10
-ERRORS: dict[str, float] = {}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    yield
-    print("\nmax abs error vs PyTorch (float64):")
-    for name, err in sorted(ERRORS.items()):
-        print(f"  {name:40s} {err:.2e}")
+ERRORS = ErrorReport("max abs error vs PyTorch (float64):", width=40)
+_report = ERRORS.fixture()
 
 
 def check(feature: str, got, want, tol: float = TOL) -> None:
@@ -45,7 +41,7 @@ def check(feature: str, got, want, tol: float = TOL) -> None:
     want = torch.as_tensor(want, dtype=torch.float64)
     assert got.shape == want.shape, f"{feature}: shape {tuple(got.shape)} vs {tuple(want.shape)}"
     err = float((got - want).abs().max()) if got.numel() else 0.0
-    ERRORS[feature] = max(ERRORS.get(feature, 0.0), err)
+    ERRORS.record(feature, err)
     assert err <= tol, f"{feature}: max abs error {err:.3g} > {tol:g}"
 
 
@@ -53,14 +49,11 @@ def t64(a) -> torch.Tensor:
     return torch.as_tensor(np.asarray(a, dtype=np.float64))
 
 
-def spec(block: str, *, inputs: str = "", dims: str = "", name: str = "attn",
-         outputs: str | None = None, seq: int | str = "dynamic") -> str:
+def spec(block: str, *, inputs: str = "", dims: str = "", seq: int | str = "dynamic",
+         dtype: str = "float32") -> str:
     """A one-block YAML spec over ``x [batch, seq, 32]``; ``block`` is the indented body."""
-    outputs = outputs or f"  y: {name}\n  p: {name}.weights\n"
-    return (f"attndsl: 1\nname: oracle\n"
-            f"dims: {{batch: dynamic, seq: {seq}, d_model: 32{dims}}}\n"
-            f"inputs:\n  x: [batch, seq, d_model]\n{inputs}"
-            f"blocks:\n  {name}:\n    query: x\n{block}outputs:\n{outputs}")
+    return one_block_yaml(block, name="oracle", dtype=dtype, seq=seq, dims=dims, inputs=inputs,
+                          outputs="y: attn\n  p: attn.weights")
 
 
 # --- torch-side building blocks --------------------------------------------------------------
@@ -270,8 +263,8 @@ def test_t5_buckets_match_hugging_face(buckets, max_distance, bidirectional):
 
 
 def contract_random_table(r: int, block: int, seed: int, q_len: int, k_len: int):
-    """The contract's random(r, block=B, seed=S), transcribed: numpy's generator draws the
-    choices, torch builds the cell mask from q // B and k // B."""
+    """random(r, block=B, seed=S) as docs/language.md defines it, transcribed: numpy's
+    generator draws the choices, torch builds the cell mask from q // B and k // B."""
     nq, nk = -(-q_len // block), -(-k_len // block)
     rng = np.random.default_rng(seed)
     chosen = torch.zeros(nq, nk, dtype=torch.bool)
@@ -511,7 +504,7 @@ def test_cache_sliding_alibi_flex():
 def test_cache_document_ids_over_total_length():
     text = spec("    heads: 4\n    mask: causal & document(ids)\n    cache: true\n",
                 inputs="  ids: {shape: [batch, total], dtype: int64}\n",
-                dims=", total: dynamic")
+                dims="  total: dynamic")
     run_case("cache document (past 4)", text,
              mask=lambda t, b, h, q, k: (k <= q) & (t["ids"][b, q] == t["ids"][b, k]),
              sizes={"seq": 6, "total": 10}, past=4)
@@ -539,7 +532,7 @@ def test_bias_input_with_neg_inf_is_sdpa_float_mask():
     o = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, enable_gqa=True)
     assert sdpa_dead_rows_ok(o[0, 1, 3])
     assert np.all(ref["p"][0, 1, 3] == 0.0)
-    o = torch.nan_to_num(o, nan=0.0)  # the contract's fully masked row: 0
+    o = torch.nan_to_num(o, nan=0.0)  # a fully masked row gives 0 (docs/language.md)
     check("bias(t) input with -inf (SDPA float mask)", ref["y"],
           linear(w, "attn.o_proj", merge_heads(o), False))
     s = q @ k.repeat_interleave(2, 1).transpose(-1, -2) / math.sqrt(8) + bias
@@ -678,7 +671,7 @@ ORT_CASES = [
      {"seq": 6}, 5, 1e-5),
     ("causal GQA + rope + cache, float16",
      spec("    heads: 4\n    kv_heads: 2\n    mask: causal\n    rope: {theta: 10000.0}\n"
-          "    cache: true\n").replace("name: oracle\n", "name: oracle\ndtype: float16\n"),
+          "    cache: true\n", dtype="float16"),
      dict(mask=causal, rope=lambda x, p: rope_llama(x, p, 8, 10000.0), engine="sdpa"),
      {"seq": 6}, 5, 4e-3),
     ("sliding + alibi", spec("    heads: 6\n    kv_heads: 3\n    head_dim: 4\n"

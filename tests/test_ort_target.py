@@ -15,57 +15,38 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers import ErrorReport, one_block, output_error, run_both
 from onnx_suite import Translation, attention_cases, compare, translate
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from attndsl.api import load_spec, parse_spec
-from attndsl.compile import CompileOptions, compile_model, compile_with_explanations, model_bytes
-from attndsl.decode import decode_loop, max_errors
 from attndsl.errors import LoweringError
+from attndsl.features import nodes as mn
 from attndsl.inputs import random_inputs
 from attndsl.ir.nodes import Model
+from attndsl.lower.compile import (
+    CompileOptions,
+    compile_model,
+    compile_with_explanations,
+    model_bytes,
+)
 from attndsl.lower.ort_contrib import GQA, MHA, mask_pattern, split_scores
-from attndsl.masks import nodes as mn
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
+from attndsl.runtime.decode import decode_loop, max_errors
 from attndsl.weights import load_weights
 
 ATOL = {"float32": 1e-4, "float16": 5e-3}
-ERRORS: dict[str, float] = {}
+ERRORS = ErrorReport("max abs error, --target ort in ONNX Runtime vs reference:", width=52)
+_report = ERRORS.fixture()
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ATT23 = "Attention-23"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    yield
-    print("\nmax abs error, --target ort in ONNX Runtime vs reference:")
-    for name, err in sorted(ERRORS.items()):
-        print(f"  {name:52s} {err:.2e}")
-
-
 def spec(block: str, *, inputs: str = "", dtype: str = "float32", outputs: str = "y: attn",
          blocks: str = "", width: int = 64) -> Model:
-    return parse_spec(f"""\
-attndsl: 1
-name: t
-dtype: {dtype}
-seed: 5
-dims:
-  batch: dynamic
-  seq: dynamic
-  d: {width}
-inputs:
-  x: [batch, seq, d]
-{inputs}
-blocks:
-  attn:
-    query: x
-{block}
-{blocks}
-outputs:
-  {outputs}
-""", "t.yaml")
+    return one_block(block, dtype=dtype, seed=5, d=width, inputs=inputs, blocks=blocks,
+                     outputs=outputs)
 
 
 def compiled(model: Model, opset: int = 23, sparse: str = "auto"
@@ -91,15 +72,9 @@ def check(model: Model, lowering: str | list[str], opset: int = 23,
     for seq, past in steps:
         feed = inputs if inputs is not None else random_inputs(
             model, {"batch": 2, "seq": seq}, seed=seq + past, past_len=past)
-        got, want = run_session(session, feed), run_reference(model, weights, feed)
-        assert list(got) == list(want)
-        for name, ref in want.items():
-            out = got[name]
-            assert out.dtype == np.dtype(model.dtype) and out.shape == ref.shape, name
-            assert not np.isnan(out).any(), name
-            err = max(err, float(np.abs(out.astype(np.float64) - ref).max(initial=0.0)))
-    key = f"{'+'.join(want_low)} [{model.dtype}]"
-    ERRORS[key] = max(ERRORS.get(key, 0.0), err)
+        got, want = run_both(model, feed, weights=weights, session=session)
+        err = max(err, output_error(got, want, dtype=model.dtype, where=(seq, past)))
+    ERRORS.record(f"{'+'.join(want_low)} [{model.dtype}]", err)
     assert err <= ATOL[model.dtype], f"max abs error {err:.3g}"
     return err
 
@@ -215,7 +190,7 @@ def test_window_convention_is_tested():
 
 def test_padding_length_zero_gives_zero_rows():
     """MultiHeadAttention would average the values of a fully masked row (its mask filter is
-    finite); the guard makes it 0 as the contract says."""
+    finite); the guard makes it 0 as docs/language.md says."""
     model = spec(FUSED["mha_padding_alibi"][0], inputs=LENGTHS)
     feed = random_inputs(model, {"batch": 3, "seq": 5})
     feed["lengths"] = np.array([0, 2, 9], np.int64)

@@ -12,15 +12,12 @@ import numpy as np
 import pytest
 
 from attndsl import parse_spec, print_ir
-from attndsl.compile import CompileOptions, compile_model
 from attndsl.errors import AttnDSLError
 from attndsl.inputs import random_inputs
-from attndsl.passes import (
+from attndsl.lower.compile import CompileOptions, compile_model
+from attndsl.lower.pipeline import (
     DEFAULT_PIPELINE,
     REGISTRY,
-    PassManager,
-    PassResult,
-    Program,
     get_pass,
     ir_after,
     model_after,
@@ -28,6 +25,7 @@ from attndsl.passes import (
     resolve,
     run_passes,
 )
+from attndsl.passes import PassManager, PassResult, Program
 from attndsl.passes.base import IRPass
 from attndsl.passes.dead_outputs import DeadOutputsOptions
 from attndsl.passes.fold_scale import FoldScale, FoldScaleOptions
@@ -389,7 +387,7 @@ def test_stop_after_and_ir_after():
     assert "scale 1.0" in text and "fused qkv" not in text
     assert "fused qkv projection" in ir_after(c.model, c.weights, "fuse-qkv")
     graph = ir_after(c.model, c.weights, "share-computations")
-    assert "# initializer enc.qkv_proj.weight: float32[48, 16]" in graph
+    assert "  float32[48,16] enc.qkv_proj.weight\n" in graph
     assert "MatMul" in graph and "float_data" not in graph
     assert len(resolve(stop_after="fuse-qkv")) == DEFAULT_PIPELINE.index("fuse-qkv") + 1
 

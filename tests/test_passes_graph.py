@@ -4,20 +4,20 @@ mutates its input, and gives the same bytes on every run."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import pytest
+from helpers import digests_per_hash_seed
 
 from attndsl import parse_spec
-from attndsl.compile import CompileOptions, compile_model, model_bytes
 from attndsl.inputs import random_inputs
-from attndsl.passes import get_pass
-from attndsl.passes.fold_constants import FoldConstants, FoldConstantsOptions
-from attndsl.passes.share_computations import ShareComputations, ShareComputationsOptions
+from attndsl.lower.compile import CompileOptions, compile_model, model_bytes
+from attndsl.lower.graph_passes.fold_constants import FoldConstants, FoldConstantsOptions
+from attndsl.lower.graph_passes.share_computations import (
+    ShareComputations,
+    ShareComputationsOptions,
+)
+from attndsl.lower.pipeline import get_pass
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights
 
@@ -179,13 +179,5 @@ def test_same_bytes_across_processes(tmp_path):
     """Hash seeds (set and dict order of strings) do not change what the passes emit."""
     spec = tmp_path / "stack.yaml"
     spec.write_text(STACK.replace("SEQ", "8"))
-    code = ("import sys, hashlib; from attndsl import load_spec; "
-            "from attndsl.compile import compile_model, model_bytes; "
-            "print(hashlib.sha256(model_bytes(compile_model(load_spec(sys.argv[1])))).hexdigest())")
-    digests = set()
-    for seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", code, str(spec)], env=env, check=True,
-                             capture_output=True, text=True)
-        digests.add(out.stdout.strip())
-    assert len(digests) == 1
+    runs = digests_per_hash_seed([spec], {"default": {}}, ("1", "2"))
+    assert runs[0] == runs[1] and not runs[0][f"{spec} [default]"].startswith("error:")

@@ -41,9 +41,9 @@ import pytest
 from feature_specs import PAIRS
 
 from attndsl.api import load_spec, parse_spec
-from attndsl.compile import CompileOptions, compile_model, model_bytes
 from attndsl.inputs import random_inputs
 from attndsl.ir.nodes import Model
+from attndsl.lower.compile import CompileOptions, compile_model, model_bytes
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights, seeded_weights
 

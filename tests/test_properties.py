@@ -18,16 +18,16 @@ import functools
 
 import numpy as np
 import onnx
+from helpers import check_against_reference
 from hypothesis import given, note, settings
 from hypothesis import strategies as st
 from strategies import mask_text, spec_yaml
 
 from attndsl.api import parse_spec
-from attndsl.compile import CompileOptions, compile_model, compile_with_explanations
 from attndsl.convert import convert_text
 from attndsl.inputs import random_inputs
+from attndsl.lower.compile import CompileOptions, compile_model, compile_with_explanations
 from attndsl.masks.eval import eval_mask
-from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 from attndsl.weights import load_weights
 
@@ -288,14 +288,8 @@ def check_spec(text: str, sizes: dict[str, int], past: int, seed: int,
     assert _graph_bytes(again) == _graph_bytes(proto)
     # ONNX Runtime agrees with the reference interpreter
     feed = random_inputs(model, sizes, seed=seed, past_len=past)
-    got = run_session(make_session(proto), feed)
-    want = run_reference(model, weights, feed)
-    assert list(got) == list(want)
-    for name, ref in want.items():
-        assert got[name].shape == ref.shape, name
-        assert not np.isnan(got[name]).any(), name
-        np.testing.assert_allclose(got[name].astype(np.float64), ref, rtol=0,
-                                   atol=TOL[model.dtype], err_msg=name)
+    check_against_reference(model, feed, TOL[model.dtype], session=make_session(proto),
+                            weights=weights)
 
 
 TOL = {"float32": 1e-4, "float16": 5e-3}

@@ -4,6 +4,7 @@ and error sample match what the tools do."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,56 @@ def test_readme_examples_exist():
                            re.M):
         assert (ROOT / "examples" / f"{name}.yaml").exists(), name
         assert (ROOT / "examples" / f"{name}.attn").exists(), name
+
+
+# ---------------------------------------------------------------- the Python section
+
+
+def _python_blocks() -> list[str]:
+    section = README.split("\n## Python\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def _shown_outputs(block: str) -> list[str]:
+    """The comment runs right after a ``print(...)`` line: what the README says it prints."""
+    shown, lines = [], block.splitlines()
+    for i, line in enumerate(lines):
+        if "print(" not in line:
+            continue
+        run = []
+        for after in lines[i + 1:]:
+            if not after.strip().startswith("# "):
+                break
+            run.append(after.strip()[2:])
+        if run:
+            shown.append(" ".join(run))
+    return shown
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_readme_python_section_runs(tmp_path, monkeypatch, capsys):
+    """Every python block of the "Python" section runs, in order, in one namespace, from a
+    folder that has the examples (as the repository root has); what the comments say a print
+    shows is what it prints."""
+    blocks = _python_blocks()
+    assert len(blocks) >= 3
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"README.md python block {i}", "exec"), namespace)
+        printed = _words(capsys.readouterr().out)
+        for shown in _shown_outputs(block):
+            assert _words(shown) in printed, (i, shown)
+    assert (tmp_path / "tiny.attn").exists() and (tmp_path / "mistral16.onnx").exists()
+
+
+def test_readme_python_section_shows_every_api_function():
+    code = "\n".join(_python_blocks())
+    for name in ("Spec.load", "with_block", "attndsl.compile(", "attndsl.compile_to(",
+                 "attndsl.run(", "attndsl.verify(", "attndsl.check(", "Spec.new(", "to_attn()",
+                 ".save("):
+        assert name in code, name

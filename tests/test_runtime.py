@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from attndsl.api import parse_spec
-from attndsl.compile import compile_model, model_bytes, save_model_atomic
 from attndsl.errors import InputError, RuntimeUnavailable
+from attndsl.lower.compile import compile_model, model_bytes, save_model_atomic
 from attndsl.runtime import available_providers, make_session, run_session
 
 SPEC = """\

@@ -6,8 +6,9 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import one_block
 
-from attndsl import viz
+from attndsl import viz, viz_layout
 from attndsl.api import parse_spec
 from attndsl.errors import AttnDSLError, InputError
 from attndsl.inputs import random_inputs
@@ -17,17 +18,10 @@ from attndsl.weights import load_weights
 
 
 def spec(mask: str, heads: int = 4, seq: str | int = "dynamic", extra: str = ""):
-    return parse_spec(f"""
-attndsl: 1
-name: demo
-dims: {{batch: dynamic, seq: {seq}, d_model: 32}}
-inputs:
-  x: [batch, seq, d_model]
-  lengths: {{shape: [batch], dtype: int64}}
-blocks:
-  attn: {{query: x, heads: {heads}, mask: "{mask}"{extra}}}
-outputs: {{y: attn, p: attn.weights}}
-""", "demo.yaml")
+    """A one-block spec with ``mask`` (and ``extra`` settings lines) over ``x`` and ``lengths``."""
+    return one_block(f"    heads: {heads}\n    mask: \"{mask}\"{extra}", name="demo", seq=seq,
+                     inputs="  lengths: {shape: [batch], dtype: int64}",
+                     outputs="y: attn\n  p: attn.weights", path="demo.yaml")
 
 
 GEMMA = "causal & (heads(0..1) & sliding(4) | heads(2, 3))"
@@ -134,17 +128,17 @@ def test_heads_selection_and_labels():
     for bad in ("4", "1-5", "x", "2-1"):
         with pytest.raises(AttnDSLError):
             viz.parse_heads(bad, 4)
-    assert viz.head_label([0]) == "head 0"
-    assert viz.head_label([0, 1, 2, 3]) == "heads 0-3"
-    assert viz.head_label([4, 0, 1]) == "heads 0-1, 4"
+    assert viz_layout.head_label([0]) == "head 0"
+    assert viz_layout.head_label([0, 1, 2, 3]) == "heads 0-3"
+    assert viz_layout.head_label([4, 0, 1]) == "heads 0-1, 4"
 
 
 def test_group_heads_merges_identical_patterns():
     grid = viz.mask_grid(spec(GEMMA), None, 8)
-    assert viz.group_heads(grid) == [[0, 1], [2, 3]]
+    assert viz_layout.group_heads(grid) == [[0, 1], [2, 3]]
     tiles = np.zeros((4, 1, 1), np.int8)
     tiles[1] = 1
-    assert viz.group_heads(grid, tiles) == [[0], [1], [2, 3]]
+    assert viz_layout.group_heads(grid, tiles) == [[0], [1], [2, 3]]
 
 
 # ---------------------------------------------------------------- tiles
@@ -234,7 +228,7 @@ PADDED = "causal & sliding(8) & padding(lengths)"
 
 
 def test_prob_grid_is_the_reference_weights():
-    m = spec(PADDED, seq=12, extra=", score: [alibi]")
+    m = spec(PADDED, seq=12, extra="\n    score: [alibi]")
     inputs = random_inputs(m, seed=3)
     p = viz.prob_grid(m, "attn", inputs, batch=1)
     want = run_reference(m, load_weights(m), inputs)["p"][1]

@@ -40,7 +40,7 @@ def spec_paths() -> list[Path]:
 
 def hashes() -> dict[str, str]:
     from attndsl.api import load_spec
-    from attndsl.compile import CompileOptions, compile_model, model_bytes
+    from attndsl.lower.compile import CompileOptions, compile_model, model_bytes
 
     out: dict[str, str] = {}
     for path in spec_paths():

@@ -11,9 +11,6 @@ from dataclasses import dataclass, field
 
 from ..source import Span
 
-TOP_KEYS = ("attndsl", "name", "dtype", "seed", "weights", "dims", "inputs", "blocks", "outputs")
-"""The keys a spec may have at its top level (the schema both front ends share)."""
-
 # ---------------------------------------------------------------- expressions
 
 
@@ -140,6 +137,10 @@ class OutputDecl:
     stream: str
     attr: str | None = None  # "weights" for `<block>.weights`
     span: Span | None = field(default=None, compare=False)
+
+
+# the top-level keys of a spec (both syntaxes); the front ends put others in ``SpecAST.extra``
+TOP_KEYS = ("attndsl", "name", "dtype", "seed", "weights", "dims", "inputs", "blocks", "outputs")
 
 
 @dataclass(frozen=True, slots=True)

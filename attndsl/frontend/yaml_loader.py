@@ -21,10 +21,7 @@ from ..errors import (
 )
 from ..source import Source, Span
 from . import ast, limits
-from .ast import TOP_KEYS
 from .expr import Placement, parse_expr
-
-__all__ = ["TOP_KEYS", "parse_yaml"]
 
 _TAGS = {
     "tag:yaml.org,2002:int": int, "tag:yaml.org,2002:float": float,

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ErrorCollector, did_you_mean
+from ..features import nodes as mn
+from ..features.registry import SCORES, feature_of
 from ..frontend import ast
 from ..frontend.ast import TOP_KEYS
-from ..masks import nodes as mn
-from ..masks.primitives import SCORES, build_call, build_mask
 from ..source import Span
+from .calls import build_call, build_mask
 from .nodes import FLOAT_DTYPES, INPUT_DTYPES, Block, Dim, Input, Model, Output, Rope
 
 BLOCK_KEYS = ("query", "key_value", "key", "value", "heads", "kv_heads", "head_dim",
@@ -453,36 +454,9 @@ class Builder:
         m = build_mask(st.value, self.errors)
         if m is None:
             return mn.All()
+        ctx = NodeCheck(self, heads, self_attn, cache, q, k)
         for node in mn.walk(m):
-            if isinstance(node, mn.Heads):
-                bad = [h for h in node.heads if h >= heads]
-                if bad:
-                    self.err(f"heads({bad[0]}) is out of range: the block has {heads} heads "
-                             f"(0..{heads - 1})", node.span)
-            elif isinstance(node, mn.Padding):
-                self.check_input(node.input, node.span, "padding/prefix", ("int64", "int32"), (1,))
-            elif isinstance(node, mn.Document):
-                ids = self.check_input(node.input, node.span, "document", ("int64", "int32"),
-                                       (2,))
-                if not self_attn:
-                    self.err("document(ids) needs self-attention (one ids tensor for queries and "
-                             "keys)", node.span)
-                elif ids is not None and len(ids.shape) == 2:
-                    self.check_ids_length(ids, node.span, k.seq, cache)
-                sq, sk = self.size(q.seq), self.size(k.seq)
-                if self_attn and not cache and sq is not None and sk is not None and sq > sk:
-                    self.err(f"document(ids) reads ids at query positions: '{q.name}' has "
-                             f"{sq} queries but '{k.name}' only {sk} keys", node.span,
-                             "ids are [batch, k_len]; queries may not outnumber keys")
-            elif isinstance(node, mn.MaskInput):
-                self.check_input(node.input, node.span, "mask", ("bool",), (1, 2, 3, 4))
-            elif isinstance(node, mn.Random):
-                ql, kl = self.size(q.seq), self.size(k.seq)
-                if ql is None or kl is None or cache:
-                    self.err("random(...) needs static query and key lengths", node.span,
-                             "give the sequence dims fixed sizes (and no cache)")
-            elif isinstance(node, mn.Global):
-                pass
+            ctx.check(node)
         return m
 
     def check_ids_length(self, ids: Input, span, k_seq: str | int, cache: bool) -> None:
@@ -504,17 +478,12 @@ class Builder:
             self.err("score must be a list of modifiers", st.value_span or st.span)
             return ()
         out = []
+        ctx = NodeCheck(self, heads)
         for call in st.value:
             node = build_call(call, SCORES, self.errors, "score modifier")
             if node is None:
                 continue
-            if isinstance(node, mn.BiasInput):
-                self.check_input(node.input, node.span, "bias", FLOAT_DTYPES, (1, 2, 3, 4))
-            elif isinstance(node, mn.RelativeBias):
-                exact = (node.buckets // 2 if node.bidirectional else node.buckets) // 2
-                if exact < 1 or node.max_distance <= exact:
-                    self.err("relative_bias needs at least 4 buckets (2 one-directional) and "
-                             f"max_distance > {max(exact, 1)}", node.span)
+            ctx.check(node)
             out.append(node)
         return tuple(out)
 
@@ -547,6 +516,39 @@ class Builder:
             self.err("the spec has no outputs", self.spec.version.span,
                      "add 'outputs: {y: <block>}'")
         return out
+
+
+@dataclass(frozen=True)
+class NodeCheck:
+    """What a feature's ``check`` hook receives: the block's facts (``heads``, ``self_attn``,
+    ``cache``, the query and key streams ``q``/``k``) and the builder's checks."""
+
+    builder: Builder
+    heads: int
+    self_attn: bool = True
+    cache: bool = False
+    q: Stream | None = None
+    k: Stream | None = None
+    float_dtypes: tuple[str, ...] = FLOAT_DTYPES
+
+    def check(self, node: object) -> None:
+        """Run the node's feature check, if it has one."""
+        hook = feature_of(node).check
+        if hook is not None:
+            hook(node, self)
+
+    def err(self, msg: str, span: Span | None, hint: str | None = None) -> None:
+        self.builder.err(msg, span, hint)
+
+    def size(self, entry: str | int) -> int | None:
+        return self.builder.size(entry)
+
+    def check_input(self, name: str, span, what: str, kinds: tuple[str, ...],
+                    rank: tuple[int, ...]) -> Input | None:
+        return self.builder.check_input(name, span, what, kinds, rank)
+
+    def check_ids_length(self, ids: Input, span, k_seq: str | int, cache: bool) -> None:
+        self.builder.check_ids_length(ids, span, k_seq, cache)
 
 
 def build_ir(spec: ast.SpecAST) -> Model:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..masks.nodes import Mask, Score
+from ..features.base import Mask, Score
+from ..features.registry import rule
 from ..source import Span
 
 FLOAT_DTYPES = ("float32", "float16")
@@ -112,8 +113,6 @@ class Model:
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every parameter the model needs, name -> shape (PyTorch Linear layout)."""
-        from ..masks.nodes import RelativeBias
-
         out: dict[str, tuple[int, ...]] = {}
         for b in self.blocks:
             if b.project:
@@ -129,6 +128,5 @@ class Model:
                     for proj, shape in shapes.items():
                         out[f"{b.name}.{proj}_proj.bias"] = shape[:1]
             for s in b.score:
-                if isinstance(s, RelativeBias):
-                    out[f"{b.name}.relative_bias.weight"] = (s.buckets, b.heads)
+                out.update(rule("weights", s)(s, b))
         return out

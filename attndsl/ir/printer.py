@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..masks.primitives import format_leaf, format_mask
+from ..features.text import format_leaf, format_mask
 from .nodes import Model
 
 
@@ -11,6 +11,7 @@ def _num(v: float) -> str:
 
 
 def print_ir(model: Model) -> str:
+    """The IR as text: what ``attndsl ir`` prints and the golden files hold."""
     lines = [f"model {model.name} (attndsl {model.version}, {model.dtype}, seed {model.seed})"]
     if model.weights_file:
         lines.append(f"  weights {model.weights_file}")

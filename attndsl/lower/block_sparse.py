@@ -34,8 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..features import nodes as mn
 from ..ir.nodes import Block
-from ..masks import nodes as mn
 from .builder import BOOL, FLOAT, GraphBuilder
 from .mask_ops import MaskLowering, lower_scores
 from .positions import PairPositions, Positions

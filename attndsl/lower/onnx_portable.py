@@ -22,30 +22,19 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..errors import LoweringError
+from ..features import nodes as mn
+from ..features.registry import rule
+from ..features.rope import rope_inv_freq
 from ..ir.nodes import Block, Model, Rope
-from ..masks import nodes as mn
-from ..masks.tables import rope_inv_freq
 from ..weights import check_weights
 from . import block_sparse as bs
 from .builder import BOOL, FLOAT, ONNX_TYPES, GraphBuilder
 from .mask_ops import MaskLowering, lower_scores, row_witnesses
 from .plan import Plan, SparseOptions, plan_block
 from .positions import Positions
+from .targets import PORTABLE, check_opset
 
-SUPPORTED_OPSETS = (17, 18, 19, 20, 21)
-TARGET_OPSETS = {"portable": SUPPORTED_OPSETS, "ort": (17, 18, 19, 20, 21, 22, 23, 24)}
 PAST_LEN, PRESENT_LEN = "past_len", "present_len"
-
-
-def check_opset(opset: int, target: str = "portable") -> None:
-    if target not in TARGET_OPSETS:
-        raise LoweringError(f"unknown target {target!r}",
-                            hint=f"choose one of {', '.join(TARGET_OPSETS)}")
-    if opset not in TARGET_OPSETS[target]:
-        raise LoweringError(
-            f"unsupported ONNX opset {opset!r} for the {target} target",
-            hint=f"choose one of {', '.join(map(str, TARGET_OPSETS[target]))}")
 
 
 @dataclass(frozen=True)
@@ -60,22 +49,15 @@ class BlockExplanation:
 def lower_portable(model: Model, weights: Mapping[str, np.ndarray],
                    opset: int = 18) -> onnx.ModelProto:
     """The model as an ONNX ModelProto using only standard ops of ``opset``."""
-    return lower_with_explanations(model, weights, opset)[0]
+    check_opset(opset, PORTABLE.name)
+    return PortableLowering(model, weights, opset).run()
 
 
-def lower_with_explanations(model: Model, weights: Mapping[str, np.ndarray], opset: int = 18,
-                            target: str = "portable", sparse: SparseOptions | None = None
-                            ) -> tuple[onnx.ModelProto, list[BlockExplanation]]:
-    """The ONNX model and, per block, the lowering chosen and why."""
-    check_opset(opset, target)
-    cls = _Lowering
-    if target == "ort":  # --target ort: ORT fused kernels per block where exact (ort_contrib)
-        from .ort_contrib import OrtLowering as cls
-    lowering = cls(model, weights, opset, sparse=sparse)
-    return lowering.run(), lowering.explain
+class PortableLowering:
+    """The ``portable`` target: every block in standard ONNX ops. Other targets subclass it
+    and override ``block`` (``ort_contrib.OrtLowering``); ``lower.lowering`` picks the class
+    by target."""
 
-
-class _Lowering:
     def __init__(self, model: Model, weights: Mapping[str, np.ndarray], opset: int,
                  sparse: SparseOptions | None = None):
         self.model = model
@@ -346,11 +328,13 @@ class _Lowering:
         mask = b.mask if b.mask is not None else mn.All()
         allowed = MaskLowering(g, b, pos, self.input_types, lens).lower(mask)
         guard = not row_witnesses(mask, self.diagonal(b))
-        for mod in b.score:
-            if isinstance(mod, mn.BiasInput):
-                guard = True
-                finite = g.not_(g.op("IsInf", self.float32(mod.input), detect_positive=0))
-                if allowed is False:
-                    break
-                allowed = finite if allowed is True else g.and_(allowed, finite)
+        # scores that add an input over the cells (bias(t)): its -inf cells are masked out
+        added = [name for mod in b.score for name, role in rule("inputs", mod)(mod)
+                 if role == "cells"]
+        for name in added:
+            guard = True
+            finite = g.not_(g.op("IsInf", self.float32(name), detect_positive=0))
+            if allowed is False:
+                break
+            allowed = finite if allowed is True else g.and_(allowed, finite)
         return allowed, guard and allowed is not True

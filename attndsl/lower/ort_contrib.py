@@ -8,7 +8,7 @@ would do (``portable_skips_more``):
 
 - ``com.microsoft.GroupQueryAttention``: self-attention over one query/key length, causal
   (attndsl's bottom-right alignment, which GQA shares), causal with a window (``sliding(w)``
-  is ``local_window_size = w``: keys q-w+1..q, see runtimes.md), or non-causal without a
+  is ``local_window_size = w``: keys q-w+1..q, see docs/runtimes.md), or non-causal without a
   cache; head_dim a multiple of 8 (CPU kernel), v_head_dim = head_dim; score ``softcap(c)``
   (attribute, applied before the bias) then additive ``alibi`` / ``relative_bias``
   (``attention_bias``). RoPE is fused (``do_rotary``) when its dim is a multiple of 16 (the
@@ -27,8 +27,9 @@ would do (``portable_skips_more``):
   ``causal`` (``is_causal``, bottom-right like attndsl), input-driven masks (``padding``,
   ``mask(m)``, ``document``) and additive scores incl. ``bias(t)`` as ``attn_mask``; the
   probabilities (``attn.weights``) from ``qk_matmul_output_mode=3``. Its specification gives
-  fully masked rows a zero output (as the contract). No windows (``left_window_size`` is
-  Attention-25, which runtimes.md shows ignored or failing on several runtimes).
+  fully masked rows a zero output (as docs/language.md requires). No windows
+  (``left_window_size`` is Attention-25, which docs/runtimes.md shows ignored or failing on
+  several runtimes).
 
 Position-sparse masks (chunk, dilated, strided, global, random, lookahead windows, ...) stay
 portable. All fused ops run in the model's float type (fp16 models: fp16 kernels).
@@ -49,12 +50,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from ..features import nodes as mn
+from ..features.registry import rule
+from ..features.text import format_leaf, format_mask
 from ..ir.nodes import Block
-from ..masks import nodes as mn
-from ..masks.primitives import format_leaf, format_mask
 from .builder import FLOAT
 from .mask_ops import MaskLowering, lower_scores
-from .onnx_portable import BlockExplanation, _Lowering
+from .onnx_portable import BlockExplanation, PortableLowering
 from .positions import Positions
 
 MS_DOMAIN = "com.microsoft"
@@ -63,7 +65,11 @@ MHA = "com.microsoft.MultiHeadAttention"
 ATTENTION_OPSET = 23
 INT32 = TensorProto.INT32
 LOWEST = float(np.finfo(np.float32).min)
-_INPUT_MASKS = (mn.Padding, mn.MaskInput, mn.Document)
+
+
+def _roles(node: object) -> tuple[str, ...]:
+    """The roles of the inputs a node reads ("lengths", "ids", "cells")."""
+    return tuple(role for _, role in rule("inputs", node)(node))
 
 
 # ---------------------------------------------------------------- block analysis
@@ -90,18 +96,13 @@ def mask_pattern(mask: mn.Mask | None) -> Pattern | str:
     lo, hi = -np.inf, np.inf  # bounds on q - k
     inputs: list[mn.Mask] = []
     for t in _terms(mask):
-        if isinstance(t, mn.All):
-            continue
-        if isinstance(t, mn.Causal):
-            lo = max(lo, 0)
-        elif isinstance(t, mn.Sliding):
-            lo, hi = max(lo, 0), min(hi, t.size - 1)
-        elif isinstance(t, mn.Window):
-            lo, hi = max(lo, -t.right), min(hi, t.left)
-        elif isinstance(t, _INPUT_MASKS):
+        fused = rule("ort", t)(t)  # bounds on q - k, "input", or None
+        if fused is None:
+            return f"mask {format_mask(t)} has no fused equivalent"
+        if fused == "input":
             inputs.append(t)
         else:
-            return f"mask {format_mask(t)} has no fused equivalent"
+            lo, hi = max(lo, fused[0]), min(hi, fused[1])
     text = format_mask(mask) if mask is not None else "all"
     if lo > hi or lo > 0:
         return f"mask {text} excludes the query's own position (rows may be empty)"
@@ -117,24 +118,25 @@ def split_scores(score: tuple[mn.Score, ...]) -> tuple[float | None, tuple[mn.Sc
     cap: float | None = None
     additive: list[mn.Score] = []
     for s in score:
-        if isinstance(s, mn.Softcap):
+        kind, value = rule("ort", s)(s)
+        if kind == "softcap":
             if cap is not None or additive:
                 return ("softcap after another score modifier (the kernels apply softcap "
                         "first)")
-            cap = s.cap
+            cap = value
         else:
             additive.append(s)
     return cap, tuple(additive)
 
 
-def _diagonal(low: _Lowering, b: Block) -> bool:
+def _diagonal(low: PortableLowering, b: Block) -> bool:
     """Self-attention where query i and new key i share a position (one stream, or equal
     lengths by dim name)."""
     return b.self_attention and (
         b.query == b.key or low.stream_dims[b.query][1] == low.stream_dims[b.key][1])
 
 
-def _wants_weights(low: _Lowering, b: Block) -> bool:
+def _wants_weights(low: PortableLowering, b: Block) -> bool:
     return any(o.stream == b.name and o.attr == "weights" for o in low.model.outputs)
 
 
@@ -154,9 +156,7 @@ def _describe(b: Block, pattern: Pattern, cap: float | None,
 
 
 def _score_text(s: mn.Score) -> str:
-    if isinstance(s, mn.BiasInput):
-        return f"bias({s.input})"
-    return "relative_bias" if isinstance(s, mn.RelativeBias) else "alibi"
+    return rule("ort", s)(s)[1]
 
 
 # ---------------------------------------------------------------- GroupQueryAttention
@@ -170,7 +170,7 @@ class GqaPlan:
     reason: str
 
 
-def match_gqa(low: _Lowering, b: Block) -> GqaPlan | str:
+def match_gqa(low: PortableLowering, b: Block) -> GqaPlan | str:
     """GroupQueryAttention when the block maps exactly, else why not."""
     if not _diagonal(low, b):
         return ("cross-attention" if not b.self_attention else
@@ -195,7 +195,7 @@ def match_gqa(low: _Lowering, b: Block) -> GqaPlan | str:
     if isinstance(scores, str):
         return scores
     cap, additive = scores
-    if any(isinstance(s, mn.BiasInput) for s in additive):
+    if any("cells" in _roles(s) for s in additive):
         return "bias(t) may be -inf on a whole row (GQA would not give 0)"
     fused_rope = b.rope is not None and b.rope.dim % 16 == 0
     kind = "causal" if pattern.causal else "non-causal"
@@ -208,7 +208,7 @@ def match_gqa(low: _Lowering, b: Block) -> GqaPlan | str:
                    ", ".join(words))
 
 
-def emit_gqa(low: _Lowering, b: Block, plan: GqaPlan) -> None:
+def emit_gqa(low: PortableLowering, b: Block, plan: GqaPlan) -> None:
     g = low.g
     q, k, v, pos, past = _project(low, b)
     batch = g.shape(low.streams[b.query], 0, 1)
@@ -229,8 +229,8 @@ def emit_gqa(low: _Lowering, b: Block, plan: GqaPlan) -> None:
               "", "", "", "", "", qsl]
     while not inputs[-1]:
         inputs.pop()
-    # present_key/present_value always: without them ORT 1.32's CPU kernel takes a path
-    # with an S x S buffer per head (S=4096 causal: +875 vs +94 MiB, 1.9x slower)
+    # present_key/present_value always: without them ORT 1.32's CPU kernel takes a slower
+    # path with an S x S buffer per head (figures: benchmarks/README.md)
     outs = g.op_multi(
         "GroupQueryAttention", *inputs, n_out=3, domain=MS_DOMAIN,
         num_heads=b.heads, kv_num_heads=b.kv_heads, scale=float(b.scale),
@@ -248,7 +248,7 @@ class MhaPlan:
     reason: str
 
 
-def match_mha(low: _Lowering, b: Block) -> MhaPlan | str:
+def match_mha(low: PortableLowering, b: Block) -> MhaPlan | str:
     """MultiHeadAttention when the block maps exactly, else why not."""
     if b.kv_heads != b.heads:
         return f"kv_heads {b.kv_heads} != heads {b.heads}"
@@ -263,7 +263,7 @@ def match_mha(low: _Lowering, b: Block) -> MhaPlan | str:
         return pattern
     if pattern.causal:
         return "causal (GQA's mapping; MultiHeadAttention would compute every pair)"
-    if any(not isinstance(m, mn.Padding) for m in pattern.inputs) or len(pattern.inputs) > 1:
+    if any(_roles(m) != ("lengths",) for m in pattern.inputs) or len(pattern.inputs) > 1:
         return f"mask {format_mask(b.mask)} has no MultiHeadAttention input"
     scores = split_scores(b.score)
     if isinstance(scores, str):
@@ -271,7 +271,7 @@ def match_mha(low: _Lowering, b: Block) -> MhaPlan | str:
     cap, additive = scores
     if cap is not None:
         return "softcap (MultiHeadAttention has none)"
-    if any(isinstance(s, mn.BiasInput) for s in additive):
+    if any("cells" in _roles(s) for s in additive):
         return "bias(t) may be -inf on a whole row (MultiHeadAttention would not give 0)"
     padding = pattern.inputs[0].input if pattern.inputs else None
     words = [f"MHA {b.heads} heads"] + _describe(b, pattern, None, additive)
@@ -280,7 +280,7 @@ def match_mha(low: _Lowering, b: Block) -> MhaPlan | str:
     return MhaPlan(padding, additive, ", ".join(words))
 
 
-def emit_mha(low: _Lowering, b: Block, plan: MhaPlan) -> None:
+def emit_mha(low: PortableLowering, b: Block, plan: MhaPlan) -> None:
     g = low.g
     q, k, v, pos, past = _project(low, b)
     if b.rope is not None:
@@ -318,7 +318,7 @@ class AttentionPlan:
     reason: str
 
 
-def match_attention(low: _Lowering, b: Block) -> AttentionPlan | str:
+def match_attention(low: PortableLowering, b: Block) -> AttentionPlan | str:
     """ONNX Attention (the model's opset, 23 or 24) when the block maps exactly."""
     if low.opset < ATTENTION_OPSET:
         return f"needs opset >= {ATTENTION_OPSET} (the model uses {low.opset})"
@@ -345,7 +345,7 @@ def match_attention(low: _Lowering, b: Block) -> AttentionPlan | str:
     return AttentionPlan(is_causal, cap, mask, additive, weights, ", ".join(words))
 
 
-def emit_attention(low: _Lowering, b: Block, plan: AttentionPlan) -> None:
+def emit_attention(low: PortableLowering, b: Block, plan: AttentionPlan) -> None:
     g = low.g
     q, k, v, pos, past = _project(low, b)
     if b.rope is not None:
@@ -381,11 +381,11 @@ def emit_attention(low: _Lowering, b: Block, plan: AttentionPlan) -> None:
 
 
 # ---------------------------------------------------------------- shared pieces
-def _np_dtype(low: _Lowering) -> np.dtype:
+def _np_dtype(low: PortableLowering) -> np.dtype:
     return np.dtype(low.model.dtype)
 
 
-def _project(low: _Lowering, b: Block) -> tuple[str, str, str, Positions, str | None]:
+def _project(low: PortableLowering, b: Block) -> tuple[str, str, str, Positions, str | None]:
     """q [B, Sq, H*D], k [B, Sk, G*D], v [B, Sk, G*Dv] in the model dtype, the positions and
     the past length (int64 scalar, with a cache)."""
     g = low.g
@@ -396,7 +396,7 @@ def _project(low: _Lowering, b: Block) -> tuple[str, str, str, Positions, str | 
     return xq, xk, xv, pos, past
 
 
-def _rope_cache(low: _Lowering, b: Block, rows: str) -> tuple[str, str]:
+def _rope_cache(low: PortableLowering, b: Block, rows: str) -> tuple[str, str]:
     """cos and sin [rows, dim/2] for positions 0..rows-1, in the model dtype."""
     g = low.g
     positions = g.range(g.scalar(0, "int64"), rows, g.scalar(1, "int64"))
@@ -404,7 +404,7 @@ def _rope_cache(low: _Lowering, b: Block, rows: str) -> tuple[str, str]:
     return low.to_model_dtype(cos), low.to_model_dtype(sin)
 
 
-def _rotary(low: _Lowering, b: Block, x: str, heads: int, pos: Positions, past: str | None,
+def _rotary(low: PortableLowering, b: Block, x: str, heads: int, pos: Positions, past: str | None,
             query: bool) -> str:
     """com.microsoft.RotaryEmbedding on x [B, S, heads*D]; positions start at the past
     length (queries of cross-attention at 0)."""
@@ -420,7 +420,7 @@ def _rotary(low: _Lowering, b: Block, x: str, heads: int, pos: Positions, past: 
                 rotary_embedding_dim=b.rope.dim, interleaved=int(b.rope.interleaved))
 
 
-def _additive_bias(low: _Lowering, b: Block, additive: tuple[mn.Score, ...],
+def _additive_bias(low: PortableLowering, b: Block, additive: tuple[mn.Score, ...],
                    pos: Positions) -> str:
     """alibi / relative_bias as ``attention_bias`` [1, H, Sq, T] in the model dtype."""
     if not additive:
@@ -431,7 +431,7 @@ def _additive_bias(low: _Lowering, b: Block, additive: tuple[mn.Score, ...],
     return low.to_model_dtype(g.unsqueeze(bias, [0]))
 
 
-def _finish(low: _Lowering, b: Block, o: str, probs: str | None, cache: list[str]) -> None:
+def _finish(low: PortableLowering, b: Block, o: str, probs: str | None, cache: list[str]) -> None:
     """Output projection of o [B, Sq, H*Dv] and the block's results."""
     result: dict[str, str] = {}
     if cache:
@@ -442,17 +442,17 @@ def _finish(low: _Lowering, b: Block, o: str, probs: str | None, cache: list[str
     low.results[b.name] = result
 
 
-def portable_skips_more(low: _Lowering, b: Block, kernel: str,
+def portable_skips_more(low: PortableLowering, b: Block, kernel: str,
                         plan: GqaPlan | MhaPlan | AttentionPlan) -> str | None:
     """Why the portable block-sparse plan (``plan.py``) beats the fused kernel, else None.
 
-    GQA skips the future as the query chunks do (runtimes.md: 336 vs 335 ms at S=4096, with
-    +100 vs +597 MiB; ``benchmarks/ort_target_probe.py`` on a loaded machine: chunks 1.1-1.25x
-    faster) and serves decode steps about 2x faster than the portable graph, so it keeps
-    causal blocks. Its local window still costs about the causal triangle: without a cache a
-    block-sparse band wins (probe: 4.6x at S=4096, 10x at S=8192 for sliding(256)). MHA and
-    Attention compute every pair, so any block-sparse plan wins. ``--sparse dense`` keeps the
-    fused kernels, ``--sparse block`` the portable plan."""
+    GQA skips the future as the query chunks do, in about the same time and with less memory,
+    and serves decode steps faster than the portable graph, so it keeps causal blocks. Its
+    local window still costs about the causal triangle: without a cache a block-sparse band
+    wins, by more the longer the sequence. MHA and Attention compute every pair, so any
+    block-sparse plan wins. The measurements behind these choices are in
+    benchmarks/README.md ("Figures behind the lowering choices"). ``--sparse dense`` keeps
+    the fused kernels, ``--sparse block`` the portable plan."""
     portable = low.plan(b)
     if portable.kind == "dense":
         return None
@@ -469,7 +469,7 @@ FUSED: tuple[tuple[str, Callable, Callable], ...] = (
 )
 
 
-class OrtLowering(_Lowering):
+class OrtLowering(PortableLowering):
     """The portable lowering with fused ONNX Runtime kernels for the blocks that map."""
 
     def block(self, b: Block) -> None:

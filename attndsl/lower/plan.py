@@ -29,13 +29,16 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..features import nodes as mn
+from ..features.registry import rule
+from ..features.text import format_leaf
 from ..ir.nodes import Block
-from ..masks import nodes as mn
 from ..masks.algebra import offsets, simplify
 from ..masks.analysis import Tile, classify_tiles
 from .block_sparse import TileGroup
+from .targets import SPARSE_MODES
 
-MODES = ("auto", "dense", "block")
+MODES = SPARSE_MODES  # the strategies, from the target table
 TILE_CHOICES = (32, 64, 128)
 DEFAULT_SEQ = 4096
 PIECE_BYTES = 64 << 20  # working memory of one run of band tiles (smaller runs stay in cache)
@@ -55,10 +58,10 @@ class SparseOptions:
 
 @dataclass(frozen=True)
 class CostModel:
-    """Estimated milliseconds of one attention. Fitted to ORT profiles at S=4096 (causal:
-    dense 1015 ms = 393 ms of GEMMs + Where/Softmax 3.1 ns a cell; 16 query chunks 306 ms)
-    and S=8192 (sliding(256), tile 64: 169-199 ms = GEMMs at 119 GFLOP/s + Softmax/Add/Where
-    1.75 ns a cell + Gather 0.55 ns an element)."""
+    """Estimated milliseconds of one attention. Fitted to ORT profiles of
+    ``benchmarks/sparse_probe.py`` at S=4096 (causal: dense and 16 query chunks) and S=8192
+    (sliding(256), tile 64); the profile figures are in benchmarks/README.md ("Cost model
+    calibration")."""
 
     gemm_gflops: float = 125.0  # large batched GEMMs (dense scores, query chunks)
     tile_gflops: float = 115.0  # tile GEMMs ([t, D] x [D, W], t = 32..128)
@@ -103,38 +106,28 @@ class Plan:
 Bounds = tuple[int | None, int | None]
 
 
+class _BoundsContext:
+    """What a feature's ``bounds`` rule receives: ``bounds(sub)`` and ``offsets(sub)``."""
+
+    bounds = staticmethod(lambda m: offset_bounds(m))
+    offsets = staticmethod(offsets)
+
+
 def offset_bounds(m: mn.Mask) -> Bounds | None:
     """Bounds ``(lo, hi)`` on the offsets ``k - q`` of every cell ``m`` allows (None: that
     side is unbounded); None when ``m`` allows no cell. Sound, not always tight."""
-    if isinstance(m, mn.Never):
-        return None
-    o = offsets(m)
-    if o is not None:
-        return o[0], o[1]
-    if isinstance(m, mn.Chunk):
-        return 1 - m.size, m.size - 1
-    if isinstance(m, mn.Not):  # the complement of a one-sided run of offsets
-        o = offsets(m.term)
-        if o is not None and o[2] == 1 and (o[0] is None) != (o[1] is None):
-            return (o[1] + 1, None) if o[0] is None else (None, o[0] - 1)
-        return None, None
-    if isinstance(m, mn.And):
-        lo: int | None = None
-        hi: int | None = None
-        for t in m.terms:
-            tb = offset_bounds(t)
-            if tb is None:
-                return None
-            lo = tb[0] if lo is None else lo if tb[0] is None else max(lo, tb[0])
-            hi = tb[1] if hi is None else hi if tb[1] is None else min(hi, tb[1])
-        return None if lo is not None and hi is not None and lo > hi else (lo, hi)
-    if isinstance(m, mn.Or):
-        parts = [tb for tb in map(offset_bounds, m.terms) if tb is not None]
-        if not parts:
-            return None
-        los, his = [p[0] for p in parts], [p[1] for p in parts]
-        return (None if None in los else min(los)), (None if None in his else max(his))
-    return None, None
+    return rule("bounds", m)(m, _BoundsContext)
+
+
+def _tile_sizes(node: mn.Mask) -> tuple[int, ...]:
+    """Tile sizes that fit the node's own blocks (random(...): its block)."""
+    f = rule("tiles", node).sizes
+    return () if f is None else f(node)
+
+
+def _cell_inputs(node: object) -> list[str]:
+    """The inputs a node reads over every (query, key) cell (mask(m), bias(t))."""
+    return [name for name, role in rule("inputs", node)(node) if role == "cells"]
 
 
 def _dense_reason(b: Block, wants_weights: bool) -> str | None:
@@ -142,14 +135,14 @@ def _dense_reason(b: Block, wants_weights: bool) -> str | None:
     if wants_weights:
         return f"'{b.name}.weights' is an output: the probabilities of every pair are needed"
     for mod in b.score:
-        if isinstance(mod, mn.BiasInput):
-            return f"score bias({mod.input}) is an input over every (query, key) cell"
-    if b.mask is None or isinstance(simplify(b.mask, b.heads), mn.All):
+        if _cell_inputs(mod):
+            return f"score {format_leaf(mod)} is an input over every (query, key) cell"
+    if b.mask is None or simplify(b.mask, b.heads) == mn.All():
         return "no mask: every (query, key) pair is attended"
     for node in mn.walk(b.mask):
-        if isinstance(node, mn.MaskInput):
-            return f"mask({node.input}) is an input over every (query, key) cell"
-    if isinstance(simplify(b.mask, b.heads), mn.Never):
+        if _cell_inputs(node):
+            return f"{format_leaf(node)} is an input over every (query, key) cell"
+    if simplify(b.mask, b.heads) == mn.Never():
         return "the mask allows no key"
     return None
 
@@ -284,7 +277,7 @@ def plan_block(b: Block, q_len: int | None, k_len: int | None, wants_weights: bo
         cands += [_chunks(b, bounds[1], sq, sk, c, 0) for c in CHUNK_CHOICES]  # wide bands too
     if static and not cands:
         tile_sizes = tiles if options.block_size else tuple(
-            sorted({*tiles, *(n.block for n in mn.walk(mask) if isinstance(n, mn.Random))}))
+            sorted({*tiles, *(t for n in mn.walk(mask) for t in _tile_sizes(n))}))
         cands += [c for c in (_tiles(b, sq, sk, t) for t in tile_sizes if t <= max(sq, sk))
                   if c is not None]
     if not cands:

@@ -1,1 +1,2 @@
-"""The mask and score algebra: typed nodes, the primitive table, evaluation helpers."""
+"""Engines over mask expressions: numpy evaluation, the rewrite algebra and tile analysis.
+The primitives themselves (nodes, parameters, rules) are the modules of ``features``."""

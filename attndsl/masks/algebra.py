@@ -1,7 +1,7 @@
 """Exact simplification of mask expressions to a canonical form.
 
 ``simplify`` rewrites bottom-up with the named rules of ``RULES`` (first match wins) until no
-rule matches. Every rule is exactly equivalent on the whole domain the contract allows: key and
+rule matches. Every rule is exactly equivalent on the whole domain docs/language.md allows: key and
 query positions ``k, q >= 0`` of any lengths, any batch, any past length, and any head (or every
 head ``h < heads`` when the head count is given). Nodes are never mutated: sub-expressions no
 rule touches come back as they were (spans included), rewritten ones are new nodes. Rules build
@@ -12,6 +12,10 @@ Position primitives that depend only on the offset ``k - q`` (causal, window, sl
 strided) are one family here: each allows the multiples of a period in an offset interval, so
 ``&`` of two of them is one member (when a primitive spells it: all but causal & strided),
 and ``|`` is one when the two runs meet.
+
+The facts about single primitives (their offsets, implication between two nodes of one kind,
+constant cases, merges, canonical order) are the ``algebra`` records of the features
+(``features.base.Algebra``); this module holds the rewrite machinery over ``&``, ``|``, ``~``.
 """
 
 from __future__ import annotations
@@ -20,11 +24,25 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from . import nodes as n
-from .primitives import format_mask
+from ..features import nodes as n
+from ..features.base import Algebra, Offsets
+from ..features.registry import rule as feature_rule
+from ..features.text import format_mask
 
-# (lo, hi, period): offsets k - q with lo <= k - q <= hi and period | k - q; None = unbounded
-Offsets = tuple[int | None, int | None, int]
+__all__ = ["Offsets", "RULES", "Rule", "Step", "canonical", "covers", "disjoint", "hull",
+           "implies", "offsets", "offsets_node", "simplify", "sort_key"]
+
+
+def _facts(m: n.Mask) -> Algebra:
+    return feature_rule("algebra", m)
+
+
+def _same(a: n.Mask, b: n.Mask, fact: str) -> bool:
+    """A same-kind fact (``implies``, ``disjoint``) between ``a`` and ``b``; False if none."""
+    if type(a) is not type(b):
+        return False
+    f = getattr(_facts(a), fact)
+    return f is not None and f(a, b)
 
 
 @dataclass(frozen=True)
@@ -73,7 +91,7 @@ def _simplify(m: n.Mask, ctx: Context, trace: list[Step] | None) -> n.Mask:
     if kids:
         new = tuple(_simplify(c, ctx, trace) for c in kids)
         if any(a is not b for a, b in zip(new, kids, strict=True)):
-            m = replace(m, term=new[0]) if isinstance(m, n.Not) else replace(m, terms=new)
+            m = n.with_children(m, new)
     for rule in RULES:
         binding = rule.match(m, ctx)
         if binding is not None:
@@ -97,19 +115,24 @@ def _strip(m: n.Mask) -> n.Mask:
 
 def offsets(m: n.Mask) -> Offsets | None:
     """The offsets ``k - q`` a position primitive allows, or None if it is not offset-only."""
-    if isinstance(m, n.Causal):
-        return (None, 0, 1)
-    if isinstance(m, n.Window):
-        return (-m.left, m.right, 1)
-    if isinstance(m, n.Sliding):
-        return (1 - m.size, 0, 1)
-    if isinstance(m, n.Dilated):
-        return (-m.left, m.right, m.dilation)
-    if isinstance(m, n.Strided):
-        return (None, None, m.stride)
-    if isinstance(m, n.Chunk) and m.size == 1:
-        return (0, 0, 1)
-    return None
+    f = _facts(m).offsets
+    return None if f is None else f(m)
+
+
+def hull(m: n.Mask) -> Offsets | None:
+    """Offsets containing every cell ``m`` allows: its own for an offset-only node, else the
+    feature's ``hull`` fact (chunk(c): |k - q| < c); None when unknown."""
+    o = offsets(m)
+    if o is not None:
+        return o
+    f = _facts(m).hull
+    return None if f is None else f(m)
+
+
+def _core(m: n.Mask) -> Offsets | None:
+    """Offsets whose every cell a node that is not offset-only allows (chunk: the diagonal)."""
+    f = _facts(m).core
+    return None if f is None else f(m)
 
 
 def _tight(o: Offsets) -> Offsets:
@@ -173,7 +196,7 @@ def _offsets_subset(a: Offsets, b: Offsets) -> bool:
 def implies(a: n.Mask, b: n.Mask) -> bool:
     """True when every cell ``a`` allows ``b`` allows too. A sufficient test: False means
     "not shown", except between offset-only primitives, where it is exact."""
-    if a == b or isinstance(a, n.Never) or isinstance(b, n.All):
+    if a == b or a == n.Never() or b == n.All():
         return True
     if isinstance(b, n.Or) and any(implies(a, t) for t in b.terms):
         return True
@@ -185,27 +208,14 @@ def implies(a: n.Mask, b: n.Mask) -> bool:
         return all(implies(a, t) for t in b.terms)
     if isinstance(a, n.Not) and isinstance(b, n.Not):
         return implies(b.term, a.term)
-    if isinstance(b, n.Chunk) and offsets(a) is not None:  # the diagonal is in every chunk
-        return _offsets_subset(offsets(a), (0, 0, 1))
+    core, oa = _core(b), offsets(a)
+    if core is not None and oa is not None:  # offsets inside b's sure cells
+        return _offsets_subset(oa, core)
     ob = offsets(b)
     if ob is not None:
-        if isinstance(a, n.Chunk):  # |k - q| < c inside a chunk
-            return _offsets_subset((1 - a.size, a.size - 1, 1), ob)
-        oa = offsets(a)
-        return oa is not None and _offsets_subset(oa, ob)
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, n.Prefix):
-        return a.n <= b.n
-    if isinstance(a, n.Summary):
-        return a.c == b.c and a.n <= b.n
-    if isinstance(a, n.Chunk):
-        return b.size % a.size == 0
-    if isinstance(a, n.Global):
-        return set(a.positions) <= set(b.positions)
-    if isinstance(a, n.Heads):
-        return set(a.heads) <= set(b.heads)
-    return False
+        ha = hull(a)
+        return ha is not None and _offsets_subset(ha, ob)
+    return _same(a, b, "implies")
 
 
 def disjoint(a: n.Mask, b: n.Mask) -> bool:
@@ -217,8 +227,8 @@ def disjoint(a: n.Mask, b: n.Mask) -> bool:
             return True
         if isinstance(x, n.Or) and all(disjoint(t, y) for t in x.terms):
             return True
-    if isinstance(a, n.Heads) and isinstance(b, n.Heads):
-        return not set(a.heads) & set(b.heads)
+    if _same(a, b, "disjoint"):
+        return True
     oa, ob = offsets(a), offsets(b)
     return oa is not None and ob is not None and offsets_node(_intersect(oa, ob)) == n.Never()
 
@@ -234,15 +244,10 @@ def _negate(m: n.Mask) -> n.Mask:
 
 # ---------------------------------------------------------------- rules
 
-_ORDER = (n.Heads, n.Causal, n.Sliding, n.Window, n.Dilated, n.Strided, n.Chunk, n.Summary,
-          n.Prefix, n.Global, n.Random, n.Padding, n.Document, n.MaskInput, n.Not, n.And, n.Or,
-          n.All, n.Never)
-_RANK = {cls: i for i, cls in enumerate(_ORDER)}
-
-
 def sort_key(m: n.Mask) -> tuple[int, str]:
-    """Canonical order of the terms of ``&`` and ``|``: by kind, then by text."""
-    return (_RANK[type(m)], format_mask(m))
+    """Canonical order of the terms of ``&`` and ``|``: by kind (the feature's rank), then by
+    text."""
+    return (_facts(m).rank, format_mask(m))
 
 
 def _bool_op(m: n.Mask) -> bool:
@@ -276,15 +281,6 @@ def _pair(m: n.Mask, combine) -> tuple[int, int, n.Mask] | None:
 def _merge_pair(m: n.Mask, b, ctx: Context) -> n.Mask:
     i, j, out = b
     return _with_terms(m, [out if x == i else t for x, t in enumerate(m.terms) if x != j])
-
-
-def _heads_node(hs, heads: int | None) -> n.Mask:
-    hs = sorted({h for h in hs if heads is None or 0 <= h < heads})
-    if not hs:
-        return n.Never()
-    if heads is not None and len(hs) == heads:
-        return n.All()
-    return n.Heads(tuple(hs))
 
 
 def _flatten(m, ctx):
@@ -330,31 +326,25 @@ def _prune(m, ctx):
     return None
 
 
-def _leaf_sort(m, ctx):
-    if isinstance(m, n.Global):
-        vals = m.positions
-    elif isinstance(m, n.Heads):
-        vals = m.heads
-    else:
-        return None
-    return True if not vals or any(a >= b for a, b in zip(vals, vals[1:], strict=False)) else None
+def _fact_rule(name: str):
+    """A match from a leaf fact ``name(m)`` giving the rewritten node (or None)."""
 
+    def match(m, ctx):
+        f = getattr(_facts(m), name)
+        return None if f is None else f(m)
 
-def _do_leaf_sort(m, b, ctx):
-    if isinstance(m, n.Heads):
-        return _heads_node(m.heads, None)
-    vals = tuple(sorted(set(m.positions)))
-    return n.Global(vals) if vals else n.Never()
+    return match
 
 
 def _heads_fold(m, ctx):
     if ctx.heads is None:
         return None
-    if isinstance(m, n.Heads):
-        out = _heads_node(m.heads, ctx.heads)
-        return out if out != m else None
-    if isinstance(m, n.Not) and isinstance(m.term, n.Heads):
-        return _heads_node(set(range(ctx.heads)) - set(m.term.heads), ctx.heads)
+    f = _facts(m).fold
+    if f is not None:
+        return f(m, ctx.heads)
+    if isinstance(m, n.Not):
+        f = _facts(m.term).fold_not
+        return None if f is None else f(m.term, ctx.heads)
     return None
 
 
@@ -362,14 +352,6 @@ def _offset_leaf(m, ctx):
     o = offsets(m)
     out = None if o is None else offsets_node(o)
     return out if out is not None and out != m else None
-
-
-def _constant_leaf(m, ctx):
-    if isinstance(m, n.Summary) and m.n >= m.c:
-        return n.All()
-    if isinstance(m, n.Prefix) and m.n <= 0:
-        return n.Never()
-    return None
 
 
 def _combine_offsets(a, b, is_and):
@@ -383,12 +365,8 @@ def _combine_offsets(a, b, is_and):
 def _combine_sets(a, b, is_and):
     if type(a) is not type(b):
         return None
-    if isinstance(a, n.Heads):
-        hs = set(a.heads) & set(b.heads) if is_and else set(a.heads) | set(b.heads)
-        return _heads_node(hs, None)
-    if isinstance(a, n.Global) and not is_and:
-        return n.Global(tuple(sorted(set(a.positions) | set(b.positions))))
-    return None
+    f = _facts(a).merge
+    return None if f is None else f(a, b, is_and)
 
 
 def _absorb(m, ctx):
@@ -452,8 +430,8 @@ RULES: tuple[Rule, ...] = (
     Rule("not-not", "~~x -> x", _when(n.Not, lambda m: isinstance(m.term, n.Not)),
          lambda m, b, ctx: m.term.term, (("~~chunk(4)", "chunk(4)"),)),
     Rule("not-constant", "~all -> none; ~none -> all",
-         _when(n.Not, lambda m: isinstance(m.term, (n.All, n.Never))),
-         lambda m, b, ctx: n.All() if isinstance(m.term, n.Never) else n.Never(),
+         _when(n.Not, lambda m: m.term in (n.All(), n.Never())),
+         lambda m, b, ctx: n.All() if m.term == n.Never() else n.Never(),
          (("~all", "none"), ("~none", "all"))),
     Rule("complement", "x & y -> none when no cell allows both (x & ~x, sliding(4) & ~causal); "
          "x | y -> all when every cell allows one (x | ~x)", _complement,
@@ -472,7 +450,7 @@ RULES: tuple[Rule, ...] = (
           ("~causal & (sliding(3) | chunk(4))", "chunk(4) & ~causal"),
           ("heads(0) & (heads(1) & causal | sliding(2))", "heads(0) & sliding(2)"))),
     Rule("leaf-sort", "global(...) / heads(...) positions sorted and unique; none if empty",
-         _leaf_sort, _do_leaf_sort,
+         _fact_rule("normalize"), lambda m, b, ctx: b,
          ((n.Global((3, 1, 3)), "global(1, 3)"), (n.Heads((2, 0)), "heads(0, 2)"),
           (n.Global(()), "none"))),
     Rule("heads-fold", "with the head count H: heads(...) clipped to 0..H-1, all heads -> all, "
@@ -487,7 +465,8 @@ RULES: tuple[Rule, ...] = (
           ("dilated(2, 3, 1)", "window(2, 3)"), ("dilated(5, 3, 2)", "dilated(4, 2, 2)"),
           ("dilated(1, 1, 2)", "sliding(1)"), ("strided(1)", "all"),
           (n.Window(2, -3), "none"))),
-    Rule("constant-leaf", "summary(c, n) with n >= c -> all; prefix(0) -> none", _constant_leaf,
+    Rule("constant-leaf", "summary(c, n) with n >= c -> all; prefix(0) -> none",
+         _fact_rule("constant"),
          lambda m, b, ctx: b, (("summary(4, 4)", "all"), ("prefix(0)", "none"))),
     Rule("and-offsets", "offset-only terms intersect: window(a, b) & window(c, d) -> "
          "window(min(a, c), min(b, d)); causal & window(l, r) -> window(l, min(r, 0)); "

@@ -11,23 +11,37 @@ logic (``&`` = min, ``|`` = max, ``~`` swaps FULL and EMPTY), which is exact exc
 two PARTIAL terms meet; it then says PARTIAL, the safe answer. FULL and EMPTY are never wrong.
 ``random`` terms read their exact cell table (their lengths are static); padding / document /
 mask(m) are PARTIAL unless the rest of the expression decides the tile.
+
+What a node depends on, its exact tile classes and its head set are its feature's ``tiles``
+record (``features.base.Tiles``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from enum import IntEnum
 
 import numpy as np
 
-from . import nodes as n
+from ..features import nodes as n
+from ..features.base import Tiles
+from ..features.registry import rule
 from .algebra import simplify
 from .eval import eval_mask
 
-_OFFSET = (n.Causal, n.Window, n.Sliding, n.Dilated, n.Strided)
-_KEY = (n.Prefix, n.Summary)
-_INPUTS = (n.Padding, n.Document, n.MaskInput)
+
+def _tiles(m: n.Mask) -> Tiles:
+    return rule("tiles", m)
+
+
+def _head_set(m: n.Mask) -> tuple[int, ...] | None:
+    """The heads a node allows when it depends on the head alone (heads(...)), else None."""
+    f = _tiles(m).heads
+    return None if f is None else f(m)
+
+
+def _reads(m: n.Mask) -> tuple[tuple[str, str], ...]:
+    return rule("inputs", m)(m)
 
 
 class Tile(IntEnum):
@@ -40,7 +54,7 @@ def is_symbolic(mask: n.Mask) -> bool:
     """True for position-only masks (no random(...), no inputs): their classification is
     exact for FULL and EMPTY and each tile's class depends only on the tile's absolute query
     and key ranges and the head, so it holds for any lengths (tiles cut at the end aside)."""
-    return not any(isinstance(m, (n.Random, *_INPUTS)) for m in n.walk(mask))
+    return not any(_support(m) in ("r", "i") for m in n.walk(mask))
 
 
 def classify_tiles(mask: n.Mask, heads: int, q_len: int, k_len: int, tile: int | tuple[int, int],
@@ -51,13 +65,13 @@ def classify_tiles(mask: n.Mask, heads: int, q_len: int, k_len: int, tile: int |
     ``past_len + i`` in self-attention, ``i`` otherwise; ``tile`` is ``t`` or ``(tq, tk)``."""
     grid = _Grid(q_len, k_len, tile, past_len if self_attention else 0)
     mask = simplify(mask, heads)
-    head_nodes = sorted({m for m in n.walk(mask) if isinstance(m, n.Heads)}, key=repr)
+    head_nodes = sorted({m for m in n.walk(mask) if _head_set(m) is not None}, key=repr)
     if not head_nodes:
         return grid.classify(mask)[None]
     by_pattern: dict[tuple[bool, ...], np.ndarray] = {}
     out = []
     for h in range(heads):
-        pattern = tuple(h in node.heads for node in head_nodes)
+        pattern = tuple(h in _head_set(node) for node in head_nodes)
         if pattern not in by_pattern:
             fixed = simplify(_at_head(mask, dict(zip(head_nodes, pattern, strict=True))))
             by_pattern[pattern] = grid.classify(fixed)
@@ -88,7 +102,7 @@ def density(mask: n.Mask, heads: int, q_len: int, k_len: int, past_len: int = 0,
         return None
     if q_len <= 0 or k_len <= 0:
         raise ValueError("density needs positive lengths")
-    batch = max([_batch_of(m, inputs) for m in n.walk(mask) if isinstance(m, _INPUTS)],
+    batch = max([_batch_of(name, role, inputs) for m in n.walk(mask) for name, role in _reads(m)],
                 default=1)
     cls = classify_tiles(mask, heads, q_len, k_len, tile, past_len, self_attention)
     cls = np.broadcast_to(cls, (heads, *cls.shape[1:]))
@@ -115,25 +129,8 @@ def density(mask: n.Mask, heads: int, q_len: int, k_len: int, past_len: int = 0,
 
 def _support(m: n.Mask) -> str:
     """'c' constant, 'd' offset k - q only, 'k' key only, 'r' random(...) only, 'p' other
-    position-only, 'i' reads inputs."""
-    if isinstance(m, (n.All, n.Never)):
-        return "c"
-    if isinstance(m, _OFFSET) or isinstance(m, n.Chunk) and m.size == 1:
-        return "d"
-    if isinstance(m, _KEY):
-        return "k"
-    if isinstance(m, n.Random):
-        return "r"
-    if isinstance(m, _INPUTS):
-        return "i"
-    if not n.children(m):
-        return "p"  # chunk, global (heads are fixed before classification)
-    kids = {_support(c) for c in n.children(m)} - {"c"}
-    if "i" in kids:
-        return "i"
-    if len(kids) == 1:
-        return kids.pop()
-    return "p" if kids else "c"
+    position-only, 'i' reads inputs (combinators: from their terms)."""
+    return _tiles(m).support(m, _support)
 
 
 class _Grid:
@@ -159,23 +156,26 @@ class _Grid:
             return self.const(Tile.EMPTY)
         s = _support(m)
         if s == "c":
-            return self.const(Tile.FULL if isinstance(simplify(m), n.All) else Tile.EMPTY)
+            return self.const(Tile.FULL if simplify(m) == n.All() else Tile.EMPTY)
         if s in ("d", "k"):
             return self._line(m, s)
         if s == "r":  # static: exact from the cell table
             cells = eval_mask(m, 1, np.arange(self.q_len) + self.q_off, np.arange(self.k_len))
             return self._reduce(np.broadcast_to(cells, (1, 1, self.q_len, self.k_len))[0, 0])
-        if isinstance(m, n.Not):
-            return (Tile.FULL - self.classify(m.term)).astype(np.int8)
-        if isinstance(m, (n.And, n.Or)):
-            return self._combine(m)
-        if isinstance(m, n.Chunk):
-            return self._chunk(m.size)
-        if isinstance(m, n.Global):
-            return self._global(np.asarray(m.positions))
+        f = _tiles(m).classify  # combinators, chunk, global
+        if f is not None:
+            return f(m, self)
         return self.const(Tile.PARTIAL)  # padding / document / mask(m); heads were fixed
 
-    def _combine(self, m: n.And | n.Or) -> np.ndarray:
+    def negate(self, classes: np.ndarray) -> np.ndarray:
+        """The classes of ``~x`` from those of ``x``: FULL and EMPTY swap."""
+        return (Tile.FULL - classes).astype(np.int8)
+
+    def pick(self, full: np.ndarray, empty: np.ndarray) -> np.ndarray:
+        """FULL where ``full``, else EMPTY where ``empty``, else PARTIAL."""
+        return _pick(full, empty)
+
+    def combine(self, m: n.And | n.Or, is_and: bool) -> np.ndarray:
         """Three-valued logic between groups that are classified exactly: the offset-only
         terms together, the key-only ones, the random ones; with inputs, all position terms."""
         kinds = [_support(t) for t in m.terms]
@@ -190,7 +190,7 @@ class _Grid:
                 groups.setdefault(kind if kind in ("d", "k", "r") else i, []).append(t)
             parts += [self.classify(type(m)(tuple(g)) if len(g) > 1 else g[0])
                       for g in groups.values()]
-        reduce = np.minimum if isinstance(m, n.And) else np.maximum
+        reduce = np.minimum if is_and else np.maximum
         return reduce.reduce(parts).astype(np.int8)
 
     def _line(self, m: n.Mask, axis: str) -> np.ndarray:
@@ -210,20 +210,6 @@ class _Grid:
         count = csum[hi - lo_all + 1] - csum[lo - lo_all]
         return np.broadcast_to(_classes(count, hi - lo + 1), self.shape)
 
-    def _chunk(self, c: int) -> np.ndarray:
-        qa, qb, ka, kb = self.qa // c, self.qb // c, self.ka // c, self.kb // c
-        full = (qa == qb) & (ka == kb) & (qa == ka)
-        empty = (qb < ka) | (kb < qa)
-        return _pick(full, empty)
-
-    def _global(self, pos: np.ndarray) -> np.ndarray:
-        def inside(a, b):
-            return np.searchsorted(pos, b, "right") - np.searchsorted(pos, a, "left")
-
-        in_q, in_k = inside(self.qa, self.qb), inside(self.ka, self.kb)
-        full = (in_q == self.qb - self.qa + 1) | (in_k == self.kb - self.ka + 1)
-        return _pick(full, (in_q == 0) & (in_k == 0))
-
     def _reduce(self, cells: np.ndarray) -> np.ndarray:
         nq, nk = self.shape
         padded = np.zeros((nq * self.tq, nk * self.tk), dtype=bool)
@@ -240,15 +226,12 @@ def _pick(full: np.ndarray, empty: np.ndarray) -> np.ndarray:
     return np.where(full, Tile.FULL, np.where(empty, Tile.EMPTY, Tile.PARTIAL)).astype(np.int8)
 
 
-def _at_head(m: n.Mask, values: dict[n.Heads, bool]) -> n.Mask:
+def _at_head(m: n.Mask, values: dict[n.Mask, bool]) -> n.Mask:
     """``m`` with each heads(...) node replaced by all / none."""
-    if isinstance(m, n.Heads):
+    if m in values:
         return n.All() if values[m] else n.Never()
-    if isinstance(m, n.Not):
-        return n.Not(_at_head(m.term, values))
-    if isinstance(m, (n.And, n.Or)):
-        return type(m)(tuple(_at_head(t, values) for t in m.terms))
-    return m
+    kids = n.children(m)
+    return n.with_children(m, tuple(_at_head(t, values) for t in kids)) if kids else m
 
 
 # ---------------------------------------------------------------- density helpers
@@ -260,19 +243,18 @@ def _bind_random(mask: n.Mask, heads: int, q_len: int, k_len: int, q_off: int,
                  inputs: dict[str, np.ndarray]) -> tuple[n.Mask, dict[str, np.ndarray]]:
     """random(...) nodes replaced by mask inputs holding their whole-matrix tables, so that
     parts of the matrix can be evaluated alone."""
-    tables: dict[n.Random, str] = {}
+    tables: dict[n.Mask, str] = {}
 
     def sub(m: n.Mask) -> n.Mask:
-        if isinstance(m, n.Random):
+        kids = n.children(m)
+        if kids:
+            return n.with_children(m, tuple(sub(t) for t in kids))
+        if _support(m) == "r":
             if m not in tables:
                 tables[m] = _RANDOM.format(len(tables))
                 inputs[tables[m]] = eval_mask(m, heads, np.arange(q_len) + q_off,
                                               np.arange(k_len))
             return n.MaskInput(tables[m])
-        if isinstance(m, n.Not):
-            return replace(m, term=sub(m.term))
-        if isinstance(m, (n.And, n.Or)):
-            return replace(m, terms=tuple(sub(t) for t in m.terms))
         return m
 
     return sub(mask), inputs
@@ -283,17 +265,19 @@ def _slice_inputs(mask: n.Mask, inputs: dict[str, np.ndarray], r0: int, r1: int,
     """Inputs for rows r0:r1 and keys c0:c1: mask(m) tensors cut to the block."""
     out = dict(inputs)
     for m in n.walk(mask):
-        if isinstance(m, n.MaskInput):
-            a = np.asarray(inputs[m.input])
-            a = a.reshape((1,) * (4 - a.ndim) + a.shape)
-            rows = slice(r0, r1) if a.shape[2] > 1 else slice(None)
-            out[m.input] = a[:, :, rows, slice(c0, c1) if a.shape[3] > 1 else slice(None)]
+        for name, role in _reads(m):
+            if role == "cells":
+                a = np.asarray(inputs[name])
+                a = a.reshape((1,) * (4 - a.ndim) + a.shape)
+                rows = slice(r0, r1) if a.shape[2] > 1 else slice(None)
+                out[name] = a[:, :, rows, slice(c0, c1) if a.shape[3] > 1 else slice(None)]
     return out
 
 
-def _batch_of(m: n.Mask, inputs: Mapping[str, np.ndarray]) -> int:
-    a = np.asarray(inputs[m.input])
-    if isinstance(m, n.MaskInput):
+def _batch_of(name: str, role: str, inputs: Mapping[str, np.ndarray]) -> int:
+    """The batch size an input gives: its first axis ([batch, H, Sq, Sk] for cells)."""
+    a = np.asarray(inputs[name])
+    if role == "cells":
         return a.shape[0] if a.ndim == 4 else 1
     return a.shape[0]
 

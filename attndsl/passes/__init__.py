@@ -1,23 +1,10 @@
-"""Optimizer passes: IR passes on the ``Program`` (model + weights) before lowering, graph
-passes on the ONNX model after it; one module per pass, the pipeline in ``pipeline``."""
+"""IR optimizer passes: rewrites of the ``Program`` (model + weights) before lowering, one
+module per pass, the registry and the pass manager in ``pipeline``. This package knows
+nothing of ONNX: the graph passes over the lowered model, and the pipeline that runs both
+stages by name, are in ``lower.graph_passes`` and ``lower.pipeline``."""
 
-from .base import GraphPass, IRPass, Pass, PassResult, Program
-from .pipeline import (
-    DEFAULT_PIPELINE,
-    REGISTRY,
-    PassManager,
-    get_pass,
-    graph_text,
-    ir_after,
-    model_after,
-    parse_pass_list,
-    resolve,
-    run_graph_passes,
-    run_passes,
-)
+from .base import IRPass, Pass, PassResult, Program
+from .pipeline import IR_PASSES, PassManager, run_ir_passes
 
-__all__ = [
-    "DEFAULT_PIPELINE", "REGISTRY", "GraphPass", "IRPass", "Pass", "PassManager", "PassResult",
-    "Program", "get_pass", "graph_text", "ir_after", "model_after", "parse_pass_list", "resolve",
-    "run_graph_passes", "run_passes",
-]
+__all__ = ["IR_PASSES", "IRPass", "Pass", "PassManager", "PassResult", "Program",
+           "run_ir_passes"]

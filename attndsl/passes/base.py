@@ -1,13 +1,14 @@
 """What a pass is: a named rewrite with typed options that returns its result and whether it
 changed anything.
 
-Two stages share this interface. IR passes (``stage = "ir"``) rewrite a ``Program``: the IR
-model and the weights that go with it (a pass may change both, e.g. fusing projections).
-Graph passes (``stage = "graph"``) rewrite the lowered ONNX ``ModelProto``. A pass never
+Two stages share this interface. IR passes (``stage = "ir"``, this package) rewrite a
+``Program``: the IR model and the weights that go with it (a pass may change both, e.g.
+fusing projections). Graph passes (``stage = "graph"``, ``lower/graph_passes``: they need
+onnx, which this package never imports) rewrite the lowered ONNX ``ModelProto``. A pass never
 mutates its input; it builds a new payload (``dataclasses.replace`` for the IR, a copy for
 ONNX). An IR pass decides from the model alone, never from the weights' values (it may
 compute new weights from them): the model a pipeline makes of a spec is then known without
-the weights (``pipeline.model_after``).
+the weights (``lower.pipeline.model_after``).
 """
 
 from __future__ import annotations
@@ -94,11 +95,7 @@ class Pass(ABC, Generic[T]):
 
 
 class IRPass(Pass[Program]):
+    """A pass over the ``Program`` (IR model and weights), run before lowering."""
+
     stage: ClassVar[Stage] = "ir"
 
-
-class GraphPass(Pass[Any]):
-    """A pass over the lowered ``onnx.ModelProto`` (typed ``Any`` so that importing the pass
-    machinery does not import onnx)."""
-
-    stage: ClassVar[Stage] = "graph"

@@ -1,36 +1,24 @@
-"""The pass registry, the default pipeline and the pass manager.
+"""The IR passes by name and the pass manager.
 
-A pipeline is a list of pass names (or pass objects). Its IR passes run on the ``Program``
-before lowering, its graph passes on the ONNX model after it, each stage in list order. The
-manager cycles through a stage's passes until a whole round changes nothing (at most
-``max_rounds`` rounds). ``stop_after`` cuts the list after the named pass, which is how
-``attndsl ir SPEC --after PASS`` shows the program at any point.
+The manager cycles through a stage's passes until a whole round changes nothing (at most
+``max_rounds`` rounds); it serves both stages (graph passes too, ``lower.pipeline``). Pipelines
+of pass names that mix both stages, the default pipeline and ``stop_after`` (``attndsl ir SPEC
+--after PASS``) are resolved in ``lower.pipeline``, which knows the graph passes as well.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from ..errors import AttnDSLError, did_you_mean
-from ..ir.nodes import Model
-from .base import Pass, PassResult, Program
+from .base import IRPass, Pass, PassResult, Program
 from .canonicalize_masks import CanonicalizeMasks
 from .dead_outputs import DeadOutputs
-from .fold_constants import FoldConstants
 from .fold_scale import FoldScale
 from .fuse_qkv import FuseQKV
-from .share_computations import ShareComputations
 
-REGISTRY: dict[str, type[Pass]] = {p.name: p for p in (
-    CanonicalizeMasks, FoldScale, FuseQKV, DeadOutputs, ShareComputations, FoldConstants)}
-
-DEFAULT_PIPELINE = ["canonicalize-masks", "dead-outputs", "fold-scale", "fuse-qkv",
-                    "share-computations", "fold-constants"]
-
-PassSpec = str | Pass
+IR_PASSES: dict[str, type[IRPass]] = {p.name: p for p in (
+    CanonicalizeMasks, FoldScale, FuseQKV, DeadOutputs)}
 
 
 class PassManager:
@@ -56,93 +44,7 @@ class PassManager:
         return PassResult(program, changed_any)
 
 
-def get_pass(name: str) -> Pass:
-    """A pass with default options, by name."""
-    cls = REGISTRY.get(name)
-    if cls is None:
-        hint = did_you_mean(name, REGISTRY) or f"known passes: {', '.join(REGISTRY)}"
-        raise AttnDSLError(f"unknown pass '{name}'", hint=hint)
-    return cls()
-
-
-def resolve(passes: Iterable[PassSpec] | None = None,
-            stop_after: str | None = None) -> list[Pass]:
-    """Pass objects for ``passes`` (default: ``DEFAULT_PIPELINE``), cut after ``stop_after``."""
-    names = DEFAULT_PIPELINE if passes is None else list(passes)
-    out = [get_pass(p) if isinstance(p, str) else p for p in names]
-    if stop_after is not None:
-        get_pass(stop_after)  # unknown names get the did-you-mean error
-        where = [i for i, p in enumerate(out) if p.name == stop_after]
-        if not where:
-            raise AttnDSLError(f"pass '{stop_after}' is not in the pipeline",
-                               hint=f"the pipeline is {', '.join(p.name for p in out)}")
-        out = out[:where[0] + 1]
-    return out
-
-
-def parse_pass_list(text: str) -> list[str]:
-    """``"a,b"`` (the ``--passes`` syntax) -> ``["a", "b"]``, names checked."""
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    for name in names:
-        get_pass(name)
-    return names
-
-
-def run_passes(program: Program, passes: Iterable[PassSpec] | None = None,
-               stop_after: str | None = None) -> Program:
-    """The IR passes of the pipeline, run on ``program``."""
-    selected = [p for p in resolve(passes, stop_after) if p.stage == "ir"]
-    return PassManager(selected).run(program).program if selected else program
-
-
-def run_graph_passes(proto: Any, passes: Iterable[PassSpec] | None = None,
-                     stop_after: str | None = None) -> Any:
-    """The graph passes of the pipeline, run on the lowered ``onnx.ModelProto``."""
-    selected = [p for p in resolve(passes, stop_after) if p.stage == "graph"]
-    return PassManager(selected).run(proto).program if selected else proto
-
-
-def model_after(model: Model, passes: Iterable[PassSpec] | None = None) -> Model:
-    """The IR model the IR passes of ``passes`` make of ``model``: the layout the initializers
-    of a model compiled with ``passes`` follow (``attndsl run --verify`` reads a compiled
-    file's ``attndsl.passes`` metadata and checks it against the reference of this model).
-    IR passes decide from the model alone, never from weight values, so the seeded weights
-    stand in for the real ones."""
-    from ..weights import seeded_weights
-
-    selected = [p for p in resolve(passes) if p.stage == "ir"]
-    if not selected:
-        return model
-    return run_passes(Program(model, seeded_weights(model)), selected).model
-
-
-def ir_after(model: Model, weights: Mapping[str, np.ndarray], pass_name: str,
-             passes: Iterable[PassSpec] | None = None, opset: int = 18) -> str:
-    """The program after the default pipeline (or ``passes``) up to and including
-    ``pass_name``: the IR print for an IR pass, the graph as text (without initializer data)
-    for a graph pass."""
-    from ..ir.printer import print_ir
-
-    selected = resolve(passes, stop_after=pass_name)
-    program = run_passes(Program(model, weights), selected)
-    if selected[-1].stage == "ir":
-        return print_ir(program.model)
-    from ..lower import lower_portable
-
-    proto = run_graph_passes(lower_portable(program.model, program.weights, opset), selected)
-    return graph_text(proto)
-
-
-def graph_text(proto: Any) -> str:
-    """The graph as ``onnx.printer`` text, initializers listed by name, type and shape only."""
-    import onnx
-    from onnx import helper
-
-    lines = [f"# initializer {i.name}: "
-             f"{helper.tensor_dtype_to_np_dtype(i.data_type).name}{list(i.dims)}"
-             for i in proto.graph.initializer]
-    bare = onnx.ModelProto()
-    bare.CopyFrom(proto)
-    del bare.graph.initializer[:]
-    del bare.metadata_props[:]
-    return "\n".join(lines + [onnx.printer.to_text(bare)]) + "\n"
+def run_ir_passes(program: Program, passes: Sequence[IRPass]) -> Program:
+    """``program`` after the pass manager ran ``passes`` on it (as it is when there are
+    none)."""
+    return PassManager(passes).run(program).program if passes else program

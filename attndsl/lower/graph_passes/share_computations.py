@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import onnx
 from onnx import numpy_helper
 
-from .base import GraphPass, PassResult
+from ...passes.base import PassResult
+from .base import GraphPass
 from .graph_utils import copy_model, has_subgraphs, is_parameter, remove_dead
 
 # ops whose two identical calls may differ

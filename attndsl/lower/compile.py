@@ -1,4 +1,5 @@
-"""Compile a model to ONNX: lower, check, stamp metadata; save atomically."""
+"""Compile a model to ONNX: IR passes, lowering for the target, graph passes, the ONNX
+checker, metadata; save atomically."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .errors import LoweringError, did_you_mean
-from .fileio import write_atomic
-from .ir.nodes import Model
-from .lower import check_opset
-from .lower.onnx_portable import BlockExplanation, lower_with_explanations
-from .lower.plan import MODES as SPARSE_MODES
-from .lower.plan import SparseOptions
-from .passes import DEFAULT_PIPELINE, Program, resolve, run_graph_passes, run_passes
-from .weights import check_weights, load_weights
+from ..errors import LoweringError, did_you_mean
+from ..fileio import write_atomic
+from ..ir.nodes import Model
+from ..passes import Program
+from ..version import __version__
+from ..weights import check_weights, load_weights
+from .lowering import lower_with_explanations
+from .onnx_portable import BlockExplanation
+from .pipeline import DEFAULT_PIPELINE, resolve, run_graph_passes, run_passes
+from .plan import SparseOptions
+from .targets import DEFAULT_OPSET, DEFAULT_SPARSE, DEFAULT_TARGET, SPARSE_MODES, check_opset
 
 
 @dataclass(frozen=True)
@@ -28,9 +31,9 @@ class CompileOptions:
     ``auto`` costs dynamic dims (None: 4096); optimization passes (None: the default
     pipeline, ``()``: none — the CLI's ``--no-opt``)."""
 
-    opset: int = 18
-    target: str = "portable"
-    sparse: str = "auto"
+    opset: int = DEFAULT_OPSET
+    target: str = DEFAULT_TARGET
+    sparse: str = DEFAULT_SPARSE
     block_size: int | None = None
     passes: tuple[str, ...] | None = None
     seq_hint: int | None = None
@@ -51,7 +54,8 @@ class CompileOptions:
 
 
 def compile_model(model: Model, weights: Mapping[str, np.ndarray] | None = None,
-                  opset: int = 18, options: CompileOptions | None = None) -> onnx.ModelProto:
+                  opset: int = DEFAULT_OPSET,
+                  options: CompileOptions | None = None) -> onnx.ModelProto:
     """The model as a checked ONNX ModelProto (``options`` win over ``opset``).
 
     ``weights`` default to the spec's weights file, else the seeded ones. The result is the
@@ -68,8 +72,6 @@ def compile_with_explanations(model: Model, weights: Mapping[str, np.ndarray] | 
     target it skips the ``com.microsoft`` nodes (onnx has no schemas for that domain).
 
     The IR passes of the pipeline run before lowering, its graph passes after it."""
-    from . import __version__
-
     options = options or CompileOptions()
     check_opset(options.opset, options.target)
     if weights is None:

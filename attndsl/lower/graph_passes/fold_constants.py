@@ -25,7 +25,8 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from .base import GraphPass, PassResult
+from ...passes.base import PassResult
+from .base import GraphPass
 from .graph_utils import (
     DEFAULT_DOMAINS,
     copy_model,

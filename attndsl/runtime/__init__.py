@@ -1,4 +1,5 @@
-"""ONNX Runtime sessions: provider choice (cpu | cuda | auto), running with named inputs."""
+"""The runtime layer: ONNX Runtime sessions (provider choice cpu | cuda | auto, running with
+named inputs) here, the KV-cache decode loop in ``runtime.decode``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .errors import InputError, RuntimeUnavailable, did_you_mean
+from ..errors import InputError, RuntimeUnavailable, did_you_mean
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 CHOICES = ("cpu", "cuda", "auto")

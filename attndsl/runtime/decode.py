@@ -20,10 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from .errors import AttnDSLError
-from .ir.nodes import Model
-from .masks import nodes as mn
-from .runtime import make_session, run_session
+from ..errors import AttnDSLError
+from ..features import nodes as mn
+from ..features.registry import rule
+from ..ir.nodes import Model
+from . import make_session, run_session
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class DecodeRun:
     steps: list[dict[str, np.ndarray]]
     spans: list[tuple[int, int]]
     full: dict[str, np.ndarray]
+
+
+# how a step slices an input by the role its feature gives it: ids [batch, k_len] keep the
+# columns :end, inputs over the cells keep query rows and key columns; lengths stay whole
+_STEP_ROLES = {"ids": "ids", "cells": "qk"}
 
 
 def _roles(model: Model) -> dict[str, str]:
@@ -48,15 +54,11 @@ def _roles(model: Model) -> dict[str, str]:
         for stream in (b.query, b.key, b.value):
             if model.has_input(stream):
                 roles[stream] = "stream"
-        if b.mask is not None:
-            for node in mn.walk(b.mask):
-                if isinstance(node, mn.Document):
-                    roles[node.input] = "ids"
-                elif isinstance(node, mn.MaskInput):
-                    roles[node.input] = "qk"
-        for mod in b.score:
-            if isinstance(mod, mn.BiasInput):
-                roles[mod.input] = "qk"
+        nodes = [*(mn.walk(b.mask) if b.mask is not None else ()), *b.score]
+        for node in nodes:
+            for name, role in rule("inputs", node)(node):
+                if role in _STEP_ROLES:
+                    roles[name] = _STEP_ROLES[role]
     return roles
 
 

@@ -1,0 +1,50 @@
+"""The public Python API; the command line (``attndsl.cli``) is a thin shell over it.
+
+- ``Spec``: a spec loaded (``Spec.load``, ``Spec.parse``) or built (``Spec.new``), edited
+  (methods returning new specs), checked into IR (``model()``) and written back as YAML or
+  ``.attn`` (``to_yaml``, ``to_attn``, ``save``).
+- ``compile`` / ``compile_to``: ONNX models, as ``attndsl compile``.
+- ``execute`` / ``run`` / ``verify``: ONNX Runtime runs, checked against the numpy reference,
+  as ``attndsl run [--verify]``.
+- ``check`` (with ``format_summary``), ``ir_text``, ``convert``, ``draw``: what ``attndsl
+  check``, ``ir``, ``convert`` and ``viz`` do.
+
+Every function takes a spec as a file path, a ``Spec`` or a checked IR ``Model``. Bad specs
+raise ``SpecError`` / ``SpecErrors`` with locations; bad options raise ``AttnDSLError``.
+"""
+
+from ..lower.targets import DEFAULT_OPSET, OPSETS, SPARSE_MODES, TARGET_NAMES, opset_ranges
+from ._check import check, draw, format_summary
+from ._compile import CompileResult, SpecLike, WeightsLike, compile, compile_to, convert, ir_text
+from ._run import (
+    TOLERANCE,
+    OutputCheck,
+    RunResult,
+    VerifyReport,
+    compare,
+    execute,
+    load_onnx,
+    read_inputs,
+    run,
+    save_outputs,
+    verify,
+)
+from ._spec import SYNTAXES, Spec, load_spec, parse_spec
+
+
+def __getattr__(name: str) -> object:
+    """``Summary`` (what ``check`` returns) is imported when first asked for: its module needs
+    numpy, which ``import attndsl`` (and the command line's ``--help``) can do without."""
+    if name == "Summary":
+        from ..summary import Summary
+
+        return Summary
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+__all__ = [
+    "DEFAULT_OPSET", "OPSETS", "SPARSE_MODES", "SYNTAXES", "TARGET_NAMES", "opset_ranges",
+    "TOLERANCE", "CompileResult", "OutputCheck", "RunResult", "Spec", "SpecLike",
+    "Summary", "VerifyReport", "WeightsLike", "check", "compare", "compile", "compile_to",
+    "convert", "draw", "execute", "format_summary", "ir_text", "load_onnx", "load_spec",
+    "parse_spec", "read_inputs", "run", "save_outputs", "verify",
+]

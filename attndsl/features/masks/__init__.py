@@ -1,0 +1,1 @@
+"""Mask primitives, one module each (and ``logic``: the combinators ``&``, ``|``, ``~``)."""
