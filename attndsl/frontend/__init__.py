@@ -31,12 +31,7 @@ def detect_syntax(source: Source) -> str:
 
 
 def parse_source(source: Source) -> SpecAST:
-    """Parse spec text in either syntax (a leading byte-order mark is dropped)."""
-    if source.text.startswith("\ufeff"):
-        source = Source(source.text[1:], source.path)
-    nul = limits.first_nul(source.text, lambda line, col: Span(source, line, col))
-    if nul is not None:
-        raise nul
+    """Parse spec text in the syntax ``detect_syntax`` finds."""
     return parse_yaml(source) if detect_syntax(source) == "yaml" else parse_dsl(source)
 
 

@@ -140,6 +140,7 @@ class _Builder:
 
 def parse_dsl(source: Source) -> ast.SpecAST:
     """Parse `.attn` text into the shared AST (syntax errors raise SpecSyntaxError)."""
+    source = limits.spec_text(source)
     text = source.text if source.text.endswith("\n") else source.text + "\n"
     place = Placement(source)
     deep = limits.expression_nesting(text, place.span)

@@ -11,7 +11,7 @@ import os
 import re
 
 from ..errors import LimitError, SpecSyntaxError
-from ..source import Span
+from ..source import Source, Span
 
 MAX_SPEC_BYTES = 64 * 1024
 """Default largest spec file, in bytes (64 KiB); raise it with ``ATTNDSL_MAX_SPEC_BYTES``.
@@ -54,14 +54,18 @@ def too_large(path: str, size: int | None, limit: int) -> LimitError:
 
 # ---------------------------------------------------------------- characters
 
-def first_nul(text: str, source_span) -> SpecSyntaxError | None:
-    """An error at the first NUL character: spec text never holds one, binary files do."""
-    at = text.find("\x00")
-    if at < 0:
-        return None
-    line, col = _line_col(text, at)
-    return SpecSyntaxError("the file contains a NUL byte: it is binary, not spec text",
-                           source_span(line, col), "give a .yaml or .attn text file")
+def spec_text(source: Source) -> Source:
+    """``source`` ready for a parser: a leading byte-order mark dropped (columns count from
+    after it), and an error at the first NUL character (spec text never holds one, binary
+    files do)."""
+    if source.text.startswith("\ufeff"):
+        source = Source(source.text[1:], source.path)
+    at = source.text.find("\x00")
+    if at >= 0:
+        line, col = source.line_col(at)
+        raise SpecSyntaxError("the file contains a NUL byte: it is binary, not spec text",
+                              Span(source, line, col), "give a .yaml or .attn text file")
+    return source
 
 
 def _line_col(text: str, index: int) -> tuple[int, int]:

@@ -329,4 +329,4 @@ class _Loader:
 
 def parse_yaml(source: Source) -> ast.SpecAST:
     """Parse YAML spec text into the shared AST."""
-    return _Loader(source).load()
+    return _Loader(limits.spec_text(source)).load()
