@@ -28,7 +28,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -50,9 +50,11 @@ _CHUNK = 64 << 20  # bytes per write call
 
 @dataclass(frozen=True)
 class SavedModel:
-    """What ``save_detached`` wrote: the model file and its size, and the external data file
-    and its size (None and 0 when the weights are inline)."""
+    """What ``save_detached`` wrote: the model as written (weights inline, or external-data
+    references), its file and size, and the external data file and its size (None and 0 when
+    the weights are inline)."""
 
+    proto: onnx.ModelProto = field(repr=False)
     path: Path
     model_bytes: int
     data_path: Path | None = None
@@ -117,7 +119,7 @@ def save_detached(detached: DetachedModel, path: str | Path, external: str = "au
         with _atomic_files(path) as (out,):
             progress.phase("writing model", len(data), "bytes")
             _write_chunks(out, memoryview(data), progress)
-        return SavedModel(path, len(data))
+        return SavedModel(proto, path, len(data))
     data_path = data_path_for(path)
     progress.phase("writing weights", detached.weight_bytes(), "bytes")
     with _atomic_files(data_path, path) as (data_file, model_file):
@@ -137,7 +139,7 @@ def save_detached(detached: DetachedModel, path: str | Path, external: str = "au
         model = detached.proto.SerializeToString(deterministic=True)
         model_file.write(model)
     detached.weights.clear()  # they are in the file now; the stubs point there
-    return SavedModel(path, len(model), data_path, offset)
+    return SavedModel(detached.proto, path, len(model), data_path, offset)
 
 
 def _little_endian_bytes(array: np.ndarray) -> memoryview:

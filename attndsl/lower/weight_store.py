@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+from google.protobuf.message import Message
 from onnx import helper, numpy_helper
 
 HELD_LOCATION = "<attndsl: weight held in memory, not in a file>"
@@ -133,3 +134,38 @@ def checker_view(proto: onnx.ModelProto) -> onnx.ModelProto:
     graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
                        for t in stubs)
     return view
+
+
+def detach_proto(proto: onnx.ModelProto, min_bytes: int = 1024) -> DetachedModel:
+    """A ``DetachedModel`` of an in-memory model whose tensors are inline (e.g. one too big
+    to serialize): a weight-free copy in which every initializer of at least ``min_bytes``
+    raw bytes is a stub, and those arrays (``proto`` is not changed). Each array is a copy
+    of its tensor's bytes (protobuf hands them out as ``bytes``)."""
+    out = onnx.ModelProto()
+    graph = proto.graph
+    copy_fields(proto, out, skip="graph")
+    copy_fields(graph, out.graph, skip="initializer")
+    weights: dict[str, np.ndarray] = {}
+    for tensor in graph.initializer:
+        if tensor.HasField("raw_data") and len(tensor.raw_data) >= min_bytes:
+            dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+            array = np.frombuffer(tensor.raw_data, dtype=dtype.newbyteorder("<"))
+            array = array.astype(dtype, copy=False).reshape(tuple(tensor.dims))
+            weights[tensor.name] = array
+            out.graph.initializer.append(weight_stub(tensor.name, array))
+        else:
+            out.graph.initializer.append(tensor)
+    return DetachedModel(out, weights)
+
+
+def copy_fields(src: Message, dst: Message, skip: str) -> None:
+    """Copy every set field of ``src`` but ``skip`` into ``dst``."""
+    for desc, value in src.ListFields():
+        if desc.name == skip:
+            continue
+        if desc.is_repeated:
+            getattr(dst, desc.name).extend(value)
+        elif desc.message_type is not None:
+            getattr(dst, desc.name).CopyFrom(value)
+        else:
+            setattr(dst, desc.name, value)
