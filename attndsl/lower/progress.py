@@ -66,7 +66,10 @@ class Progress:
             self.advance()
 
     def line(self) -> str:
-        """The text of the bar as it stands."""
+        """The text of the bar as it stands (a phase of no known size: its label alone)."""
+        elapsed = f"{self.clock() - self.start:.0f} s"
+        if not self.total:
+            return f"attndsl: {self.label}  {elapsed}"
         frac = self.done / self.total if self.total else 0.0
         filled = round(frac * self.width)
         bar = "#" * filled + "." * (self.width - filled)
@@ -74,7 +77,7 @@ class Progress:
             count = f"{_size(self.done)} / {_size(self.total)}"
         else:
             count = f"{self.done}/{self.total} {self.unit}"
-        return f"attndsl: {self.label} [{bar}] {count}  {self.clock() - self.start:.0f} s"
+        return f"attndsl: {self.label} [{bar}] {count}  {elapsed}"
 
     def _draw(self, force: bool = False) -> None:
         if not self.enabled:
