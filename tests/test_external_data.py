@@ -13,16 +13,18 @@ import onnx
 import pytest
 
 from attndsl import cli, parse_spec
+from attndsl.api import load_spec
 from attndsl.errors import AttnDSLError, LoweringError
 from attndsl.inputs import random_inputs
 from attndsl.lower import external_data
-from attndsl.lower.compile import compile_model, compile_to_file, model_bytes
+from attndsl.lower.compile import CompileOptions, compile_model, compile_to_file, model_bytes
 from attndsl.lower.external_data import data_path_for
 from attndsl.lower.pipeline import model_after
 from attndsl.lower.progress import Progress
 from attndsl.reference import run_reference
 from attndsl.runtime import make_session, run_session
 
+ROOT = Path(__file__).resolve().parents[1]
 SPEC = """\
 attndsl: 1
 name: ext
@@ -98,6 +100,25 @@ def test_threshold_and_modes(tmp_path: Path) -> None:
         save(tmp_path, external="sometimes")
     with pytest.raises(AttnDSLError, match="positive"):
         save(tmp_path, external="auto", external_threshold=0)
+
+
+ALL_SPECS = sorted([*(ROOT / "examples").glob("*.yaml"), *(ROOT / "specs").glob("*.yaml"),
+                    *(ROOT / "specs").glob("*.attn")])
+
+
+@pytest.mark.parametrize("options", [CompileOptions(), CompileOptions(passes=(), target="ort")],
+                         ids=["default", "no-opt-ort"])
+@pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.name)
+def test_streamed_inline_file_is_the_serialized_model(tmp_path: Path, path: Path,
+                                                      options: CompileOptions) -> None:
+    """The inline file, streamed from the weight-free model and the arrays, is byte for
+    byte ``model_bytes(compile_model(...))``."""
+    model = load_spec(path)
+    saved, _ = compile_to_file(model, tmp_path / "m.onnx", options=options,
+                               progress=Progress.silent())
+    want = model_bytes(compile_model(model, options=options))
+    assert saved.model_bytes == len(want)
+    assert (tmp_path / "m.onnx").read_bytes() == want
 
 
 def test_never_over_the_protobuf_limit_is_an_error(tmp_path: Path,

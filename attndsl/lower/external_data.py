@@ -34,10 +34,11 @@ from typing import BinaryIO
 
 import numpy as np
 import onnx
+from google.protobuf.message import Message
 
 from ..errors import AttnDSLError, LoweringError
 from .progress import Progress
-from .weight_store import DetachedModel, check_stub, is_stub
+from .weight_store import DetachedModel, check_stub, copy_fields, is_stub
 
 PROTOBUF_LIMIT = (1 << 31) - 1  # the largest message protobuf serializes
 AUTO_THRESHOLD = 2_000_000_000  # auto: external data above this many bytes
@@ -50,9 +51,9 @@ _CHUNK = 64 << 20  # bytes per write call
 
 @dataclass(frozen=True)
 class SavedModel:
-    """What ``save_detached`` wrote: the model as written (weights inline, or external-data
-    references), its file and size, and the external data file and its size (None and 0 when
-    the weights are inline)."""
+    """What ``save_detached`` wrote: the weight-free model (stubs in place of inline
+    weights, or the external-data references), its file and size, and the external data
+    file and its size (None and 0 when the weights are inline)."""
 
     proto: onnx.ModelProto = field(repr=False)
     path: Path
@@ -103,23 +104,25 @@ def wants_external(detached: DetachedModel, external: str = "auto",
 def save_detached(detached: DetachedModel, path: str | Path, external: str = "auto",
                   threshold: int | None = None, progress: Progress | None = None) -> SavedModel:
     """Write the model to ``path`` (and its weights to ``MODEL.onnx.data`` when external
-    data is chosen, see the module doc). Consumes ``detached`` (its stubs are filled in)."""
+    data is chosen, see the module doc). Inline, the file is streamed from the weight-free
+    model and the arrays (``_inline_pieces``): no in-memory model with the weights and no
+    serialized copy of it is made. External data consumes ``detached`` (its stubs become
+    references into the data file)."""
     path = Path(path)
     progress = progress or Progress.silent()
     if not wants_external(detached, external, threshold):
-        size = inline_size(detached)
+        pieces, size = _inline_pieces(detached)
         if size > PROTOBUF_LIMIT:
             raise LoweringError(
                 f"the model is {size:,} bytes with its weights inline, over protobuf's "
                 f"2 GiB limit", hint="save the weights as external data "
                 "(--external-data auto or always)")
-        progress.phase("attaching weights", detached.weight_bytes(), "bytes")
-        proto = detached.attach(on_bytes=progress.advance)
-        data = proto.SerializeToString(deterministic=True)
+        progress.phase("writing model", size, "bytes")
         with _atomic_files(path) as (out,):
-            progress.phase("writing model", len(data), "bytes")
-            _write_chunks(out, memoryview(data), progress)
-        return SavedModel(proto, path, len(data))
+            for piece in pieces:
+                _write_chunks(out, piece if isinstance(piece, memoryview)
+                              else _little_endian_bytes(piece), progress)
+        return SavedModel(detached.proto, path, size)
     data_path = data_path_for(path)
     progress.phase("writing weights", detached.weight_bytes(), "bytes")
     with _atomic_files(data_path, path) as (data_file, model_file):
@@ -140,6 +143,60 @@ def save_detached(detached: DetachedModel, path: str | Path, external: str = "au
         model_file.write(model)
     detached.weights.clear()  # they are in the file now; the stubs point there
     return SavedModel(detached.proto, path, len(model), data_path, offset)
+
+
+def _inline_pieces(detached: DetachedModel) -> tuple[list[memoryview | np.ndarray], int]:
+    """The bytes of the model with its weights inline, as pieces to write in order (the
+    weights as their arrays, the rest as bytes), and their total size: exactly
+    ``detached.attach().SerializeToString(deterministic=True)``, without building it.
+
+    Protobuf writes a message's fields in field-number order, each length-delimited field
+    as its tag, its length (a varint) and its bytes; so the model is its fields before
+    ``graph`` (7), the graph's header and bytes, and its fields after; the graph is its
+    fields before ``initializer`` (5), one field per initializer, and its fields after; and
+    an inline weight is ``numpy_helper.from_array``'s tensor: dims, data_type and name, then
+    ``raw_data`` (9), its last field."""
+    proto, graph = detached.proto, detached.proto.graph
+    graph_pieces: list[memoryview | np.ndarray] = [_fields(graph, below=5)]
+    for tensor in graph.initializer:
+        if not is_stub(tensor):
+            body = tensor.SerializeToString(deterministic=True)
+            graph_pieces += [memoryview(_header(5, len(body))), memoryview(body)]
+            continue
+        array = detached.weights[tensor.name]
+        check_stub(tensor, array)
+        head = onnx.TensorProto()
+        head.dims.extend(tensor.dims)
+        head.name = tensor.name
+        head.data_type = tensor.data_type
+        prefix = head.SerializeToString(deterministic=True) + _header(9, array.nbytes)
+        graph_pieces += [memoryview(_header(5, len(prefix) + array.nbytes) + prefix), array]
+    graph_pieces.append(_fields(graph, above=5))
+    graph_size = sum(_size_of(p) for p in graph_pieces)
+    pieces = [_fields(proto, below=7), memoryview(_header(7, graph_size)), *graph_pieces,
+              _fields(proto, above=7)]
+    return pieces, sum(_size_of(p) for p in pieces)
+
+
+def _size_of(piece: memoryview | np.ndarray) -> int:
+    return piece.nbytes
+
+
+def _header(number: int, length: int) -> bytes:
+    """The tag of length-delimited field ``number`` (< 16: one byte) and the length."""
+    out = bytearray([number << 3 | 2])
+    while True:
+        byte, length = length & 0x7F, length >> 7
+        out.append(byte | (0x80 if length else 0))
+        if not length:
+            return bytes(out)
+
+
+def _fields(message: Message, below: int = 0, above: int = 1 << 29) -> memoryview:
+    """The serialized fields of ``message`` numbered below ``below`` or above ``above``."""
+    part = type(message)()
+    copy_fields(message, part, keep=lambda n: n < below or n > above)
+    return memoryview(part.SerializeToString(deterministic=True))
 
 
 def _little_endian_bytes(array: np.ndarray) -> memoryview:

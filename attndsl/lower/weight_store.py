@@ -158,10 +158,12 @@ def detach_proto(proto: onnx.ModelProto, min_bytes: int = 1024) -> DetachedModel
     return DetachedModel(out, weights)
 
 
-def copy_fields(src: Message, dst: Message, skip: str) -> None:
-    """Copy every set field of ``src`` but ``skip`` into ``dst``."""
+def copy_fields(src: Message, dst: Message, skip: str = "",
+                keep: Callable[[int], bool] | None = None) -> None:
+    """Copy every set field of ``src`` but ``skip`` (and, with ``keep``, only those whose
+    field number it accepts) into ``dst``."""
     for desc, value in src.ListFields():
-        if desc.name == skip:
+        if desc.name == skip or (keep is not None and not keep(desc.number)):
             continue
         if desc.is_repeated:
             getattr(dst, desc.name).extend(value)
