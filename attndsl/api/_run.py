@@ -174,7 +174,10 @@ def execute(spec_or_model: RunTarget, inputs: InputsLike | None = None, *,
     else:
         raise AttnDSLError(f"inputs must be arrays by name or an .npz path, got "
                            f"{type(inputs).__name__}")
-    session = make_session(proto, provider=provider)
+    # a file by path: ONNX Runtime finds (and maps) its external data next to it
+    is_file = (isinstance(spec_or_model, (str, os.PathLike))
+               and Path(spec_or_model).suffix.lower() == ".onnx")
+    session = make_session(Path(spec_or_model) if is_file else proto, provider=provider)
     note = getattr(session, "fallback_note", None)
     if note and on_note is not None:
         on_note(note)

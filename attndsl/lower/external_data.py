@@ -51,9 +51,9 @@ _CHUNK = 64 << 20  # bytes per write call
 
 @dataclass(frozen=True)
 class SavedModel:
-    """What ``save_detached`` wrote: the weight-free model (stubs in place of inline
-    weights, or the external-data references), its file and size, and the external data
-    file and its size (None and 0 when the weights are inline)."""
+    """What ``save_detached`` wrote: the model (with its weights when they are inline, else
+    with the external-data references, which resolve next to ``path``: run it by path), its
+    file and size, and the external data file and its size (None and 0 when inline)."""
 
     proto: onnx.ModelProto = field(repr=False)
     path: Path
@@ -105,9 +105,9 @@ def save_detached(detached: DetachedModel, path: str | Path, external: str = "au
                   threshold: int | None = None, progress: Progress | None = None) -> SavedModel:
     """Write the model to ``path`` (and its weights to ``MODEL.onnx.data`` when external
     data is chosen, see the module doc). Inline, the file is streamed from the weight-free
-    model and the arrays (``_inline_pieces``): no in-memory model with the weights and no
-    serialized copy of it is made. External data consumes ``detached`` (its stubs become
-    references into the data file)."""
+    model and the arrays (``_inline_pieces``; no serialized copy of the model is made), then
+    the weights are attached to the in-memory model. Either way ``detached`` is consumed
+    (its stubs become the weights or references into the data file)."""
     path = Path(path)
     progress = progress or Progress.silent()
     if not wants_external(detached, external, threshold):
@@ -122,7 +122,8 @@ def save_detached(detached: DetachedModel, path: str | Path, external: str = "au
             for piece in pieces:
                 _write_chunks(out, piece if isinstance(piece, memoryview)
                               else _little_endian_bytes(piece), progress)
-        return SavedModel(detached.proto, path, size)
+        # the in-memory model too (the arrays move into it one by one: about one copy)
+        return SavedModel(detached.attach(), path, size)
     data_path = data_path_for(path)
     progress.phase("writing weights", detached.weight_bytes(), "bytes")
     with _atomic_files(data_path, path) as (data_file, model_file):
