@@ -96,10 +96,12 @@ def compile_detached(model: Model, weights: Mapping[str, np.ndarray] | None = No
     options = options or CompileOptions()
     progress = progress or Progress.silent()
     check_opset(options.opset, options.target)
+    progress.phase("reading weights", 0)
     if weights is None:
         weights = load_weights(model)
     weights = check_weights(model, dict(weights), "weights")  # before passes reshape them
     passes = resolve(DEFAULT_PIPELINE if options.passes is None else options.passes)
+    progress.phase("IR passes", 0)
     program = run_passes(Program(model, weights), passes)
     del weights  # the program holds them (and drops those the IR passes replaced)
     progress.phase("lowering", len(program.model.blocks), "blocks")

@@ -119,9 +119,8 @@ def save_detached(detached: DetachedModel, path: str | Path, external: str = "au
                 "(--external-data auto or always)")
         progress.phase("writing model", size, "bytes")
         with _atomic_files(path) as (out,):
-            for piece in pieces:
-                _write_chunks(out, piece if isinstance(piece, memoryview)
-                              else _little_endian_bytes(piece), progress)
+            _write_pieces(out, pieces, progress)
+        del pieces  # it holds the arrays: they must go as they move into the model
         # the in-memory model too (the arrays move into it one by one: about one copy)
         return SavedModel(detached.attach(), path, size)
     data_path = data_path_for(path)
@@ -206,6 +205,13 @@ def _little_endian_bytes(array: np.ndarray) -> memoryview:
                                         np.little_endian is False):
         array = array.astype(array.dtype.newbyteorder("<"))
     return memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+
+
+def _write_pieces(out: BinaryIO, pieces: list[memoryview | np.ndarray],
+                  progress: Progress) -> None:
+    for piece in pieces:
+        _write_chunks(out, piece if isinstance(piece, memoryview)
+                      else _little_endian_bytes(piece), progress)
 
 
 def _write_chunks(out: BinaryIO, data: memoryview, progress: Progress) -> None:
