@@ -197,6 +197,15 @@ def test_cli_compile_and_run_external(tmp_path: Path, capsys: pytest.CaptureFixt
     assert cli.main(["run", str(moved / out.name), "--verify"]) == 0
 
 
+def test_in_memory_model_with_external_references_is_a_clear_error(tmp_path: Path) -> None:
+    from attndsl.errors import InputError
+
+    saved = save(tmp_path, external="always")
+    with pytest.raises(InputError, match="by its path"):
+        make_session(saved.proto)
+    make_session(saved.path)  # by path it loads
+
+
 def test_in_memory_model_over_the_limit_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     """``make_session`` of a ModelProto too big to serialize goes through external data."""
     import attndsl.runtime as runtime

@@ -54,6 +54,8 @@ def make_session(model: onnx.ModelProto | bytes | str | Path,
     names = [PROVIDERS["cuda"], PROVIDERS["cpu"]] if want_cuda else [PROVIDERS["cpu"]]
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures surface as attndsl errors, not as log lines
+    if isinstance(model, onnx.ModelProto):
+        _check_no_external_references(model)
     if isinstance(model, onnx.ModelProto) and model.ByteSize() > PROTOBUF_LIMIT:
         session = _session_over_2gb(model, options, names)
     else:
@@ -69,6 +71,17 @@ def make_session(model: onnx.ModelProto | bytes | str | Path,
     session.fallback_note = ("CUDA not available; running on CPU"
                              if provider == "auto" and chosen == "cpu" else None)
     return session
+
+
+def _check_no_external_references(model: onnx.ModelProto) -> None:
+    """An in-memory model whose weights live in an external data file cannot find that file
+    (its location is relative to the model's folder): say to run the file by path."""
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            raise InputError(f"the model's weights are in the external data file '{where}', "
+                             "which an in-memory model cannot locate",
+                             hint="run the .onnx file by its path (its data file next to it)")
 
 
 def _session_over_2gb(model: onnx.ModelProto, options: ort.SessionOptions,
