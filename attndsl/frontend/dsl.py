@@ -104,13 +104,10 @@ class _Builder:
                 mods = () if mods is None else self.expr.transform(mods)
                 settings.append(ast.Setting("score", mods, self.sp(item),
                                             self.sp(item.children[0] or item)))
-            elif item.data == "rope_flag":  # `rope false` (no rope), `rope true` (defaults)
-                tok = item.children[0]
-                value = {"true": (), "false": False}.get(str(tok), str(tok))
-                settings.append(ast.Setting("rope", value, self.sp(item), self.sp(tok)))
-            elif item.data == "rope_line":
-                kws = tuple(self.kwarg(k) for k in item.children if k is not None)
-                settings.append(ast.Setting("rope", kws, self.sp(item), self.sp(item)))
+            elif item.data == "feature_line":  # `rope theta = 1e6, dim = 8`: a mapping
+                key, *kwargs = item.children
+                kws = tuple(self.kwarg(k) for k in kwargs if k is not None)
+                settings.append(ast.Setting(str(key), kws, self.sp(key), self.sp(item)))
             elif item.data in ("setting_line", "setting"):
                 for s in ([item] if item.data == "setting" else item.children):
                     key, value = s.children

@@ -115,19 +115,12 @@ class _Loader:
                     continue
                 mods.extend(self.expr(item, "score_list"))
             return tuple(mods)
-        if key == "rope":
-            if isinstance(node, yaml.ScalarNode):
-                value = self.scalar(node)
-                if value is True or value is None:
-                    return ()
-                if value is False:
-                    return False
-                self.errors.error("rope must be a mapping like {theta: 10000.0}", self.sp(node))
-                return ()
-            return tuple(
-                ast.Setting(k, self.scalar(v), ks, self.sp(v))
-                for k, v, ks in self.mapping(node, "rope"))
-        return self.scalar(node)
+        if isinstance(node, yaml.MappingNode):  # a block feature's options: `rope: {theta: 1e6}`
+            return tuple(ast.Setting(k, self.scalar(v), ks, self.sp(v))
+                         for k, v, ks in self.mapping(node, key))
+        value = self.scalar(node)
+        # `rope:` with no value is the key alone, as a bare `rope` line in .attn: true
+        return True if value is None else value
 
     def load(self) -> ast.SpecAST:
         try:
