@@ -105,9 +105,12 @@ class BlockFeature:
 
     - ``format(node) -> tuple[(option, value), ...]``: every option's resolved value, in
       declaration order; the IR printer prints it (``rope theta=10000.0, dim=8, ...``) and
-      ``registry.setting_of(node)`` turns it into the syntax tree value both writers print;
+      ``ir.build.feature_setting(node)`` turns it into the syntax tree setting both writers
+      print;
     - ``weights(node, block) -> dict[name, shape]``: parameters (PyTorch layout, names
       ``<block>.<...>``);
+    - ``init(name, shape, rng) -> array``: seeded values of its weights (``weights.py``;
+      None: PyTorch's Linear range U(-1/sqrt(in), 1/sqrt(in)));
     - ``summary(node, block) -> str``: the text ``attndsl check`` prints on the feature's
       line; ``listed`` keeps the line (``-``) for blocks without the feature;
       ``flops(node, block, batch, q_len, k_len) -> int``: the matrix-product FLOPs it adds;
@@ -133,6 +136,7 @@ class BlockFeature:
         lambda v: {} if v is True or v is None else None)
     weights: Callable[[BlockNode, object], dict[str, tuple[int, ...]]] = (
         lambda node, block: {})
+    init: Callable[[str, tuple[int, ...], object], object] | None = None
     summary: Callable[[BlockNode, object], str] | None = None
     listed: bool = False
     flops: Callable[[BlockNode, object, int, int, int], int] = (

@@ -624,6 +624,14 @@ class BlockCheck:
 BLOCKS_BY_NODE = {f.node: key for key, f in BLOCKS.items()}
 
 
+def feature_setting(node: BlockNode) -> ast.Setting:
+    """A block feature node as the syntax tree setting that builds it again (every option
+    written out), for the writers: ``write_yaml`` / ``write_dsl`` print it like any
+    setting."""
+    feature = BLOCKS[BLOCKS_BY_NODE[type(node)]]
+    return ast.Setting(feature.key, tuple(ast.Setting(k, v) for k, v in feature.format(node)))
+
+
 def build_ir(spec: ast.SpecAST) -> Model:
     """Resolve and check a parsed spec; raises SpecError / SpecErrors."""
     return Builder(spec).build()
