@@ -118,6 +118,9 @@ class BlockFeature:
       ``rule(node, st)`` with the engine's mutable block state (``reference.BlockState``,
       ``lower.onnx_portable.BlockLowering``) and updates its fields; ``softmax`` and
       ``project`` rules return the replacement value instead (see docs/architecture.md);
+    - ``passes``: the IR passes that stay exact with the feature on a block (``fold-scale``:
+      q stays linear in the query projection; ``fuse-qkv``: the projections may become one);
+      a pass skips a block with a feature that does not list it;
     - ``ort(node, block) -> str``: ``"rotary"`` (the fused kernels apply it as their
       rotary embedding) or the reason no fused kernel computes it (the block then keeps the
       portable lowering and ``--explain`` prints the reason);
@@ -144,6 +147,7 @@ class BlockFeature:
     reference: Mapping[str, Callable] = field(default_factory=dict)
     portable: Mapping[str, Callable] = field(default_factory=dict)
     ort: Callable[[BlockNode, object], str] | None = None
+    passes: frozenset[str] = frozenset()
     cache: Callable | None = None
 
     def problems(self) -> list[str]:

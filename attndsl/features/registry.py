@@ -91,6 +91,12 @@ def rule(stage: str, node: object) -> Callable:
         raise TypeError(f"no '{stage}' rule for {type(node).__name__}: {node!r}") from None
 
 
+def pass_allowed(pass_name: str, features: tuple[BlockNode, ...]) -> bool:
+    """Whether IR pass ``pass_name`` stays exact on a block with these features (each
+    feature's ``passes``)."""
+    return all(pass_name in block_feature_of(f).passes for f in features)
+
+
 def problems(features: tuple[Feature, ...] | None = None) -> list[str]:
     """One line per missing stage rule or clash, naming the feature and the stage."""
     out: list[str] = []

@@ -132,4 +132,5 @@ FEATURE = BlockFeature(
     reference={"rope": _reference},
     portable={"rope": _portable},
     ort=lambda r, block: "rotary",
+    passes=frozenset({"fold-scale", "fuse-qkv"}),  # a rotation is linear in q
 )
