@@ -10,6 +10,7 @@ from .api import (
     OutputCheck,
     RunResult,
     Spec,
+    Summary,
     VerifyReport,
     check,
     compile,
@@ -25,15 +26,6 @@ from .api import (
 from .errors import AttnDSLError, SpecError, SpecErrors, SpecSyntaxError
 from .ir import Model, print_ir
 from .version import __version__
-
-
-def __getattr__(name: str) -> object:
-    """``Summary`` is imported when first asked for (see ``attndsl.api``)."""
-    if name == "Summary":
-        from .api import Summary
-
-        return Summary
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "AttnDSLError", "CompileResult", "Model", "OutputCheck", "RunResult", "Spec", "SpecError",

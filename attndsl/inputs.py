@@ -65,15 +65,10 @@ def random_inputs(model: Model, sizes: Mapping[str, int] | None = None, seed: in
             out[i.name] = np.cumsum(starts, axis=-1).astype(i.dtype)
     for b in model.blocks:
         if b.cache:
-            batch = shapes[_root(model, b.query)][0]
+            batch = shapes[model.root_stream(b.query)][0]
             out[f"{b.name}.past_key"] = rng.standard_normal(
                 (batch, b.kv_heads, past_len, b.head_dim)).astype(model.dtype)
             out[f"{b.name}.past_value"] = rng.standard_normal(
                 (batch, b.kv_heads, past_len, b.v_head_dim)).astype(model.dtype)
     return out
 
-
-def _root(model: Model, stream: str) -> str:
-    while not model.has_input(stream):
-        stream = model.block(stream).query
-    return stream

@@ -112,7 +112,7 @@ def graph_input_names(model: Model) -> list[str]:
     return names
 
 
-def _block_info(model: Model, b: Block, streams: Mapping[str, StreamInfo], past_len: int,
+def _block_info(b: Block, streams: Mapping[str, StreamInfo], past_len: int,
                 inputs: Mapping[str, np.ndarray], tile: int) -> BlockInfo:
     batch, q_len = streams[b.query].size[:2]
     new_k = streams[b.key].size[1]
@@ -144,7 +144,7 @@ def summarize(model: Model, sizes: Mapping[str, int] | None = None, past_len: in
     streams = stream_shapes(model, full)
     by_name = {s.name: s for s in streams}
     inputs = random_inputs(model, full, seed=seed, past_len=past_len)
-    blocks = tuple(_block_info(model, b, by_name, past_len, inputs, tile) for b in model.blocks)
+    blocks = tuple(_block_info(b, by_name, past_len, inputs, tile) for b in model.blocks)
     params = sum(int(np.prod(s)) for s in model.weight_shapes().values())
     return Summary(model, full, past_len, params, streams, blocks, tile, seed)
 

@@ -42,21 +42,6 @@ def pick_block(model: Model, block: str | Block | None = None) -> Block:
     return model.block(block)
 
 
-def _root(model: Model, stream: str) -> str:
-    while not model.has_input(stream):
-        stream = model.block(stream).query
-    return stream
-
-
-def _seq_entry(model: Model, stream: str) -> str | int:
-    return model.input(_root(model, stream)).shape[1]
-
-
-def _fixed_len(model: Model, stream: str) -> int | None:
-    entry = _seq_entry(model, stream)
-    return entry if isinstance(entry, int) else model.dim(entry).size
-
-
 def default_length(block: Block) -> int:
     """A length that shows the pattern: four times the widest span in the mask (window
     width, chunk, stride...), as a power of two between 16 and 512."""
@@ -72,14 +57,14 @@ def grid_lengths(model: Model, block: str | Block | None = None, q_len: int | No
     if past_len < 0 or (past_len and not b.cache):
         raise AttnDSLError(f"block '{b.name}' has no KV cache; past_len must be 0")
     if q_len is None:
-        q_len = _fixed_len(model, b.query) or default_length(b)
+        q_len = model.static_lens(b)[0] or default_length(b)
     if b.self_attention:
         if k_len is not None and k_len != past_len + q_len:
             raise AttnDSLError(f"block '{b.name}' is self-attention: k_len is past_len + q_len "
                                f"= {past_len + q_len}, not {k_len}")
         k_len = past_len + q_len
     elif k_len is None:
-        k_len = past_len + (_fixed_len(model, b.key) or q_len)
+        k_len = past_len + (model.static_lens(b)[1] or q_len)
     if q_len < 1 or k_len < 1:
         raise AttnDSLError(f"lengths must be positive (q_len {q_len}, k_len {k_len})")
     return q_len, k_len
@@ -96,7 +81,7 @@ def example_inputs(model: Model, block: str | Block | None, q_len: int, k_len: i
     (``padding_length``), document ids and bool masks are random
     (``attndsl.inputs.random_inputs``)."""
     b = pick_block(model, block)
-    lens = {_seq_entry(model, b.query): q_len, _seq_entry(model, b.key): k_len - past_len}
+    lens = {model.stream_dims(b.query)[1]: q_len, model.stream_dims(b.key)[1]: k_len - past_len}
     dims = tuple(dataclasses.replace(d, size=lens.get(d.name, d.size)) for d in model.dims)
     out = random_inputs(dataclasses.replace(model, dims=dims), seed=seed, past_len=past_len)
     for name in _length_inputs(b):
@@ -150,8 +135,8 @@ def run_lengths(model: Model, block: str | Block | None,
     """(q_len, k_len, past_len) of a run with these inputs."""
     b = pick_block(model, block)
     try:
-        q_len = int(np.shape(inputs[_root(model, b.query)])[1])
-        new_k = int(np.shape(inputs[_root(model, b.key)])[1])
+        q_len = int(np.shape(inputs[model.root_stream(b.query)])[1])
+        new_k = int(np.shape(inputs[model.root_stream(b.key)])[1])
         past = int(np.shape(inputs[f"{b.name}.past_key"])[2]) if b.cache else 0
     except KeyError as e:
         raise InputError(f"the inputs have no '{e.args[0]}'") from None
@@ -261,7 +246,7 @@ def _text_cells(values: np.ndarray, probs: bool, vmax: float) -> tuple[list[str]
     return rows, f, 2 * f
 
 
-def _text_panel(label: str, rows: list[str], per_col: int, per_line: int, k_len: int,
+def _text_panel(label: str, rows: list[str], per_line: int, k_len: int,
                 q_start: int, q_len: int, cols_per_pos: float) -> list[str]:
     """A labelled panel: k ticks on top, absolute q positions on the left."""
     gutter = max(4, len(str(q_start + q_len - 1)) + 1)
@@ -283,7 +268,7 @@ def _text_panel(label: str, rows: list[str], per_col: int, per_line: int, k_len:
     return lines
 
 
-def _tiles_text(label: str, tiles: np.ndarray, tile: int) -> list[str]:
+def _tiles_text(tiles: np.ndarray, tile: int) -> list[str]:
     marks = {0: "· ", 1: "▒▒", 2: "██"}
     rows = ["".join(marks[int(c)] for c in r) for r in tiles]
     return [f"tiles {tile}×{tile}", ""] + rows
@@ -325,9 +310,9 @@ def render_text(grid: np.ndarray, heads: Sequence[int] | None = None, *,
         rows, per_col, per_line = _text_cells(grid[i], probs, vmax)
         zoom = per_col
         cpp = len(rows[0]) / -(-k_len // per_col) / per_col
-        panels.append(_text_panel(label, rows, per_col, per_line, k_len, q_start, q_len, cpp))
+        panels.append(_text_panel(label, rows, per_line, k_len, q_start, q_len, cpp))
         if tiles is not None:
-            panels.append(_tiles_text(label, tiles[i], tile))
+            panels.append(_tiles_text(tiles[i], tile))
     if probs:
         legend = f"·  masked   ░▒▓█ probability (sqrt scale, █ ≈ {vmax:.3g})"
     else:

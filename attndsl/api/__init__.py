@@ -14,6 +14,7 @@ raise ``SpecError`` / ``SpecErrors`` with locations; bad options raise ``AttnDSL
 """
 
 from ..lower.targets import DEFAULT_OPSET, OPSETS, SPARSE_MODES, TARGET_NAMES, opset_ranges
+from ..summary import Summary
 from ._check import check, draw, format_summary
 from ._compile import CompileResult, SpecLike, WeightsLike, compile, compile_to, convert, ir_text
 from ._run import (
@@ -30,16 +31,6 @@ from ._run import (
     verify,
 )
 from ._spec import SYNTAXES, Spec, load_spec, parse_spec
-
-
-def __getattr__(name: str) -> object:
-    """``Summary`` (what ``check`` returns) is imported when first asked for: its module needs
-    numpy, which ``import attndsl`` (and the command line's ``--help``) can do without."""
-    if name == "Summary":
-        from ..summary import Summary
-
-        return Summary
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_OPSET", "OPSETS", "SPARSE_MODES", "SYNTAXES", "TARGET_NAMES", "opset_ranges",

@@ -88,7 +88,6 @@ Expr = Call | Not | And | Or
 
 # ---------------------------------------------------------------- spec structure
 
-Scalar = int | float | bool | str | None
 
 
 @dataclass(frozen=True, slots=True)

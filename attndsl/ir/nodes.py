@@ -118,6 +118,40 @@ class Model:
     def has_input(self, name: str) -> bool:
         return any(i.name == name for i in self.inputs)
 
+    def root_stream(self, stream: str) -> str:
+        """The graph input a stream's batch and length come from: a block's output stream is
+        as long as its query stream, so every chain of blocks ends at one input."""
+        while not self.has_input(stream):
+            stream = self.block(stream).query
+        return stream
+
+    def stream_dims(self, stream: str) -> tuple[str | int, str | int]:
+        """The (batch, seq) shape entries of a stream: dim names or ints."""
+        shape = self.input(self.root_stream(stream)).shape
+        return shape[0], shape[1]
+
+    def static_size(self, entry: str | int) -> int | None:
+        """A shape entry's size when it is fixed, else None."""
+        return entry if isinstance(entry, int) else self.dim(entry).size
+
+    def static_lens(self, block: Block) -> tuple[int | None, int | None]:
+        """The fixed lengths of a block's query and (new) key streams, None where dynamic."""
+        return (self.static_size(self.stream_dims(block.query)[1]),
+                self.static_size(self.stream_dims(block.key)[1]))
+
+    def has_diagonal(self, block: Block) -> bool:
+        """Every query row has its own position among the new keys (k = q exists):
+        self-attention whose query and key streams are one stream, or have the same length
+        dim, or the same fixed length. The one rule the lowerings use for the fully-masked-row
+        guard and for mapping causal masks onto fused kernels."""
+        if not block.self_attention:
+            return False
+        if block.query == block.key:
+            return True
+        sq, sk = self.stream_dims(block.query)[1], self.stream_dims(block.key)[1]
+        size = self.static_size(sq)
+        return sq == sk or size is not None and size == self.static_size(sk)
+
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every parameter the model needs, name -> shape (PyTorch Linear layout)."""
         out: dict[str, tuple[int, ...]] = {}

@@ -35,8 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..ir.nodes import Block
-from .builder import BOOL, FLOAT, GraphBuilder
-from .mask_ops import MaskLowering, lower_scores
+from .builder import GraphBuilder
+from .mask_ops import MaskLowering, lower_scores, zero_empty_rows
 from .positions import PairPositions, Positions
 
 
@@ -101,11 +101,7 @@ def _attend(ctx: Context, q: str, kt: str, v: str, pp: PairPositions,
          else ctx.softmax(s, None if allowed is True else allowed))
     o = _grouped_matmul(ctx, p, v)
     if ctx.guard and allowed is not True:  # rows with no allowed key: 0, not NaN
-        row_ok = g.reduce("ReduceMax", g.cast(allowed, FLOAT), [-1])
-        # ORT <= 1.30 (onnxruntime-node/web) reduces an empty tensor (a chunk with no query
-        # rows) to the input's shape; the Slice keeps the reduced axis at 1 there too
-        row_ok = g.cast(g.slice(row_ok, [0], [1], [-1]), BOOL)
-        o = g.where(row_ok, o, g.scalar(0.0, np.float32))
+        o = zero_empty_rows(g, allowed, o, empty_safe=True)
     return o
 
 
@@ -203,7 +199,7 @@ def attend_chunks(ctx: Context, q: str, k: str, v: str, pos: Positions, chunks: 
 # ---------------------------------------------------------------- static tile lists
 
 
-def attend_tiles(ctx: Context, q: str, k: str, v: str, pos: Positions, tile: int,
+def attend_tiles(ctx: Context, q: str, k: str, v: str, tile: int,
                  groups: tuple[TileGroup, ...], q_len: int, k_len: int) -> str:
     """Attention over static per-query-tile lists of key tiles (static lengths, no past)."""
     g = ctx.g

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from ..features import nodes as mn
 from ..features.registry import rule
 from ..ir.nodes import Block
-from .builder import FLOAT, INT64, GraphBuilder
+from .builder import BOOL, FLOAT, INT64, GraphBuilder
 from .positions import PairPositions, Positions
 
 MaskValue = str | bool
@@ -58,6 +60,20 @@ def row_witnesses(m: mn.Mask, diagonal: bool) -> frozenset[str]:
     only claimed when ``diagonal``: self-attention over one stream, where q < k_len). An
     empty set means some row may be fully masked and needs the guard."""
     return rule("witnesses", m)(m, diagonal, row_witnesses)
+
+
+def zero_empty_rows(g: GraphBuilder, allowed: str, x: str, *, empty_safe: bool = False) -> str:
+    """``x`` [..., rows, N] with every row whose ``allowed`` cells are all False set to 0.
+
+    The one fully-masked-row guard of every lowering (docs/runtimes.md): Softmax over a row of
+    -inf gives NaN, and runtimes disagree on ReduceMax of -inf rows, so the test is built from
+    the boolean mask, not from the logits. ``empty_safe`` keeps the reduced axis at 1 on a
+    Slice for pieces that may have no rows (block-sparse chunks): ORT <= 1.30
+    (onnxruntime-node/web) reduces an empty tensor to the input's shape."""
+    row_ok = g.reduce("ReduceMax", g.cast(allowed, FLOAT), [-1])
+    if empty_safe:
+        row_ok = g.slice(row_ok, [0], [1], [-1])
+    return g.where(g.cast(row_ok, BOOL), x, g.scalar(0.0, np.float32))
 
 
 class ScoreLowering:

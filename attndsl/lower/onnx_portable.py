@@ -26,8 +26,8 @@ from ..features.registry import block_rules, replacing, rule
 from ..ir.nodes import Block, Model
 from ..weights import check_weights
 from . import block_sparse as bs
-from .builder import BOOL, FLOAT, ONNX_TYPES, GraphBuilder
-from .mask_ops import MaskLowering, lower_scores, row_witnesses
+from .builder import FLOAT, ONNX_TYPES, GraphBuilder
+from .mask_ops import MaskLowering, lower_scores, row_witnesses, zero_empty_rows
 from .plan import Plan, SparseOptions, plan_block
 from .positions import Positions
 from .targets import PORTABLE, check_opset
@@ -66,7 +66,6 @@ class PortableLowering:
         self.weights = check_weights(model, dict(weights), "weights")
         self.input_types = {i.name: i.dtype for i in model.inputs}
         self.streams: dict[str, str] = {}
-        self.stream_dims: dict[str, tuple[str | int, str | int]] = {}  # name -> (batch, seq)
         self.results: dict[str, dict[str, str]] = {}
         self._f32: dict[str, str] = {}
         self._memo: dict[object, object] = {}
@@ -79,11 +78,9 @@ class PortableLowering:
             g.add_input(i.name, ONNX_TYPES[i.dtype], [self.onnx_dim(e) for e in i.shape])
             if i.dtype == m.dtype and len(i.shape) == 3:
                 self.streams[i.name] = i.name
-                self.stream_dims[i.name] = (i.shape[0], i.shape[1])
         for b in m.blocks:
-            self.stream_dims[b.name] = self.stream_dims[b.query]
             if b.cache:
-                batch = self.onnx_dim(self.stream_dims[b.query][0])
+                batch = self.onnx_dim(self.model.stream_dims(b.query)[0])
                 for what, d in (("key", b.head_dim), ("value", b.v_head_dim)):
                     g.add_input(f"{b.name}.past_{what}", self.dtype,
                                 [batch, b.kv_heads, PAST_LEN, d])
@@ -102,9 +99,10 @@ class PortableLowering:
         m, g = self.model, self.g
         for o in m.outputs:
             b = m.block(o.stream)
-            batch, seq = (self.onnx_dim(e) for e in self.stream_dims[b.name])
+            batch, seq = (self.onnx_dim(e) for e in self.model.stream_dims(b.name))
             if o.attr == "weights":
-                k_len = PRESENT_LEN if b.cache else self.onnx_dim(self.stream_dims[b.key][1])
+                k_len = (PRESENT_LEN if b.cache
+                         else self.onnx_dim(self.model.stream_dims(b.key)[1]))
                 probs = self.results[b.name]["weights"]
                 if self.dtype != FLOAT:
                     with g.scope(b.name):
@@ -114,7 +112,7 @@ class PortableLowering:
                 g.add_output(o.name, self.streams[b.name], self.dtype, [batch, seq, b.out_dim])
         for b in m.blocks:
             if b.cache:
-                batch = self.onnx_dim(self.stream_dims[b.query][0])
+                batch = self.onnx_dim(self.model.stream_dims(b.query)[0])
                 for what, d in (("key", b.head_dim), ("value", b.v_head_dim)):
                     g.add_output(f"{b.name}.present_{what}", self.results[b.name][what],
                                  self.dtype, [batch, b.kv_heads, PRESENT_LEN, d])
@@ -125,9 +123,6 @@ class PortableLowering:
             return entry
         size = self.model.dim(entry).size
         return entry if size is None else size
-
-    def static_size(self, entry: str | int) -> int | None:
-        return entry if isinstance(entry, int) else self.model.dim(entry).size
 
     def float32(self, name: str) -> str:
         """A graph input or weight of the model's float type, as float32."""
@@ -185,18 +180,15 @@ class PortableLowering:
     def plan(self, b: Block) -> Plan:
         """Dense or block-sparse for block ``b`` (``--sparse``, cost model: ``plan.py``)."""
         wants_weights = any(o.stream == b.name and o.attr == "weights" for o in self.model.outputs)
-        q_len = self.static_size(self.stream_dims[b.query][1])
-        k_len = self.static_size(self.stream_dims[b.key][1])
+        q_len, k_len = self.model.static_lens(b)
         return plan_block(b, q_len, k_len, wants_weights, self.sparse)
 
     def attend_sparse(self, b: Block, plan: Plan, q: str, k: str, v: str,
                       pos: Positions) -> str:
         """Block-sparse attention (``block_sparse.py``): output [B, H, Sq, Dv] (float32)."""
-        mask = b.mask
-        lens = (self.static_size(self.stream_dims[b.query][1]),
-                self.static_size(self.stream_dims[b.key][1]))
+        lens = self.model.static_lens(b)
         ctx = bs.Context(self.g, b, self.input_types, lens, self.float32,
-                         guard=not row_witnesses(mask, self.diagonal(b)),
+                         guard=not row_witnesses(b.mask, self.model.has_diagonal(b)),
                          softmax=self.softmax(b, pos))
         with self.g.scope(plan.kind):
             if plan.kind == "band":
@@ -204,7 +196,7 @@ class PortableLowering:
                                       plan.pieces)
             if plan.kind == "chunks":
                 return bs.attend_chunks(ctx, q, k, v, pos, plan.chunks, plan.hi)
-            return bs.attend_tiles(ctx, q, k, v, pos, plan.tile, plan.groups, plan.q_len,
+            return bs.attend_tiles(ctx, q, k, v, plan.tile, plan.groups, plan.q_len,
                                    plan.k_len)
 
     def project(self, b: Block) -> tuple[str, str, str]:
@@ -235,9 +227,7 @@ class PortableLowering:
         q = self.to_float32(self.split_heads(st.q, b.heads, b.head_dim))
         k = self.to_float32(self.split_heads(st.k, b.kv_heads, b.head_dim))
         v = self.split_heads(st.v, b.kv_heads, b.v_head_dim)
-        past = g.dim(f"{b.name}.past_key", 2) if b.cache else None
-        st.pos = pos = Positions(g, b.self_attention, past, self.length_source(b.query),
-                                 self.length_source(b.key), same_stream=b.query == b.key)
+        st.pos = pos = self.positions(b)
         st.q, st.k, st.v = q, k, v
         for hook in ("heads", "rope", "post_rope"):
             self.hooks(st, hook)
@@ -251,14 +241,16 @@ class PortableLowering:
             k, v = result["key"], result["value"]
         return q, self.to_float32(k), self.to_float32(v), pos, result
 
-    def length_source(self, stream: str) -> str:
-        """The value whose axis 1 is as long as ``stream``: a block's output is as long as its
-        query, so the blocks of one chain build their positions from the same value (and
-        ``share-computations`` builds them once)."""
-        blocks = {b.name: b for b in self.model.blocks}
-        while stream in blocks:
-            stream = blocks[stream].query
-        return self.streams[stream]
+    def positions(self, b: Block) -> Positions:
+        """The query and key positions of block ``b`` (absolute: past keys first). Lengths
+        come from the root input of each stream (``Model.root_stream``), so the blocks of one
+        chain build their positions from the same value and ``share-computations`` builds
+        them once."""
+        past = self.g.dim(f"{b.name}.past_key", 2) if b.cache else None
+        return Positions(self.g, b.self_attention, past,
+                         self.streams[self.model.root_stream(b.query)],
+                         self.streams[self.model.root_stream(b.key)],
+                         same_stream=b.query == b.key)
 
     def attend_dense(self, b: Block, q: str, k: str, v: str,
                      pos: Positions) -> tuple[str, str]:
@@ -274,8 +266,7 @@ class PortableLowering:
             s = g.where(mask, s, g.scalar(-np.inf, np.float32))
         p = self.softmax(b, pos)(s, mask)
         if mask is not None and guard:  # rows with no allowed key: probabilities 0, not NaN
-            row_ok = g.cast(g.reduce("ReduceMax", g.cast(mask, FLOAT), [-1]), BOOL)
-            p = g.where(row_ok, p, g.scalar(0.0, np.float32))
+            p = zero_empty_rows(g, mask, p)
         return self.per_group(b, p, v), p
 
     def finish(self, b: Block, o: str, p: str | None, result: dict[str, str]) -> None:
@@ -310,26 +301,14 @@ class PortableLowering:
         h // group (one batched MatMul; K/V are never repeated)."""
         return self.g.grouped_matmul(a, kv, b.heads, b.kv_heads)
 
-    def diagonal(self, b: Block) -> bool:
-        """Every query row has its own position among the keys (k = q exists): self-attention
-        whose query and key streams are one stream or have the same length dim."""
-        if not b.self_attention:
-            return False
-        if b.query == b.key:
-            return True
-        sq, sk = self.stream_dims[b.query][1], self.stream_dims[b.key][1]
-        size = self.static_size(sq)
-        return sq == sk or size is not None and size == self.static_size(sk)
-
     def allowed(self, b: Block, pos: Positions) -> tuple[str | bool, bool]:
         """The block's bool mask with bias(t) -inf cells removed, and whether some query row
         may end up with no key (then the guard zeroes it)."""
         g = self.g
-        lens = (self.static_size(self.stream_dims[b.query][1]),
-                self.static_size(self.stream_dims[b.key][1]))
+        lens = self.model.static_lens(b)
         mask = b.mask
         allowed = MaskLowering(g, b, pos, self.input_types, lens).lower(mask)
-        guard = not row_witnesses(mask, self.diagonal(b))
+        guard = not row_witnesses(mask, self.model.has_diagonal(b))
         # scores that add an input over the cells (bias(t)): its -inf cells are masked out
         added = [name for mod in b.score for name, role in rule("inputs", mod)(mod)
                  if role == "cells"]

@@ -128,13 +128,6 @@ def split_scores(score: tuple[mn.Score, ...]) -> tuple[float | None, tuple[mn.Sc
     return cap, tuple(additive)
 
 
-def _diagonal(low: PortableLowering, b: Block) -> bool:
-    """Self-attention where query i and new key i share a position (one stream, or equal
-    lengths by dim name)."""
-    return b.self_attention and (
-        b.query == b.key or low.stream_dims[b.query][1] == low.stream_dims[b.key][1])
-
-
 def feature_reason(b: Block) -> str | None:
     """Why a block feature keeps the block off the fused kernels (its ``ort`` rule), or
     None when every feature maps (RoPE: the kernels' rotary embedding)."""
@@ -183,7 +176,7 @@ def match_gqa(low: PortableLowering, b: Block) -> GqaPlan | str:
     """GroupQueryAttention when the block maps exactly, else why not."""
     if (why := feature_reason(b)) is not None:
         return why
-    if not _diagonal(low, b):
+    if not low.model.has_diagonal(b):
         return ("cross-attention" if not b.self_attention else
                 "query and key streams may differ in length")
     if _wants_weights(low, b):
@@ -233,7 +226,7 @@ def emit_gqa(low: PortableLowering, b: Block, plan: GqaPlan) -> None:
                                                                        pos, past, False)
     bias = _additive_bias(low, b, plan.additive, pos)
     qsl = ""
-    if b.cache and low.static_size(low.stream_dims[b.query][0]) != 1:
+    if b.cache and low.model.static_size(low.model.stream_dims(b.query)[0]) != 1:
         qsl = g.op("Expand", g.cast(g.dim(low.streams[b.query], 1), INT32), batch)
     pk, pv = (f"{b.name}.past_key", f"{b.name}.past_value") if b.cache else ("", "")
     inputs = [q, k, v, pk, pv, seqlens, g.cast(total, INT32), cos, sin, "", bias,
@@ -347,7 +340,7 @@ def match_attention(low: PortableLowering, b: Block) -> AttentionPlan | str:
     if isinstance(scores, str):
         return scores
     cap, additive = scores
-    is_causal = pattern.causal and _diagonal(low, b)
+    is_causal = pattern.causal and low.model.has_diagonal(b)
     terms = list(pattern.inputs) + ([mn.Causal()] if pattern.causal and not is_causal else [])
     mask = None if not terms else terms[0] if len(terms) == 1 else mn.And(tuple(terms))
     weights = _wants_weights(low, b)
@@ -368,8 +361,7 @@ def emit_attention(low: PortableLowering, b: Block, plan: AttentionPlan) -> None
                                                                        pos, past, False)
     attn_mask = ""
     if plan.mask is not None:
-        lens = (low.static_size(low.stream_dims[b.query][1]),
-                low.static_size(low.stream_dims[b.key][1]))
+        lens = low.model.static_lens(b)
         allowed = MaskLowering(g, b, pos, low.input_types, lens).lower(plan.mask)
         attn_mask = allowed if isinstance(allowed, str) else g.const([allowed], bool)
     if plan.additive:
@@ -403,12 +395,9 @@ def _np_dtype(low: PortableLowering) -> np.dtype:
 def _project(low: PortableLowering, b: Block) -> tuple[str, str, str, Positions, str | None]:
     """q [B, Sq, H*D], k [B, Sk, G*D], v [B, Sk, G*Dv] in the model dtype, the positions and
     the past length (int64 scalar, with a cache)."""
-    g = low.g
     xq, xk, xv = low.project(b)
-    past = g.dim(f"{b.name}.past_key", 2) if b.cache else None
-    pos = Positions(g, b.self_attention, past, low.length_source(b.query),
-                    low.length_source(b.key), same_stream=b.query == b.key)
-    return xq, xk, xv, pos, past
+    pos = low.positions(b)
+    return xq, xk, xv, pos, pos.past
 
 
 def _rope_cache(low: PortableLowering, b: Block, rows: str) -> tuple[str, str]:
@@ -426,7 +415,7 @@ def _rotary(low: PortableLowering, b: Block, x: str, heads: int, pos: Positions,
     g = low.g
     start = past if past is not None and (b.self_attention or not query) else None
     offset = g.reshape(start, [1]) if start is not None else g.i64(0)
-    if query and not _diagonal(low, b):  # the cache must also cover the query positions
+    if query and not low.model.has_diagonal(b):  # the cache must also cover the query positions
         rows = g.op("Max", pos.k_total, g.dim(low.streams[b.query], 1))
     else:
         rows = pos.k_total
