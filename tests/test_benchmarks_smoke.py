@@ -48,7 +48,9 @@ def test_dry_run_every_runner_agrees(tmp_path):
                 assert "max_abs_diff" not in result
             else:
                 assert result["max_abs_diff"] < 1e-4, (name, runner, result)
-            assert status["peak_mib"] > 0
+            # a probe copies into arrays made at setup: its calls may add no resident pages
+            assert status["peak_mib"] >= 0 if runner.startswith("memcpy") else \
+                status["peak_mib"] > 0, (name, runner, status["peak_mib"])
     for name in ("decode-64", "decode-64-b2"):  # the probes ran, every runner is set beside them
         summary = data["cases"][name]["summary"]
         assert summary["memcpy"]["ratio_to_memcpy"] == 1.0
