@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import AttnDSLError, did_you_mean
 from .features import nodes as mn
-from .features.registry import BLOCK_FEATURES, block_feature_of
+from .features.registry import BLOCK_FEATURES, block_feature_of, cache_shapes
 from .features.text import format_leaf, format_mask
 from .inputs import random_inputs
 from .ir.nodes import Block, Model
@@ -108,7 +108,7 @@ def graph_input_names(model: Model) -> list[str]:
     names = [i.name for i in model.inputs]
     for b in model.blocks:
         if b.cache:
-            names += [f"{b.name}.past_key", f"{b.name}.past_value"]
+            names += [f"{b.name}.past_{what}" for what in cache_shapes(b, 0, 0)]
     return names
 
 
