@@ -3,6 +3,13 @@
 Every case is core attention (``project: false``): packed per-head streams q [B, Sq, H*D],
 k and v [B, Sk, G*D] in, the attention output [B, Sq, H*D] out. The decode case adds a KV cache
 (past_key / past_value [B, G, P, D]) and a single query.
+
+The ``mla`` case is a whole DeepSeek-style Multi-head Latent Attention layer decoding one
+token (projections included: MLA is a projection scheme): x [B, 1, d_model] and the latent
+cache (attn.past_latent [B, P, kv_lora_rank], attn.past_rope [B, P, rope_dim]) in, the
+layer's output [B, 1, d_model] out; ``head_dim`` is qk_nope_head_dim = v_head_dim. Its
+runners (``benchmarks/mla.py``): attndsl's variants (absorbed: the default with a cache),
+the plain form, and attention over a full per-head K/V cache.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PATTERNS = ("dense", "causal", "sliding", "bigbird", "decode")
+PATTERNS = ("dense", "causal", "sliding", "bigbird", "decode", "mla")
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,11 @@ class Case:
     head_dim: int = 64
     window: int = 256  # sliding(window); BigBird's block size is window // 4
     batch: int = 1
+    # mla only: latent width, low-rank query width, rope features per head, layer width
+    kv_lora_rank: int = 512
+    q_lora_rank: int = 1536
+    rope_dim: int = 64
+    d_model: int = 2048
 
     @property
     def name(self) -> str:
@@ -34,11 +46,11 @@ class Case:
 
     @property
     def q_len(self) -> int:
-        return 1 if self.pattern == "decode" else self.seq
+        return 1 if self.pattern in ("decode", "mla") else self.seq
 
     @property
     def k_len(self) -> int:
-        return self.seq + 1 if self.pattern == "decode" else self.seq
+        return self.seq + 1 if self.pattern in ("decode", "mla") else self.seq
 
     @property
     def block(self) -> int:
@@ -52,6 +64,7 @@ class Case:
             "dense": "all",
             "causal": "causal",
             "decode": "causal",
+            "mla": "causal",
             "sliding": f"sliding({self.window})",
             # BigBird ITC: a 3-block window, the first and last blocks global, 3 random blocks
             "bigbird": (f"window({b + b // 2}, {b + b // 2}) | global(0..{b - 1}, "
@@ -61,6 +74,8 @@ class Case:
     def spec_text(self, dynamic: bool = False) -> str:
         """The case as an attndsl spec (YAML). ``dynamic`` makes the sequence dim symbolic
         (position-only patterns; BigBird's random blocks need static lengths)."""
+        if self.pattern == "mla":
+            return self.mla_spec_text(dynamic=dynamic)
         h, g, d = self.heads, self.kv_heads, self.head_dim
         seq = "dynamic" if dynamic and self.pattern != "bigbird" else self.q_len
         lines = ["attndsl: 1", f"name: bench_{self.pattern}",
@@ -72,6 +87,20 @@ class Case:
         if self.pattern == "decode":
             lines.append("    cache: true")
         return "\n".join(lines + ["outputs:", "  y: attn", ""])
+
+    def mla_spec_text(self, absorb: str = "cache", dynamic: bool = False) -> str:
+        """The mla case's layer as an attndsl spec: ``absorb`` is the mla option (``cache``:
+        absorbed, as cached; ``never``: plain)."""
+        dn, dr = self.head_dim, self.rope_dim
+        seq = "dynamic" if dynamic else self.q_len
+        return "\n".join([
+            "attndsl: 1", "name: bench_mla",
+            f"dims: {{batch: {self.batch}, seq: {seq}, d_model: {self.d_model}}}",
+            "inputs:", "  x: [batch, seq, d_model]", "blocks:", "  attn:", "    query: x",
+            f"    heads: {self.heads}", f"    head_dim: {dn + dr}", f"    v_head_dim: {dn}",
+            "    mask: causal", f"    rope: {{theta: 10000.0, dim: {dr}}}",
+            f"    mla: {{kv_lora_rank: {self.kv_lora_rank}, q_lora_rank: {self.q_lora_rank}, "
+            f"absorb: {absorb}}}", "    cache: true", "outputs:", "  y: attn", ""])
 
     def bool_mask(self) -> np.ndarray:
         """The mask as bool [Sq, Sk], evaluated by attndsl's numpy mask evaluator from the
@@ -94,12 +123,16 @@ class Case:
             return s * (s + 1) // 2
         if self.pattern == "sliding":
             return int(np.minimum(np.arange(1, s + 1), w).sum())
-        if self.pattern == "decode":
+        if self.pattern in ("decode", "mla"):
             return self.k_len
         return int(self.bool_mask().sum())
 
     def flops(self) -> float:
-        """4·B·H·D·attended pairs (QK^T and PV, multiply-add = 2 flops)."""
+        """4·B·H·D·attended pairs (QK^T and PV, multiply-add = 2 flops); mla: the plain
+        form's 2·B·H·(dn + dr + dv)·pairs."""
+        if self.pattern == "mla":
+            return (2.0 * self.batch * self.heads * (2 * self.head_dim + self.rope_dim)
+                    * self.attended_pairs())
         return 4.0 * self.batch * self.heads * self.head_dim * self.attended_pairs()
 
     def dense_cells(self) -> int:
@@ -110,6 +143,12 @@ class Case:
         """The shared inputs: packed q, k, v (and the cache for decode), float32."""
         rng = np.random.default_rng(seed)
         b, h, g, d = self.batch, self.heads, self.kv_heads, self.head_dim
+        if self.pattern == "mla":
+            return {"x": rng.standard_normal((b, 1, self.d_model), dtype=np.float32),
+                    "attn.past_latent": rng.standard_normal((b, self.seq, self.kv_lora_rank),
+                                                            dtype=np.float32),
+                    "attn.past_rope": rng.standard_normal((b, self.seq, self.rope_dim),
+                                                          dtype=np.float32)}
         out = {"q": rng.standard_normal((b, self.q_len, h * d), dtype=np.float32),
                "k": rng.standard_normal((b, self.q_len, g * d), dtype=np.float32),
                "v": rng.standard_normal((b, self.q_len, g * d), dtype=np.float32)}
@@ -125,13 +164,15 @@ def full_cases() -> list[Case]:
             + [Case("causal", s) for s in (1024, 2048, 4096)]
             + [Case("sliding", s) for s in (2048, 4096, 8192, 16384)]
             + [Case("bigbird", 4096)]
-            + [Case("decode", 4096, heads=32, kv_heads=8, head_dim=128)])
+            + [Case("decode", 4096, heads=32, kv_heads=8, head_dim=128)]
+            + [Case("mla", 4096, heads=16, kv_heads=16, head_dim=128)])
 
 
 def quick_cases() -> list[Case]:
     return [Case("dense", 1024), Case("causal", 2048), Case("sliding", 2048),
             Case("sliding", 4096), Case("bigbird", 2048),
-            Case("decode", 2048, heads=32, kv_heads=8, head_dim=128)]
+            Case("decode", 2048, heads=32, kv_heads=8, head_dim=128),
+            Case("mla", 4096, heads=16, kv_heads=16, head_dim=128)]
 
 
 def dry_cases() -> list[Case]:
@@ -139,7 +180,9 @@ def dry_cases() -> list[Case]:
     tiny = {"heads": 2, "kv_heads": 2, "head_dim": 16, "window": 32}
     return [Case("dense", 64, **tiny), Case("causal", 64, **tiny), Case("sliding", 128, **tiny),
             Case("sliding", 256, **tiny), Case("bigbird", 128, **tiny),
-            Case("decode", 64, heads=4, kv_heads=2, head_dim=16)]
+            Case("decode", 64, heads=4, kv_heads=2, head_dim=16),
+            Case("mla", 64, heads=4, kv_heads=4, head_dim=16, kv_lora_rank=32, q_lora_rank=24,
+                 rope_dim=8, d_model=64)]
 
 
 def select(cases: list[Case], wanted: list[str] | None) -> list[Case]:

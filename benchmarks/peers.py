@@ -328,6 +328,7 @@ def _only(*patterns: str) -> Callable[[Case], str | None]:
 
 
 _DECODE_MHA = "MultiHeadAttention has no GQA (kv heads != heads); see ort-gqa"
+_MLA = "a core-attention peer; the mla case is a whole layer (see mla-plain, mla-full-kv)"
 
 PEERS: list[Runner] = [
     Runner("sdpa", "torch", "PyTorch SDPA: no mask (dense), is_causal (causal); decode: "
@@ -339,14 +340,15 @@ PEERS: list[Runner] = [
            "excluded, reported as setup)", _flex, _only("causal", "sliding", "bigbird"),
            quadratic=lambda case: False),
     Runner("export", "export", "torch.onnx.export (TorchScript exporter, opset 18) of the SDPA "
-           "module, run in ORT", _export),
+           "module, run in ORT", _export, lambda c: _MLA if c.pattern == "mla" else None),
     Runner("ort-mha", "ort", "com.microsoft.MultiHeadAttention (unidirectional for causal, "
            "additive attention_bias for other masks)", _mha,
-           lambda c: _DECODE_MHA if c.pattern == "decode" else None),
+           lambda c: _DECODE_MHA if c.pattern == "decode" else _MLA if c.pattern == "mla"
+           else None),
     Runner("ort-gqa", "ort", "com.microsoft.GroupQueryAttention (causal only; "
            "local_window_size for sliding; past KV for decode)", _gqa,
            _only("causal", "sliding", "decode"),
            quadratic=lambda case: False),  # O(S²) time, but no [B, H, S, S] tensor
     Runner("onnx-attention", "ort", "ONNX Attention-23 (is_causal, bool attn_mask, past KV)",
-           _attention23),
+           _attention23, lambda c: _MLA if c.pattern == "mla" else None),
 ]
