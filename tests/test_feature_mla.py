@@ -48,7 +48,7 @@ YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "mscale": 0.7
         "beta_slow": 1.0}
 
 
-def _mla_block(q_lora: int | None = 16, interleave: bool = True, absorb: str = "cache",
+def _mla_block(q_lora: int = 16, interleave: bool = True, absorb: str = "cache",
                yarn: bool = False, extra: str = "", mask: str = "causal") -> str:
     opts = "kv_lora_rank: 24, " + (f"q_lora_rank: {q_lora}, " if q_lora else "")
     opts += (f"qk_nope_head_dim: 12, qk_rope_head_dim: 8, v_head_dim: 10, "
@@ -95,13 +95,13 @@ def _run_transformers(m, x, pos, allowed, **kw) -> np.ndarray:
                  attention_mask=mask, **kw)[0].numpy()
 
 
-CASES = [(q, i, y) for q in (None, 16) for i in (True, False) for y in (False, True)]
+CASES = [(q, i, y) for q in (0, 16) for i in (True, False) for y in (False, True)]
 
 
 @pytest.mark.parametrize("q_lora,interleave,yarn", CASES)
 @pytest.mark.parametrize("s", (1, 7, 33))
 def test_reference_matches_transformers(s, q_lora, interleave, yarn):
-    m, w = _transformers(q_lora, interleave, yarn, 13 + s)
+    m, w = _transformers(q_lora or None, interleave, yarn, 13 + s)
     rng = np.random.default_rng(s)
     x = rng.standard_normal((2, s, 64))
     pos = np.broadcast_to(np.arange(s), (2, s))
@@ -118,13 +118,13 @@ def test_reference_matches_transformers(s, q_lora, interleave, yarn):
         assert err <= 1e-12, (absorb, err)
 
 
-@pytest.mark.parametrize("q_lora,interleave", [(None, True), (16, False)])
+@pytest.mark.parametrize("q_lora,interleave", [(0, True), (16, False)])
 def test_reference_cache_matches_transformers_cache(q_lora, interleave):
     """present_latent / present_rope are what transformers caches (the normalised latent, the
     rotated rope key), and each decode step's output matches its cached forward."""
     from transformers.cache_utils import DynamicCache
 
-    m, w = _transformers(q_lora, interleave, False, 40)
+    m, w = _transformers(q_lora or None, interleave, False, 40)
     model = _model(q_lora=q_lora, interleave=interleave, extra="    bias: true\n    cache: true\n")
     past, t = 5, 8
     x = np.random.default_rng(41).standard_normal((2, t, 64))
@@ -154,7 +154,7 @@ def test_reference_cache_matches_transformers_cache(q_lora, interleave):
 
 VARIANTS = {
     "q_lora-interleave": {},
-    "q_proj-halves": {"q_lora": None, "interleave": False},
+    "q_proj-halves": {"q_lora": 0, "interleave": False},
     "absorbed-yarn": {"absorb": "always", "yarn": True},
 }
 
@@ -269,7 +269,7 @@ def test_weight_shapes():
         "attn.kv_a_proj_with_mqa.weight": (32, 64), "attn.kv_a_proj_with_mqa.bias": (32,),
         "attn.kv_a_layernorm.weight": (24,), "attn.kv_b_proj.weight": (88, 24),
         "attn.o_proj.weight": (64, 40), "attn.o_proj.bias": (64,)}
-    plain = _model(q_lora=None).weight_shapes()
+    plain = _model(q_lora=0).weight_shapes()
     assert plain["attn.q_proj.weight"] == (80, 64)
     assert not any(k in plain for k in ("attn.k_proj.weight", "attn.v_proj.weight",
                                         "attn.q_a_proj.weight"))
@@ -296,7 +296,7 @@ def test_both_syntaxes_give_one_model():
     assert parse_spec(dsl, "t.attn") == parse_spec(text, "t.yaml")
 
 
-@pytest.mark.parametrize("kw", [{}, {"q_lora": None, "interleave": False, "absorb": "never"},
+@pytest.mark.parametrize("kw", [{}, {"q_lora": 0, "interleave": False, "absorb": "never"},
                                 {"yarn": True}])
 def test_round_trip_through_both_writers(kw):
     text = one_block_yaml(_mla_block(**kw), d=64)

@@ -56,7 +56,7 @@ ABSORB = ("cache", "always", "never")
 @dataclass(frozen=True, slots=True)
 class MLA(BlockNode):
     kv_lora_rank: int = 512
-    q_lora_rank: int | None = None  # None: one q_proj
+    q_lora_rank: int = 0  # 0: one q_proj
     qk_nope_head_dim: int = 128
     qk_rope_head_dim: int = 64
     v_head_dim: int = 128
@@ -101,7 +101,7 @@ def _w(block, name: str) -> str:
 def _weights(n: MLA, block) -> dict[str, tuple[int, ...]]:
     h, dn, dr, dv = block.heads, n.qk_nope_head_dim, n.qk_rope_head_dim, n.v_head_dim
     out: dict[str, tuple[int, ...]] = {}
-    if n.q_lora_rank is not None:
+    if n.q_lora_rank:
         out[_w(block, "q_a_proj.weight")] = (n.q_lora_rank, block.width_q)
         if block.bias:
             out[_w(block, "q_a_proj.bias")] = (n.q_lora_rank,)
@@ -145,7 +145,7 @@ def _lin(st, x: np.ndarray, name: str, bias: bool = False) -> np.ndarray:
 
 def _ref_project(n: MLA, st):
     b = st.block
-    if n.q_lora_rank is not None:
+    if n.q_lora_rank:
         qa = _rms(_lin(st, st.xq, _w(b, "q_a_proj"), b.bias),
                   st.weight(_w(b, "q_a_layernorm.weight")))
         q = _lin(st, qa, _w(b, "q_b_proj"))
@@ -216,7 +216,7 @@ def _port_project(n: MLA, st):
     b, g = st.block, st.g
     xq, xkv = st.low.streams[b.query], st.low.streams[b.key]
     with g.scope("mla"):
-        if n.q_lora_rank is not None:
+        if n.q_lora_rank:
             qa = _normalise(st, _linear(st, xq, _w(b, "q_a_proj"), b.bias),
                             _w(b, "q_a_layernorm.weight"))
             q = _linear(st, qa, _w(b, "q_b_proj"))
@@ -358,7 +358,7 @@ def _make(values: dict[str, object], ctx) -> MLA | None:
 
 def _summary(n: MLA, block) -> str:
     h = block.heads
-    q = f"q_lora_rank {n.q_lora_rank}" if n.q_lora_rank is not None else "q_proj"
+    q = f"q_lora_rank {n.q_lora_rank}" if n.q_lora_rank else "q_proj"
     form = "absorbed" if absorbed(n, block) else "plain"
     per_head = h * (n.qk_nope_head_dim + n.qk_rope_head_dim + n.v_head_dim)
     return (f"kv_lora_rank {n.kv_lora_rank}, {q}, qk {n.qk_nope_head_dim}+"
@@ -371,7 +371,7 @@ def _flops(n: MLA, block, batch: int, q_len: int, k_len: int) -> int:
     absorption when absorbed). The attention line counts the plain per-cell work."""
     h, dn, dr, dv, r = (block.heads, n.qk_nope_head_dim, n.qk_rope_head_dim, n.v_head_dim,
                         n.kv_lora_rank)
-    if n.q_lora_rank is None:
+    if not n.q_lora_rank:
         q = q_len * block.width_q * h * (dn + dr)
     else:
         q = q_len * n.q_lora_rank * (block.width_q + h * (dn + dr))
@@ -386,8 +386,8 @@ def _flops(n: MLA, block, batch: int, q_len: int, k_len: int) -> int:
 FEATURE = BlockFeature(
     key="mla", node=MLA,
     options=(Option("kv_lora_rank", "int", None, minimum=1, doc="width of the cached latent"),
-             Option("q_lora_rank", "int", None, minimum=1,
-                    doc="low-rank query (q_a_proj, q_b_proj); none: one q_proj"),
+             Option("q_lora_rank", "int", 0, minimum=0,
+                    doc="low-rank query (q_a_proj, q_b_proj); 0: one q_proj"),
              Option("qk_nope_head_dim", "int", None, minimum=1,
                     doc="query/key features per head without RoPE (default head_dim - rope dim)"),
              Option("qk_rope_head_dim", "int", None, minimum=2,
@@ -405,7 +405,7 @@ FEATURE = BlockFeature(
     example="{kv_lora_rank: 512, q_lora_rank: 1536}",
     make=_make,
     format=lambda n: (("kv_lora_rank", n.kv_lora_rank),
-                      *((("q_lora_rank", n.q_lora_rank),) if n.q_lora_rank is not None else ()),
+                      ("q_lora_rank", n.q_lora_rank),
                       ("qk_nope_head_dim", n.qk_nope_head_dim),
                       ("qk_rope_head_dim", n.qk_rope_head_dim), ("v_head_dim", n.v_head_dim),
                       ("rope_interleave", n.rope_interleave), ("absorb", n.absorb),
