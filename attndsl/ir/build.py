@@ -280,7 +280,7 @@ class Builder:
         scale = self.block_scale(s, head_dim)
         self_attn = (k_stream.name == q.name) if project else True
         facts = BlockCheck(self, b.name, heads, kv_heads, head_dim, v_head_dim, project, cache,
-                           self_attn, self.dtype)
+                           self_attn, self.dtype, settings=s)
         features = self.block_features(s, facts, b)
         mask = self.mask(s.get("mask"), b, heads, self_attn, cache, q, k_stream)
         score = self.scores(s.get("score"), b, heads)
@@ -649,6 +649,9 @@ class BlockCheck:
     dtype: str
     setting: ast.Setting | None = None
     spans: Mapping[str, Span] = dataclasses.field(default_factory=dict)
+    # the block's settings by key as written (a feature's cross-checks against another
+    # setting of the block, e.g. MLA against the block's rope)
+    settings: Mapping[str, ast.Setting] = dataclasses.field(default_factory=dict)
 
     def err(self, msg: str, span: Span | None, hint: str | None = None) -> None:
         self.builder.err(msg, span, hint)

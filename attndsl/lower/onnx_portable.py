@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..features.registry import block_rules, replacing, rule
+from ..features.registry import block_rules, cache_axis, cache_layout, cache_shapes, replacing, rule
 from ..ir.nodes import Block, Model
 from ..weights import check_weights
 from . import block_sparse as bs
@@ -69,6 +69,7 @@ class PortableLowering:
         self.results: dict[str, dict[str, str]] = {}
         self._f32: dict[str, str] = {}
         self._memo: dict[object, object] = {}
+        self.cores: dict[str, Block] = {}  # block -> the geometry its attention reads
         self.explain: list[BlockExplanation] = []
 
     # ------------------------------------------------------------ model
@@ -81,9 +82,8 @@ class PortableLowering:
         for b in m.blocks:
             if b.cache:
                 batch = self.onnx_dim(self.model.stream_dims(b.query)[0])
-                for what, d in (("key", b.head_dim), ("value", b.v_head_dim)):
-                    g.add_input(f"{b.name}.past_{what}", self.dtype,
-                                [batch, b.kv_heads, PAST_LEN, d])
+                for what, shape in cache_shapes(b, batch, PAST_LEN).items():
+                    g.add_input(f"{b.name}.past_{what}", self.dtype, list(shape))
         for name, arr in self.weights.items():
             g.add_initializer(name, np.asarray(arr, dtype=m.dtype))  # no copy if same dtype
         for b in m.blocks:
@@ -113,9 +113,9 @@ class PortableLowering:
         for b in m.blocks:
             if b.cache:
                 batch = self.onnx_dim(self.model.stream_dims(b.query)[0])
-                for what, d in (("key", b.head_dim), ("value", b.v_head_dim)):
+                for what, shape in cache_shapes(b, batch, PRESENT_LEN).items():
                     g.add_output(f"{b.name}.present_{what}", self.results[b.name][what],
-                                 self.dtype, [batch, b.kv_heads, PRESENT_LEN, d])
+                                 self.dtype, list(shape))
 
     def onnx_dim(self, entry: str | int) -> str | int:
         """A shape entry as ONNX sees it: fixed dims are numbers, dynamic ones dim_params."""
@@ -150,11 +150,12 @@ class PortableLowering:
     def block(self, b: Block) -> None:
         """Lower one block with the strategy the plan picks (``--explain`` reports it)."""
         q, k, v, pos, result = self.prepare(b)
-        plan = self.plan(b)
+        core = self.cores.get(b.name, b)  # a feature's cache rule may attend in other shapes
+        plan = self.plan(core)
         if plan.kind == "dense":
-            o, p = self.attend_dense(b, q, k, v, pos)
+            o, p = self.attend_dense(core, q, k, v, pos)
         else:
-            o, p = self.attend_sparse(b, plan, q, k, v, pos), None
+            o, p = self.attend_sparse(core, plan, q, k, v, pos), None
         self.explain.append(BlockExplanation(b.name, plan.lowering, plan.reason))
         if block_rules("portable", "attended", b.features):
             st = BlockLowering(self, b, pos=pos, o=o)
@@ -224,9 +225,11 @@ class PortableLowering:
         own = replacing("portable", "project", b.features)
         st.q, st.k, st.v = own[1](own[0], st) if own else self.project(b)
         self.hooks(st, "projected")
+        layout = cache_layout(b)  # a feature's own cache (MLA's latent), else per-head K/V
+        kv_heads, k_dim, v_dim = layout.kv if layout else (b.kv_heads, b.head_dim, b.v_head_dim)
         q = self.to_float32(self.split_heads(st.q, b.heads, b.head_dim))
-        k = self.to_float32(self.split_heads(st.k, b.kv_heads, b.head_dim))
-        v = self.split_heads(st.v, b.kv_heads, b.v_head_dim)
+        k = self.to_float32(self.split_heads(st.k, kv_heads, k_dim))
+        v = self.split_heads(st.v, kv_heads, v_dim)
         st.pos = pos = self.positions(b)
         st.q, st.k, st.v = q, k, v
         for hook in ("heads", "rope", "post_rope"):
@@ -235,7 +238,12 @@ class PortableLowering:
         if b.scale != 1.0:  # (fold-scale moves the scale into the query projection)
             q = g.mul(q, g.scalar(b.scale, np.float32))
         result: dict[str, str] = {}
-        if b.cache:
+        own = replacing("portable", "cache", b.features)
+        if own:  # the feature joins its own cache and gives the keys and values attended over
+            st.q = q
+            result, self.cores[b.name] = own[1](own[0], st)
+            q, k, v = st.q, st.k, st.v
+        elif b.cache:
             result["key"] = g.concat([f"{b.name}.past_key", self.to_model_dtype(k)], axis=2)
             result["value"] = g.concat([f"{b.name}.past_value", v], axis=2)
             k, v = result["key"], result["value"]
@@ -246,7 +254,10 @@ class PortableLowering:
         come from the root input of each stream (``Model.root_stream``), so the blocks of one
         chain build their positions from the same value and ``share-computations`` builds
         them once."""
-        past = self.g.dim(f"{b.name}.past_key", 2) if b.cache else None
+        past = None
+        if b.cache:  # past length: the time axis of the block's first cached tensor
+            first = next(iter(cache_shapes(b, 0, 0)))  # (per-head K/V, or MLA's latent)
+            past = self.g.dim(f"{b.name}.past_{first}", cache_axis(b))
         return Positions(self.g, b.self_attention, past,
                          self.streams[self.model.root_stream(b.query)],
                          self.streams[self.model.root_stream(b.key)],
@@ -329,7 +340,11 @@ class BlockLowering:
     in the model dtype; from ``heads`` to ``post_rope`` per head in float32, [B, H, Sq, D],
     [B, G, Sk, D] (new keys) and [B, G, Sk, Dv] (model dtype). ``pos`` the block's
     positions (``pos.q``, ``pos.k_new``, ``pos.q_col``...); ``o`` the attention output [B, H,
-    Sq, Dv] float32 at ``attended``, [B, Sq, H*Dv] in the model dtype at ``merged``.
+    Sq, Dv] float32 at ``attended``, [B, Sq, H*Dv] in the model dtype at ``merged``. A
+    ``cache`` rule (a feature with its own cache layout) reads ``q`` (scaled), ``k``, ``v``
+    (the new ones) and the graph inputs ``<block>.past_<entry>``, sets ``q``, ``k``, ``v`` to
+    what the attention reads and returns (present entries by name, the block geometry the
+    attention runs with: ``heads``, ``kv_heads``, ``head_dim``, ``v_head_dim``).
 
     ``g`` is the graph builder; ``float32(name)`` reads a weight or input as float32,
     ``to_float32`` / ``to_model_dtype`` cast values, ``linear(x, name, bias)`` applies a
