@@ -23,10 +23,11 @@ from ..source import Span
 
 # the hook points of the block pipeline, in pipeline order (docs/architecture.md, "Block
 # features"): every engine runs a block as
-#   project -> projected -> [split heads] -> heads -> rope -> post_rope -> [scale, cache,
-#   logits, score modifiers, mask] -> softmax -> [@ V] -> attended -> [merge heads] -> merged
-#   -> [output projection]
-HOOKS = ("project", "projected", "heads", "rope", "post_rope", "softmax", "attended", "merged")
+#   project -> projected -> [split heads] -> heads -> rope -> post_rope -> [scale, cache]
+#   -> values -> [logits, score modifiers, mask] -> softmax -> [@ V] -> attended -> [merge
+#   heads] -> merged -> [output projection]
+HOOKS = ("project", "projected", "heads", "rope", "post_rope", "values", "softmax", "attended",
+         "merged")
 # hooks whose rule replaces the engine's own step (at most one feature of a block may do so)
 REPLACING_HOOKS = ("project", "softmax")
 
