@@ -35,6 +35,7 @@ from attndsl.inputs import random_inputs
 from attndsl.ir import print_ir
 from attndsl.lower.compile import CompileOptions, compile_model, compile_with_explanations
 from attndsl.reference import run_reference
+from attndsl.runtime import make_session
 from attndsl.runtime.decode import decode_loop, max_errors
 from attndsl.source import Source
 from attndsl.summary import format_summary, summarize
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ERRORS = ErrorReport("sinks max abs error:", width=52)
 _report = ERRORS.fixture()
 TOL = {"float32": 1e-5, "float16": 2e-2}
+LEN = "  len: {shape: [batch], dtype: int64}"
 GQA = "com.microsoft.GroupQueryAttention"
 
 # ------------------------------------------------------------------ against transformers
@@ -112,7 +114,7 @@ def test_reference_matches_gpt_oss_on_fully_masked_rows():
     x = np.random.default_rng(1).standard_normal((2, s, 64))
     q, k = np.arange(s)[:, None], np.arange(s)[None, :]
     allowed = (k <= q)[None, None] & (k[None, None] < lens[:, None, None, None])
-    spec = _gpt_oss_spec("causal & padding(len)", inputs="  len: {shape: [batch], dtype: int64}")
+    spec = _gpt_oss_spec("causal & padding(len)", inputs=LEN)
     _vs_gpt_oss(m, w, spec, allowed, {"x": x, "len": lens}, "fully masked rows")
     out = run_reference(parse_spec(spec, "t.yaml"), w, {"x": x, "len": lens})["y"]
     assert np.array_equal(out[0], np.broadcast_to(w["attn.o_proj.bias"], (s, 64)))
@@ -153,9 +155,10 @@ def test_ort_matches_reference(kind, dtype, sparse):
     options = CompileOptions(sparse=sparse, block_size=4)
     assert _lowering(model, options) == ("portable/dense" if sparse == "dense"
                                          else "portable/block-sparse band")
+    session = make_session(compile_model(model, None, options=options))
     for seq in (1, 7, 20):
         feed = random_inputs(model, {"batch": 2, "seq": seq}, seed=seq)
-        err = check_against_reference(model, feed, TOL[dtype], options=options,
+        err = check_against_reference(model, feed, TOL[dtype], session=session,
                                       where=f"{kind} {dtype} {sparse} seq {seq}")
         ERRORS.record(f"ORT {dtype} {sparse}", err)
 
@@ -168,18 +171,19 @@ def test_ort_matches_reference(kind, dtype, sparse):
 def test_block_sparse_strategies(mask, seq, strategy):
     model = one_block(f"    heads: 4\n    kv_heads: 2\n    head_dim: 16\n    mask: {mask}\n"
                       "    sinks: true\n", d=64, seq=seq,
-                      inputs="  len: {shape: [batch], dtype: int64}" if "len" in mask else "")
+                      inputs=LEN if "len" in mask else "")
     options = CompileOptions(sparse="block", block_size=8)
     assert _lowering(model, options) == f"portable/block-sparse {strategy}"
+    session = make_session(compile_model(model, None, options=options))
     for n in ((64,) if seq == 64 else (1, 7, 20)):
         feed = random_inputs(model, {"batch": 2, "seq": n}, seed=n)
         if "len" in feed:
             feed["len"] = np.array([0, max(n - 3, 1)], feed["len"].dtype)  # batch 0: no keys
-        err = check_against_reference(model, feed, 1e-5, options=options,
+        err = check_against_reference(model, feed, 1e-5, session=session,
                                       where=f"{strategy} seq {n}")
         ERRORS.record(f"ORT float32 block-sparse {strategy}", err)
         if "len" in feed:  # the fully masked rows: the sink takes everything, output o_proj.b
-            got, want = run_both(model, feed, options=options)
+            got, _ = run_both(model, feed, session=session)
             assert np.allclose(got["y"][0], got["y"][0, :1], atol=0), "rows of batch 0 differ"
 
 
@@ -196,7 +200,7 @@ def test_cache_prefill_then_steps_equals_full_run(kind, target):
     assert max(errors.values()) <= 1e-5, errors
     ERRORS.record(f"decode steps vs full run ({target})", max(errors.values()))
     feed = random_inputs(model, {"batch": 2, "seq": 5}, seed=4, past_len=3)
-    err = check_against_reference(model, feed, 1e-5, options=options)
+    err = check_against_reference(model, feed, 1e-5, session=make_session(proto))
     ERRORS.record(f"ORT float32 with cache ({target})", err)
 
 
@@ -217,10 +221,11 @@ def test_ort_target_maps_onto_group_query_attention(kind, dtype, mask):
             assert node.input[11] == "attn.sinks"
         else:
             assert [a.i for a in node.attribute if a.name == "smooth_softmax"] == [1]
+        session = make_session(compile_model(model, None, options=options))
         for seq in (1, 7, 20):
             feed = random_inputs(model, {"batch": 2, "seq": seq}, seed=seq,
                                  past_len=5 if cache else 0)
-            err = check_against_reference(model, feed, TOL[dtype], options=options,
+            err = check_against_reference(model, feed, TOL[dtype], session=session,
                                           where=f"GQA {kind} {dtype} {mask} cache {cache}")
             ERRORS.record(f"ORT {dtype} GroupQueryAttention", err)
 
@@ -232,7 +237,7 @@ def test_ort_target_falls_back_with_the_reason():
     }
     for mask, reason in cases.items():
         model = one_block(f"    heads: 4\n    head_dim: 16\n    mask: {mask}\n    sinks: true\n",
-                          d=64, inputs="  len: {shape: [batch], dtype: int64}" if "len" in mask else "")
+                          d=64, inputs=LEN if "len" in mask else "")
         _, explain = compile_with_explanations(model, None, CompileOptions(target="ort"))
         assert explain[0].lowering.startswith("portable"), explain
         assert reason in explain[0].reason, explain[0].reason
