@@ -123,8 +123,10 @@ class BlockFeature:
       q stays linear in the query projection; ``fuse-qkv``: the projections may become one);
       a pass skips a block with a feature that does not list it;
     - ``ort(node, block) -> str``: ``"rotary"`` (the fused kernels apply it as their
-      rotary embedding) or the reason no fused kernel computes it (the block then keeps the
-      portable lowering and ``--explain`` prints the reason);
+      rotary embedding), ``"head_sink"`` (GroupQueryAttention's sink: its ``head_sink``
+      input, the feature's one weight, or ``smooth_softmax`` without a weight) or the reason
+      no fused kernel computes it (the block then keeps the portable lowering and
+      ``--explain`` prints the reason);
     - ``cache``: reserved for features that change what a block caches (MLA's latent);
       None: the block caches its per-head keys and values.
     """
