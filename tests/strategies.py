@@ -93,6 +93,9 @@ def _block(draw, name: str, query: str, fixed_lengths: bool, *,
     sinks = draw(st.sampled_from(SINKS))
     if core and sinks is not None:
         sinks = "constant"  # core mode has no weights: the sink of logit 0 only
+    # DIFF attention pairs heads and kv heads by halves (both even) and has weights
+    diff = (not core and heads % 2 == 0 and kv % 2 == 0
+            and draw(st.sampled_from([None, None, "true", "{layer: 2, eps: 1e-6}"])))
     lines = [f"  {name}:", f"    query: {query}"]
     if core:
         lines += ["    project: false", "    key: kc", "    value: vc"]
@@ -116,6 +119,8 @@ def _block(draw, name: str, query: str, fixed_lengths: bool, *,
         lines.append(f"    qk_norm: {qk_norm}")
     if sinks:
         lines.append(f"    sinks: {sinks}")
+    if diff:
+        lines.append(f"    diff: {diff}")
     if cache:
         lines.append("    cache: true")
     return lines, {"heads": heads, "kv": kv, "head_dim": head_dim}
