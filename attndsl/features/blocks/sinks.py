@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...source import Span
+from .. import kernels
 from ..base import span_field
 from ..block_base import BlockFeature, BlockNode, Option
 
@@ -55,22 +56,11 @@ def weight_name(block_name: str) -> str:
 # ------------------------------------------------------------------ reference
 
 
-def softmax_with_sinks(s: np.ndarray, allowed: np.ndarray, sink: np.ndarray | float
-                       ) -> np.ndarray:
-    """The row softmax of ``s`` [B, H, ..., Sk] over the ``allowed`` cells plus a sink of logit
-    ``sink`` ([H] per head, or a constant) and value 0; float64."""
-    sink = np.asarray(sink, np.float64)
-    if sink.ndim == 1:  # [H] -> [1, H, 1, ..., 1] against the logits' rank
-        sink = sink.reshape((1, -1) + (1,) * (s.ndim - 2))
-    s = np.where(allowed, s, -np.inf)
-    m = np.maximum(s.max(axis=-1, keepdims=True, initial=-np.inf), sink)  # finite
-    e = np.where(allowed, np.exp(s - m), 0.0)
-    return e / (e.sum(axis=-1, keepdims=True) + np.exp(sink - m))
-
-
 def _reference(n: Sinks, st, s: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """The logits ``s`` [B, H, Sq, Sk] with the sink: ``kernels.softmax_with_sink``, the
+    kernel proven against transformers' ``GptOssAttention`` (tests/test_feature_kernels.py)."""
     sink = st.weight(weight_name(st.block.name)) if n.kind == "learned" else 0.0
-    return softmax_with_sinks(s, allowed, sink)
+    return kernels.softmax_with_sink(s, allowed, sink)
 
 
 # ------------------------------------------------------------------ portable lowering
