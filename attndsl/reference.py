@@ -58,7 +58,8 @@ class BlockState:
 
     ``q``, ``k``, ``v``: at ``project`` / ``projected`` the projected streams [B, S, H*D],
     [B, S, G*D], [B, S, G*Dv]; from ``heads`` on per head, [B, H, Sq, D], [B, G, Sk, D],
-    [B, G, Sk, Dv] (new keys only until the cache is joined after ``post_rope``).
+    [B, G, Sk, Dv] (new keys only until the cache is joined after ``post_rope``; at
+    ``values`` every key, past ones first, and a rule may change the values' width).
     ``q_pos`` [Sq] and ``k_pos_new`` [Sk] are the absolute positions of the queries and the
     new keys; ``o`` is the attention output [B, H, Sq, Dv] at ``attended`` and [B, Sq,
     H*Dv] at ``merged``. ``weight(name)`` reads a parameter, ``inputs`` the graph inputs;
@@ -145,6 +146,7 @@ def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, n
         st.k = np.concatenate([st.past["key"], st.k], axis=2)
         st.v = np.concatenate([st.past["value"], st.v], axis=2)
         out["present_key"], out["present_value"] = st.k, st.v
+    _hooks(st, "values")  # after the cache: what a feature does to the values is not cached
     q, k, v = st.q, st.k, st.v
     k_pos = np.arange(k.shape[2])
     group = b.heads // k.shape[1]  # query head h reads kv head h // group

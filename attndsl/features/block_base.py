@@ -24,10 +24,10 @@ from ..source import Span
 # the hook points of the block pipeline, in pipeline order (docs/architecture.md, "Block
 # features"): every engine runs a block as
 #   project -> projected -> [split heads] -> heads -> rope -> post_rope -> [scale] -> cache
-#   -> [logits, score modifiers, mask] -> softmax -> [@ V] -> attended -> [merge heads] ->
-#   merged -> [output projection]
-HOOKS = ("project", "projected", "heads", "rope", "post_rope", "cache", "softmax", "attended",
-         "merged")
+#   -> values -> [logits, score modifiers, mask] -> softmax -> [@ V] -> attended -> [merge
+#   heads] -> merged -> [output projection]
+HOOKS = ("project", "projected", "heads", "rope", "post_rope", "cache", "values", "softmax",
+         "attended", "merged")
 # hooks whose rule replaces the engine's own step (at most one feature of a block may do so)
 REPLACING_HOOKS = ("project", "cache", "softmax")
 
@@ -138,8 +138,10 @@ class BlockFeature:
       q stays linear in the query projection; ``fuse-qkv``: the projections may become one);
       a pass skips a block with a feature that does not list it;
     - ``ort(node, block) -> str``: ``"rotary"`` (the fused kernels apply it as their
-      rotary embedding) or the reason no fused kernel computes it (the block then keeps the
-      portable lowering and ``--explain`` prints the reason);
+      rotary embedding), ``"head_sink"`` (GroupQueryAttention's sink: its ``head_sink``
+      input, the feature's one weight, or ``smooth_softmax`` without a weight) or the reason
+      no fused kernel computes it (the block then keeps the portable lowering and
+      ``--explain`` prints the reason);
     - ``cache(node, block) -> CacheLayout``: for a feature that changes what a block caches
       (MLA's latent); None: the block caches its per-head keys and values. Such a feature
       also has a ``cache`` hook rule in both engines, which replaces the engine's join of

@@ -70,6 +70,7 @@ class PortableLowering:
         self._f32: dict[str, str] = {}
         self._memo: dict[object, object] = {}
         self.cores: dict[str, Block] = {}  # block -> the geometry its attention reads
+        self._v_width: dict[str, int] = {}  # block -> value width a ``values`` rule gave
         self.explain: list[BlockExplanation] = []
 
     # ------------------------------------------------------------ model
@@ -190,7 +191,7 @@ class PortableLowering:
         lens = self.model.static_lens(b)
         ctx = bs.Context(self.g, b, self.input_types, lens, self.float32,
                          guard=not row_witnesses(b.mask, self.model.has_diagonal(b)),
-                         softmax=self.softmax(b, pos))
+                         softmax=self.softmax(b, pos), v_width=self._v_width.get(b.name))
         with self.g.scope(plan.kind):
             if plan.kind == "band":
                 return bs.attend_band(ctx, q, k, v, pos, plan.tile, plan.lo, plan.hi,
@@ -247,7 +248,14 @@ class PortableLowering:
             result["key"] = g.concat([f"{b.name}.past_key", self.to_model_dtype(k)], axis=2)
             result["value"] = g.concat([f"{b.name}.past_value", v], axis=2)
             k, v = result["key"], result["value"]
-        return q, self.to_float32(k), self.to_float32(v), pos, result
+        k, v = self.to_float32(k), self.to_float32(v)
+        if block_rules("portable", "values", b.features):  # after the cache: not cached
+            st.k, st.v = k, v
+            self.hooks(st, "values")
+            v = st.v
+            if st.v_width:
+                self._v_width[b.name] = st.v_width
+        return q, k, v, pos, result
 
     def positions(self, b: Block) -> Positions:
         """The query and key positions of block ``b`` (absolute: past keys first). Lengths
@@ -338,7 +346,9 @@ class BlockLowering:
     ``portable`` rules (docs/architecture.md, "Block features"). ``q``, ``k``, ``v``: at
     ``project`` / ``projected`` the projected streams [B, S, H*D], [B, S, G*D], [B, S, G*Dv]
     in the model dtype; from ``heads`` to ``post_rope`` per head in float32, [B, H, Sq, D],
-    [B, G, Sk, D] (new keys) and [B, G, Sk, Dv] (model dtype). ``pos`` the block's
+    [B, G, Sk, D] (new keys) and [B, G, Sk, Dv] (model dtype); at ``values`` k and v hold
+    every key (past ones first) in float32, and a rule that changes the values' width sets
+    ``v_width`` to it (the block-sparse strategies need it as a number). ``pos`` the block's
     positions (``pos.q``, ``pos.k_new``, ``pos.q_col``...); ``o`` the attention output [B, H,
     Sq, Dv] float32 at ``attended``, [B, Sq, H*Dv] in the model dtype at ``merged``. A
     ``cache`` rule (a feature with its own cache layout) reads ``q`` (scaled), ``k``, ``v``
@@ -358,6 +368,7 @@ class BlockLowering:
     v: str = ""
     pos: Positions | None = None
     o: str = ""
+    v_width: int = 0
     extra: dict[str, object] = field(default_factory=dict)
 
     FLOAT = FLOAT
