@@ -53,6 +53,14 @@ class _Loader:
         except ValueError:  # an int of more than 4300 digits
             return node.value
 
+    def option_value(self, node: yaml.Node) -> object:
+        """A block feature option: a scalar, or a list of scalars (``[1.0, 1.1]``) as a
+        Python list; anything else stays the YAML node (the builder reports it)."""
+        if isinstance(node, yaml.SequenceNode) and all(
+                isinstance(i, yaml.ScalarNode) for i in node.value):
+            return [self.scalar(i) for i in node.value]
+        return self.scalar(node)
+
     def mapping(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, Span]]:
         if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
             return []
@@ -116,7 +124,7 @@ class _Loader:
                 mods.extend(self.expr(item, "score_list"))
             return tuple(mods)
         if isinstance(node, yaml.MappingNode):  # a block feature's options: `rope: {theta: 1e6}`
-            return tuple(ast.Setting(k, self.scalar(v), ks, self.sp(v))
+            return tuple(ast.Setting(k, self.option_value(v), ks, self.sp(v))
                          for k, v, ks in self.mapping(node, key))
         value = self.scalar(node)
         # `rope:` with no value is the key alone, as a bare `rope` line in .attn: true

@@ -7,7 +7,8 @@ into full-sequence shapes. Every block must be cached self-attention: a query on
 of its own stream, so a step needs nothing but its new rows and the caches.
 
 Inputs other than the streams are sliced to what a step covering positions ``[start, end)``
-needs: document ids keep their first ``end`` columns (``[batch, past_len + seq]``), bool
+needs: inputs with one entry per token (block features' "stream" inputs, e.g. RoPE position
+ids ``[batch, seq]``) keep the step's columns like the streams, document ids keep their first ``end`` columns (``[batch, past_len + seq]``), bool
 masks and bias inputs keep query rows ``start:end`` and key columns ``:end`` (where those
 axes are not broadcast), lengths are used as they are.
 """
@@ -22,7 +23,7 @@ import onnx
 
 from ..errors import AttnDSLError
 from ..features import nodes as mn
-from ..features.registry import rule
+from ..features.registry import block_feature_of, rule
 from ..ir.nodes import Model
 from . import make_session, run_session
 
@@ -59,6 +60,10 @@ def _roles(model: Model) -> dict[str, str]:
             for name, role in rule("inputs", node)(node):
                 if role in _STEP_ROLES:
                     roles[name] = _STEP_ROLES[role]
+        for f in b.features:  # e.g. RoPE position ids [batch, seq]: the step's columns
+            for name, role in block_feature_of(f).inputs(f):
+                if role == "stream":
+                    roles[name] = "stream"
     return roles
 
 
