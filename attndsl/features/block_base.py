@@ -44,7 +44,8 @@ class Option:
     ``kind``: "float" (positive and finite), "number" (finite), "int" (an integer >=
     ``minimum``), "bool", "choice" (one of ``choices``, did-you-mean on a typo), "floats" (a
     non-empty list of finite numbers: YAML ``[1.0, 1.1]``, ``.attn`` ``[1.0, 1.1]``; the node
-    holds a tuple of floats) or "name" (an identifier, e.g. the name of a graph input). ``default`` is the value when the option is not given
+    holds a tuple of floats) or "name" (an identifier, e.g. the name of a graph input).
+    ``default`` is the value when the option is not given
     (None: decided by the feature's ``make`` from the block, e.g. RoPE's ``dim`` =
     head_dim). ``doc`` is one line for docs and messages."""
 

@@ -8,7 +8,8 @@ of its own stream, so a step needs nothing but its new rows and the caches.
 
 Inputs other than the streams are sliced to what a step covering positions ``[start, end)``
 needs: inputs with one entry per token (block features' "stream" inputs, e.g. RoPE position
-ids ``[batch, seq]``) keep the step's columns like the streams, document ids keep their first ``end`` columns (``[batch, past_len + seq]``), bool
+ids ``[batch, seq]``) keep the step's columns like the streams, document ids keep their first
+``end`` columns (``[batch, past_len + seq]``), bool
 masks and bias inputs keep query rows ``start:end`` and key columns ``:end`` (where those
 axes are not broadcast), lengths are used as they are.
 """
