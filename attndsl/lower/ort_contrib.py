@@ -51,7 +51,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..features import nodes as mn
-from ..features.blocks.rope import rope_tables
+from ..features.blocks.rope import rope_tables, run_length
 from ..features.registry import block_feature_of, rule
 from ..features.text import format_leaf, format_mask
 from ..ir.nodes import Block
@@ -227,7 +227,7 @@ def emit_gqa(low: PortableLowering, b: Block, plan: GqaPlan) -> None:
     seqlens = g.op("Expand", g.cast(g.sub(total, g.scalar(1, "int64")), INT32), batch)
     cos = sin = ""
     if b.rope is not None and plan.fused_rope:
-        cos, sin = _rope_cache(low, b, total)
+        cos, sin = _rope_cache(low, b, total, pos)
     elif b.rope is not None:
         q, k = _rotary(low, b, q, b.heads, pos, past, True), _rotary(low, b, k, b.kv_heads,
                                                                        pos, past, False)
@@ -411,11 +411,16 @@ def _project(low: PortableLowering, b: Block) -> tuple[str, str, str, Positions,
     return xq, xk, xv, pos, past
 
 
-def _rope_cache(low: PortableLowering, b: Block, rows: str) -> tuple[str, str]:
-    """cos and sin [rows, dim/2] for positions 0..rows-1, in the model dtype."""
+def _rope_cache(low: PortableLowering, b: Block, rows: str,
+                pos: Positions) -> tuple[str, str]:
+    """cos and sin [rows, dim/2] for positions 0..rows-1, in the model dtype (a scaling's
+    tables and attention factor included; dynamic / longrope at the block's run-time
+    length, the same as the portable lowering's)."""
     g = low.g
     positions = g.range(g.scalar(0, "int64"), rows, g.scalar(1, "int64"))
-    cos, sin = rope_tables(low, positions, b.rope)
+    length = (run_length(g, pos, g.dim(low.streams[b.query], 1))
+              if b.rope.runtime_length else None)
+    cos, sin = rope_tables(low, positions, b.rope, length)
     return low.to_model_dtype(cos), low.to_model_dtype(sin)
 
 
@@ -430,7 +435,7 @@ def _rotary(low: PortableLowering, b: Block, x: str, heads: int, pos: Positions,
         rows = g.op("Max", pos.k_total, g.dim(low.streams[b.query], 1))
     else:
         rows = pos.k_total
-    cos, sin = _rope_cache(low, b, rows)
+    cos, sin = _rope_cache(low, b, rows, pos)
     return g.op("RotaryEmbedding", x, offset, cos, sin, domain=MS_DOMAIN, num_heads=heads,
                 rotary_embedding_dim=b.rope.dim, interleaved=int(b.rope.interleaved))
 
