@@ -320,6 +320,7 @@ def _scaling(values: dict[str, object], dim: int, ctx) -> RopeScaling | None | b
         where = "scaling" if key in ("rope_type", "type") else key
         if key not in given and key != "dim":
             where = "scaling"  # a missing option: point at the scaling type
+        msg = msg.replace("rope_type '", "scaling '")  # the option's name in attndsl
         ctx.err(f"rope {msg}", ctx.span(where), hint or None)
     if problems:
         return False
