@@ -115,7 +115,8 @@ class BlockFeature:
     Stages:
 
     - ``format(node) -> tuple[(option, value), ...]``: every option's resolved value, in
-      declaration order; the IR printer prints it (``rope theta=10000.0, dim=8, ...``) and
+      declaration order (an option left unset, None, is left out: RoPE's scaling keys); the
+      IR printer prints it (``rope theta=10000.0, dim=8, ...``) and
       ``ir.build.feature_setting(node)`` turns it into the syntax tree setting both writers
       print;
     - ``weights(node, block) -> dict[name, shape]``: parameters (PyTorch layout, names
