@@ -195,6 +195,34 @@ def test_position_ids_with_left_padding_match_transformers(name):
     assert err <= 1e-12, err
 
 
+def test_interleaved_yarn_matches_deepseek_v3():
+    """DeepSeek V3 rotates interleaved pairs (its ``apply_rotary_pos_emb_interleave``, which
+    returns the pairs de-interleaved: rotated evens, then rotated odds)."""
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import (
+        apply_rotary_pos_emb_interleave,
+    )
+
+    from attndsl.features.blocks.rope import Rope, frequencies, rotate64
+
+    _, _, params, theta, mpe = HF["yarn-deepseek-v3"]
+    pos = np.array([[0, 1, 2, 3, 4, 5, 6], [1, 1, 0, 1, 2, 3, 4]], np.int64)
+    cos, sin = _hf_cos_sin(_hf_rotary("yarn-deepseek-v3"), pos)
+    rng = np.random.default_rng(0)
+    q, k = rng.standard_normal((2, 4, 7, D)), rng.standard_normal((2, 2, 7, D))
+    with torch.no_grad(), Float64():
+        want_q, want_k = apply_rotary_pos_emb_interleave(torch.from_numpy(q),
+                                                         torch.from_numpy(k), cos, sin)
+    r = Rope(theta, D, True, RopeScaling.from_mapping({**params,
+                                                       "max_position_embeddings": mpe}))
+    inv, factor = frequencies(r, int(pos.max()) + 1)
+    for x, want in ((q, want_q.numpy()), (k, want_k.numpy())):
+        got = rotate64(x, pos, inv, factor, D, True)
+        got = np.concatenate([got[..., 0::2], got[..., 1::2]], axis=-1)
+        err = float(np.max(np.abs(got - want)))
+        ERRORS.record("vs transformers DeepSeek V3 interleaved yarn", err)
+        assert err <= 1e-12, err
+
+
 def test_index_positions_equal_explicit_arange():
     pos = np.broadcast_to(np.arange(7), (2, 7)).copy()
     for name in ("llama3", "longrope-phi3"):
@@ -355,6 +383,15 @@ def test_core_mode():
     check_against_reference(model, _feed(model, 2, 6, 2), 1e-5)
 
 
+def test_int32_position_ids():
+    model = one_block("    heads: 4\n    mask: causal\n    rope: {positions: pos, "
+                      "scaling: dynamic, factor: 2.0, max_position_embeddings: 4}\n",
+                      inputs="  pos: {shape: [batch, seq], dtype: int32}")
+    feed = _feed(model, 2, 7, 2)
+    feed["pos"] = feed["pos"].astype(np.int32)
+    check_against_reference(model, feed, 1e-5)
+
+
 def test_empty_positions():
     model = _model("longrope-interleaved-positions", extra="    cache: true\n")
     check_against_reference(model, _feed(model, 2, 0, 1, past=3), 1e-5)
@@ -371,7 +408,9 @@ def test_ort_target_feeds_the_scaled_caches_to_the_fused_kernels(variant, head_d
     options = CompileOptions(target="ort")
     proto, explain = compile_with_explanations(model, None, options)
     assert explain[0].lowering == "com.microsoft.GroupQueryAttention", explain
-    fused = model.block("attn").rope.dim % 16 == 0
+    rope = model.block("attn").rope
+    fused = rope.dim % 16 == 0
+    assert f"RoPE dim {rope.dim} {rope.scaling.rope_type}-scaled" in explain[0].reason
     assert ("(fused)" if fused else "com.microsoft.RotaryEmbedding") in explain[0].reason
     for seq, past in ((7, 0), (3, 5), (1, 6)):
         feed = _feed(model, 2, seq, seq, past)

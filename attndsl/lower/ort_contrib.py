@@ -13,10 +13,13 @@ would do (``portable_skips_more``):
   (attribute, applied before the bias) then additive ``alibi`` / ``relative_bias``
   (``attention_bias``). RoPE is fused (``do_rotary``) when its dim is a multiple of 16 (the
   CPU kernel wants cos/sin widths that are multiples of 8), else it runs as
-  ``com.microsoft.RotaryEmbedding`` first. With a cache the same graph serves the prompt
-  (past_len 0) and decode steps; ``query_seqlens`` (= the step length) lets a multi-token step
-  with past context run at batch > 1 (without it the kernel refuses). Rows are never fully
-  masked (the query's own key is always allowed).
+  ``com.microsoft.RotaryEmbedding`` first. Scaled RoPE feeds its own cos/sin tables (the
+  scaled frequencies, times the attention factor; dynamic / longrope at the block's run-time
+  length) as the caches, which the kernels apply exactly as the portable rotation does; RoPE
+  with position ids stays portable (no input of these kernels takes them). With a cache the
+  same graph serves the prompt (past_len 0) and decode steps; ``query_seqlens`` (= the step
+  length) lets a multi-token step with past context run at batch > 1 (without it the kernel
+  refuses). Rows are never fully masked (the query's own key is always allowed).
 - ``com.microsoft.MultiHeadAttention``: kv_heads = heads, no causal/window mask (GQA's), at
   most ``padding(len)`` as a 2-D key padding mask; self- or cross-attention. Its default
   ``mask_filter_value`` (-10000) leaks for large logits, so attndsl sets the lowest float32; a
@@ -212,7 +215,7 @@ def match_gqa(low: PortableLowering, b: Block) -> GqaPlan | str:
     kind = "causal" if pattern.causal else "non-causal"
     words = [f"{kind} GQA {b.heads}/{b.kv_heads}"] + _describe(b, pattern, cap, additive)
     if b.rope is not None:
-        words.append(f"RoPE dim {b.rope.dim}" + (
+        words.append(_rope_words(b) + (
             " (fused)" if fused_rope else " (com.microsoft.RotaryEmbedding: dim not a "
             "multiple of 16)"))
     return GqaPlan(pattern.causal, pattern.window, cap, additive, fused_rope,
@@ -289,7 +292,7 @@ def match_mha(low: PortableLowering, b: Block) -> MhaPlan | str:
     padding = pattern.inputs[0].input if pattern.inputs else None
     words = [f"MHA {b.heads} heads"] + _describe(b, pattern, None, additive)
     if b.rope is not None:
-        words.append(f"RoPE dim {b.rope.dim} (com.microsoft.RotaryEmbedding)")
+        words.append(f"{_rope_words(b)} (com.microsoft.RotaryEmbedding)")
     return MhaPlan(padding, additive, ", ".join(words))
 
 
@@ -356,7 +359,7 @@ def match_attention(low: PortableLowering, b: Block) -> AttentionPlan | str:
     if weights:
         words.append("probabilities from qk_matmul_output_mode=3")
     if b.rope is not None:
-        words.append(f"RoPE dim {b.rope.dim} (com.microsoft.RotaryEmbedding)")
+        words.append(f"{_rope_words(b)} (com.microsoft.RotaryEmbedding)")
     return AttentionPlan(is_causal, cap, mask, additive, weights, ", ".join(words))
 
 
@@ -409,6 +412,12 @@ def _project(low: PortableLowering, b: Block) -> tuple[str, str, str, Positions,
     pos = Positions(g, b.self_attention, past, low.length_source(b.query),
                     low.length_source(b.key), same_stream=b.query == b.key)
     return xq, xk, xv, pos, past
+
+
+def _rope_words(b: Block) -> str:
+    """``RoPE dim 16`` (plus the scaling type: its tables feed the kernels' cos/sin caches)."""
+    scaling = b.rope.scaling
+    return f"RoPE dim {b.rope.dim}" + (f" {scaling.rope_type}-scaled" if scaling else "")
 
 
 def _rope_cache(low: PortableLowering, b: Block, rows: str,
