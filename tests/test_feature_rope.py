@@ -18,9 +18,9 @@
 - Both syntaxes (float lists ``[1.0, 1.1]``), the round trip, ``check``, the error messages.
 
 Float32 angles: ONNX Runtime forms ``f32(pos) * f32(inv)`` in float32 like transformers, the
-reference in float64; at position p the angle error is up to ``p * 2**-24`` (6e-5 at p =
-1000), so the 1e-5 tolerance holds at the moderate positions used here (< 64), not at long
-positions, where float32 RoPE differs from exact RoPE in transformers too.
+reference in float64; at position p the angle error is up to ``p * 2**-24 * inv``, so the
+1e-5 tolerance is for moderate positions; ``test_long_positions_float32_angles`` measures
+~1e-7 near 0 and ~8e-6 near 1e5 (float32 RoPE differs from exact RoPE in transformers too).
 """
 
 from __future__ import annotations
@@ -381,6 +381,20 @@ def test_core_mode():
         f"    rope: {VARIANTS['longrope-interleaved-positions']}\n", inputs=POS_INPUT), "t.yaml")
     assert model.weight_shapes() == {}
     check_against_reference(model, _feed(model, 2, 6, 2), 1e-5)
+
+
+def test_long_positions_float32_angles():
+    """Graph angles are float32 products (as transformers'); the reference rounds only the
+    frequencies. The error grows with the position: ~1e-7 below 1000, ~8e-6 near 1e5 here."""
+    model = one_block("    heads: 4\n    mask: causal\n    rope: {positions: pos, "
+                      "scaling: linear, factor: 2.0}\n", inputs=POS_INPUT)
+    errors = {}
+    for base in (0, 100_000):
+        feed = _feed(model, 2, 7, 1)
+        feed["pos"] = base + np.broadcast_to(np.arange(7), (2, 7)).astype(np.int64)
+        errors[base] = check_against_reference(model, feed, 5e-5, where=base)
+        ERRORS.record(f"ORT float32 positions near {base}", errors[base])
+    assert errors[0] <= 1e-6
 
 
 def test_int32_position_ids():
