@@ -64,6 +64,8 @@ SCALING_OPTIONS = (
     Option("long_factor", "floats", None, doc="longrope: per-frequency factors, L > original"),
 )
 _SCALING_KEYS = tuple(o.name for o in SCALING_OPTIONS)
+# ONNX element types (onnx.TensorProto values; features/ imports no onnx)
+_INT64, _DOUBLE = 7, 11
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +175,7 @@ def _graph_inv_freq(ctx, r: Rope, length: str | None) -> str:
     big = g.cast(g.op("Max", length, g.scalar(m, "int64")), ctx.FLOAT)
     t = g.sub(g.div(g.mul(g.scalar(f, np.float32), big), g.scalar(m, np.float32)),
               g.scalar(f - 1, np.float32))
-    t = g.cast(g.op("Pow", g.cast(t, 11), g.scalar(d / (d - 2), np.float64)), ctx.FLOAT)
+    t = g.cast(g.op("Pow", g.cast(t, _DOUBLE), g.scalar(d / (d - 2), np.float64)), ctx.FLOAT)
     base = g.mul(g.scalar(r.theta, np.float32), t)
     exps = (np.arange(0, d, 2, dtype=np.int64).astype(np.float32) / np.float32(d))
     dyn = g.op("Reciprocal", g.op("Pow", base, g.const(exps, np.float32)))
@@ -225,7 +227,7 @@ def position_ids(ctx, r: Rope) -> tuple[str, str]:
     g = ctx.g
     ids = r.positions
     if ctx.low.input_types[ids] != "int64":
-        ids = g.cast(ids, 7)  # INT64
+        ids = g.cast(ids, _INT64)
     flat = g.concat([g.reshape(ids, [-1]), g.i64(-1)], axis=0)
     top = g.op("ReduceMax", flat, keepdims=0)
     return ids, g.add(top, g.scalar(1, "int64"))
