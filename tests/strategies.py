@@ -86,7 +86,8 @@ def _block(draw, name: str, query: str, fixed_lengths: bool, *,
     scores = draw(st.lists(st.sampled_from(SCORE_ITEMS), max_size=2, unique=True))
     if plain:
         scores = [s for s in scores if s != "bias(tb)"]
-    rope = draw(st.sampled_from([None, "{theta: 10000.0}", "{dim: 4, interleaved: true}"]))
+    rope = draw(st.sampled_from([None, "{theta: 10000.0}", "{dim: 4, interleaved: true}",
+                                 *ROPE_SCALINGS]))
     qk_norm = draw(st.sampled_from(QK_NORMS))
     if core and qk_norm is not None:
         qk_norm = "l2"  # core mode has no weights: the weightless norm only
@@ -124,6 +125,16 @@ def _block(draw, name: str, query: str, fixed_lengths: bool, *,
     if cache:
         lines.append("    cache: true")
     return lines, {"heads": heads, "kv": kv, "head_dim": head_dim}
+
+
+# scaled RoPE that fits any even rotary dim (longrope's factor lists depend on it)
+ROPE_SCALINGS = (
+    "{scaling: linear, factor: 2.0}",
+    "{scaling: yarn, factor: 4.0, original_max_position_embeddings: 8, attention_factor: 1.1}",
+    "{scaling: dynamic, factor: 2.0, max_position_embeddings: 4}",
+    "{theta: 500000.0, scaling: llama3, factor: 8.0, low_freq_factor: 1.0, "
+    "high_freq_factor: 4.0, original_max_position_embeddings: 16}",
+)
 
 
 @st.composite

@@ -43,8 +43,10 @@ class Option:
     """One option of a block feature's mapping.
 
     ``kind``: "float" (positive and finite), "number" (finite), "int" (an integer >=
-    ``minimum``), "bool", "choice" (one of ``choices``, did-you-mean on a typo) or "ints" (a
-    list of integers; not used yet). ``default`` is the value when the option is not given
+    ``minimum``), "bool", "choice" (one of ``choices``, did-you-mean on a typo), "floats" (a
+    non-empty list of finite numbers: YAML ``[1.0, 1.1]``, ``.attn`` ``[1.0, 1.1]``; the node
+    holds a tuple of floats) or "name" (an identifier, e.g. the name of a graph input).
+    ``default`` is the value when the option is not given
     (None: decided by the feature's ``make`` from the block, e.g. RoPE's ``dim`` =
     head_dim). ``doc`` is one line for docs and messages."""
 
@@ -61,6 +63,7 @@ class Option:
             "float": "a positive number", "number": "a finite number",
             "int": f"an integer >= {self.minimum}", "bool": "true or false",
             "choice": "one of " + ", ".join(self.choices),
+            "floats": "a list of numbers like [1.0, 1.5]", "name": "a name",
         }[self.kind]
 
     def accepts(self, value: object) -> bool:
@@ -76,10 +79,18 @@ class Option:
             return isinstance(value, bool)
         if self.kind == "choice":
             return isinstance(value, str) and value in self.choices
+        if self.kind == "floats":
+            return isinstance(value, (list, tuple)) and len(value) > 0 and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                for x in value)
+        if self.kind == "name":
+            return isinstance(value, str) and value.isidentifier()
         raise ValueError(f"unknown option kind {self.kind!r}")
 
     def convert(self, value: object) -> object:
-        """The checked value as the node holds it (floats as float)."""
+        """The checked value as the node holds it (floats as float, lists as tuples)."""
+        if self.kind == "floats":
+            return tuple(float(x) for x in value)
         return float(value) if self.kind in ("float", "number") else value
 
 
@@ -120,7 +131,8 @@ class BlockFeature:
     Stages:
 
     - ``format(node) -> tuple[(option, value), ...]``: every option's resolved value, in
-      declaration order; the IR printer prints it (``rope theta=10000.0, dim=8, ...``) and
+      declaration order (an option left unset, None, is left out: RoPE's scaling keys); the
+      IR printer prints it (``rope theta=10000.0, dim=8, ...``) and
       ``ir.build.feature_setting(node)`` turns it into the syntax tree setting both writers
       print;
     - ``weights(node, block) -> dict[name, shape]``: parameters (PyTorch layout, names
@@ -146,6 +158,9 @@ class BlockFeature:
       (MLA's latent); None: the block caches its per-head keys and values. Such a feature
       also has a ``cache`` hook rule in both engines, which replaces the engine's join of
       the cache (docs/architecture.md).
+    - ``inputs(node) -> tuple[(input, role), ...]``: the graph inputs the feature reads and
+      their role, as the mask features declare them; "stream" means one row per new token
+      (``[batch, seq]``: a decode step feeds the step's columns, e.g. RoPE position ids).
     """
 
     key: str
@@ -169,6 +184,7 @@ class BlockFeature:
     ort: Callable[[BlockNode, object], str] | None = None
     passes: frozenset[str] = frozenset()
     cache: Callable[[BlockNode, object], CacheLayout] | None = None
+    inputs: Callable[[BlockNode], tuple[tuple[str, str], ...]] = lambda node: ()
 
     def problems(self) -> list[str]:
         """What is missing or wrong in the declaration, one line each."""
@@ -197,6 +213,8 @@ def format_option(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_option(v) for v in value) + "]"
     return str(value)
 
 

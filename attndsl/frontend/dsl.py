@@ -90,6 +90,9 @@ class _Builder:
     # ------------------------------------------------------------ block lines
     def kwarg(self, kw: Tree) -> ast.Setting:
         key, value = kw.children
+        if isinstance(value, Tree) and value.data == "number_list":  # `[1.0, 1.1]`: a list
+            return ast.Setting(str(key), [self.num(t) for t in value.children if t is not None],
+                               self.sp(key), self.sp(value))
         value_ast = self.value(value)
         return ast.Setting(str(key), _scalar(value_ast), self.sp(key),
                            getattr(value_ast, "span", None))

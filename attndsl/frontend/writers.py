@@ -101,6 +101,8 @@ def _dsl_scalar(v: object) -> str:
         return _number(v)
     if isinstance(v, str):
         return _dsl_name(v)
+    if isinstance(v, list):  # a block feature option's list of numbers
+        return "[" + ", ".join(_dsl_scalar(x) for x in v) + "]"
     if isinstance(v, (ast.Call, ast.Not, ast.And, ast.Or)):
         raise AttnDSLError("a mask expression can only be the value of 'mask'")
     raise AttnDSLError(f"cannot write the value {v!r} in the .attn syntax")
@@ -213,6 +215,8 @@ def _yaml_scalar(v: object, flow: bool = False) -> str:
         return _yaml_str(v, flow)
     if v is None:
         return "null"
+    if isinstance(v, list):  # a block feature option's list of numbers
+        return "[" + ", ".join(_yaml_scalar(x, True) for x in v) + "]"
     raise AttnDSLError(f"cannot write the value {v!r} in YAML")
 
 

@@ -151,6 +151,14 @@ class _Loader:
         except ValueError:  # an int of more than 4300 digits
             return node.value
 
+    def option_value(self, node: yaml.Node) -> object:
+        """A block feature option: a scalar, or a list of scalars (``[1.0, 1.1]``) as a
+        Python list; anything else stays the YAML node (the builder reports it)."""
+        if isinstance(node, yaml.SequenceNode) and all(
+                isinstance(i, yaml.ScalarNode) for i in node.value):
+            return [self.scalar(i) for i in node.value]
+        return self.scalar(node)
+
     def mapping(self, node: yaml.Node, what: str) -> list[tuple[str, yaml.Node, Span]]:
         if isinstance(node, yaml.ScalarNode) and node.tag == _NULL:
             return []
@@ -228,7 +236,7 @@ class _Loader:
 
     def feature_value(self, node: yaml.MappingNode, key: str) -> tuple[ast.Setting, ...]:
         """A block feature's options (any key: the IR builder knows the features)."""
-        return tuple(ast.Setting(k, self.scalar(v), ks, self.sp(v))
+        return tuple(ast.Setting(k, self.option_value(v), ks, self.sp(v))
                      for k, v, ks in self.mapping(node, key))
 
     # ------------------------------------------------------------ sections

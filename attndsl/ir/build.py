@@ -675,7 +675,8 @@ def feature_setting(node: BlockNode) -> ast.Setting:
     written out), for the writers: ``write_yaml`` / ``write_dsl`` print it like any
     setting."""
     feature = BLOCKS[BLOCKS_BY_NODE[type(node)]]
-    return ast.Setting(feature.key, tuple(ast.Setting(k, v) for k, v in feature.format(node)))
+    return ast.Setting(feature.key, tuple(ast.Setting(k, list(v) if isinstance(v, tuple) else v)
+                                          for k, v in feature.format(node)))
 
 
 def build_ir(spec: ast.SpecAST) -> Model:

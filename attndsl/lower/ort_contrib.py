@@ -13,10 +13,13 @@ would do (``portable_skips_more``):
   (attribute, applied before the bias) then additive ``alibi`` / ``relative_bias``
   (``attention_bias``). RoPE is fused (``do_rotary``) when its dim is a multiple of 16 (the
   CPU kernel wants cos/sin widths that are multiples of 8), else it runs as
-  ``com.microsoft.RotaryEmbedding`` first. With a cache the same graph serves the prompt
-  (past_len 0) and decode steps; ``query_seqlens`` (= the step length) lets a multi-token step
-  with past context run at batch > 1 (without it the kernel refuses). Rows are never fully
-  masked (the query's own key is always allowed).
+  ``com.microsoft.RotaryEmbedding`` first. Scaled RoPE feeds its own cos/sin tables (the
+  scaled frequencies, times the attention factor; dynamic / longrope at the block's run-time
+  length) as the caches, which the kernels apply exactly as the portable rotation does; RoPE
+  with position ids stays portable (no input of these kernels takes them). With a cache the
+  same graph serves the prompt (past_len 0) and decode steps; ``query_seqlens`` (= the step
+  length) lets a multi-token step with past context run at batch > 1 (without it the kernel
+  refuses). Rows are never fully masked (the query's own key is always allowed).
 - ``com.microsoft.MultiHeadAttention``: kv_heads = heads, no causal/window mask (GQA's), at
   most ``padding(len)`` as a 2-D key padding mask; self- or cross-attention. Its default
   ``mask_filter_value`` (-10000) leaks for large logits, so attndsl sets the lowest float32; a
@@ -51,7 +54,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..features import nodes as mn
-from ..features.blocks.rope import rope_tables
+from ..features.blocks.rope import rope_tables, run_length
 from ..features.registry import block_feature_of, rule
 from ..features.text import format_leaf, format_mask
 from ..ir.nodes import Block
@@ -220,7 +223,7 @@ def match_gqa(low: PortableLowering, b: Block) -> GqaPlan | str:
     kind = "causal" if pattern.causal else "non-causal"
     words = [f"{kind} GQA {b.heads}/{b.kv_heads}"] + _describe(b, pattern, cap, additive)
     if b.rope is not None:
-        words.append(f"RoPE dim {b.rope.dim}" + (
+        words.append(_rope_words(b) + (
             " (fused)" if fused_rope else " (com.microsoft.RotaryEmbedding: dim not a "
             "multiple of 16)"))
     return GqaPlan(pattern.causal, pattern.window, cap, additive, fused_rope,
@@ -235,7 +238,7 @@ def emit_gqa(low: PortableLowering, b: Block, plan: GqaPlan) -> None:
     seqlens = g.op("Expand", g.cast(g.sub(total, g.scalar(1, "int64")), INT32), batch)
     cos = sin = ""
     if b.rope is not None and plan.fused_rope:
-        cos, sin = _rope_cache(low, b, total)
+        cos, sin = _rope_cache(low, b, total, pos)
     elif b.rope is not None:
         q, k = _rotary(low, b, q, b.heads, pos, past, True), _rotary(low, b, k, b.kv_heads,
                                                                        pos, past, False)
@@ -299,7 +302,7 @@ def match_mha(low: PortableLowering, b: Block) -> MhaPlan | str:
     padding = pattern.inputs[0].input if pattern.inputs else None
     words = [f"MHA {b.heads} heads"] + _describe(b, pattern, None, additive)
     if b.rope is not None:
-        words.append(f"RoPE dim {b.rope.dim} (com.microsoft.RotaryEmbedding)")
+        words.append(f"{_rope_words(b)} (com.microsoft.RotaryEmbedding)")
     return MhaPlan(padding, additive, ", ".join(words))
 
 
@@ -366,7 +369,7 @@ def match_attention(low: PortableLowering, b: Block) -> AttentionPlan | str:
     if weights:
         words.append("probabilities from qk_matmul_output_mode=3")
     if b.rope is not None:
-        words.append(f"RoPE dim {b.rope.dim} (com.microsoft.RotaryEmbedding)")
+        words.append(f"{_rope_words(b)} (com.microsoft.RotaryEmbedding)")
     return AttentionPlan(is_causal, cap, mask, additive, weights, ", ".join(words))
 
 
@@ -417,11 +420,22 @@ def _project(low: PortableLowering, b: Block) -> tuple[str, str, str, Positions,
     return xq, xk, xv, pos, pos.past
 
 
-def _rope_cache(low: PortableLowering, b: Block, rows: str) -> tuple[str, str]:
-    """cos and sin [rows, dim/2] for positions 0..rows-1, in the model dtype."""
+def _rope_words(b: Block) -> str:
+    """``RoPE dim 16`` (plus the scaling type: its tables feed the kernels' cos/sin caches)."""
+    scaling = b.rope.scaling
+    return f"RoPE dim {b.rope.dim}" + (f" {scaling.rope_type}-scaled" if scaling else "")
+
+
+def _rope_cache(low: PortableLowering, b: Block, rows: str,
+                pos: Positions) -> tuple[str, str]:
+    """cos and sin [rows, dim/2] for positions 0..rows-1, in the model dtype (a scaling's
+    tables and attention factor included; dynamic / longrope at the block's run-time
+    length, the same as the portable lowering's)."""
     g = low.g
     positions = g.range(g.scalar(0, "int64"), rows, g.scalar(1, "int64"))
-    cos, sin = rope_tables(low, positions, b.rope)
+    length = (run_length(g, pos, g.dim(low.streams[b.query], 1))
+              if b.rope.runtime_length else None)
+    cos, sin = rope_tables(low, positions, b.rope, length)
     return low.to_model_dtype(cos), low.to_model_dtype(sin)
 
 
@@ -436,7 +450,7 @@ def _rotary(low: PortableLowering, b: Block, x: str, heads: int, pos: Positions,
         rows = g.op("Max", pos.k_total, g.dim(low.streams[b.query], 1))
     else:
         rows = pos.k_total
-    cos, sin = _rope_cache(low, b, rows)
+    cos, sin = _rope_cache(low, b, rows, pos)
     return g.op("RotaryEmbedding", x, offset, cos, sin, domain=MS_DOMAIN, num_heads=heads,
                 rotary_embedding_dim=b.rope.dim, interleaved=int(b.rope.interleaved))
 

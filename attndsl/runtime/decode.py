@@ -9,7 +9,9 @@ outputs into full-sequence shapes. Every block must be cached self-attention: a 
 of its own stream, so a step needs nothing but its new rows and the caches.
 
 Inputs other than the streams are sliced to what a step covering positions ``[start, end)``
-needs: document ids keep their first ``end`` columns (``[batch, past_len + seq]``), bool
+needs: inputs with one entry per token (block features' "stream" inputs, e.g. RoPE position
+ids ``[batch, seq]``) keep the step's columns like the streams, document ids keep their first
+``end`` columns (``[batch, past_len + seq]``), bool
 masks and bias inputs keep query rows ``start:end`` and key columns ``:end`` (where those
 axes are not broadcast), lengths are used as they are.
 """
@@ -24,7 +26,7 @@ import onnx
 
 from ..errors import AttnDSLError
 from ..features import nodes as mn
-from ..features.registry import cache_shapes, rule
+from ..features.registry import block_feature_of, cache_shapes, rule
 from ..ir.nodes import Model
 from . import make_session, run_session
 
@@ -61,6 +63,10 @@ def _roles(model: Model) -> dict[str, str]:
             for name, role in rule("inputs", node)(node):
                 if role in _STEP_ROLES:
                     roles[name] = _STEP_ROLES[role]
+        for f in b.features:  # e.g. RoPE position ids [batch, seq]: the step's columns
+            for name, role in block_feature_of(f).inputs(f):
+                if role == "stream":
+                    roles[name] = "stream"
     return roles
 
 
