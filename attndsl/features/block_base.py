@@ -27,6 +27,8 @@ from ..source import Span
 #   logits, score modifiers, mask] -> softmax -> [@ V] -> attended -> [merge heads] -> merged
 #   -> [output projection]
 HOOKS = ("project", "projected", "heads", "rope", "post_rope", "softmax", "attended", "merged")
+# what a feature's ``ort`` rule returns when the fused kernels compute the block with it
+FUSED_OK = ("rotary", "projections")
 # hooks whose rule replaces the engine's own step (at most one feature of a block may do so)
 REPLACING_HOOKS = ("project", "softmax")
 
@@ -122,8 +124,9 @@ class BlockFeature:
       q stays linear in the query projection; ``fuse-qkv``: the projections may become one);
       a pass skips a block with a feature that does not list it;
     - ``ort(node, block) -> str``: ``"rotary"`` (the fused kernels apply it as their
-      rotary embedding) or the reason no fused kernel computes it (the block then keeps the
-      portable lowering and ``--explain`` prints the reason);
+      rotary embedding), ``"projections"`` (it acts in the projections, which the fused
+      path computes as the portable one does) or the reason no fused kernel computes it (the
+      block then keeps the portable lowering and ``--explain`` prints the reason);
     - ``cache``: reserved for features that change what a block caches (MLA's latent);
       None: the block caches its per-head keys and values.
     """
@@ -156,11 +159,13 @@ class BlockFeature:
         for stage in ("summary", "ort"):
             if getattr(self, stage) is None:
                 out.append(f"block feature '{self.key}' has no '{stage}' rule")
-        for engine in ("reference", "portable"):
+        for engine, other in (("reference", "portable"), ("portable", "reference")):
             rules = getattr(self, engine)
             out += [f"block feature '{self.key}': unknown {engine} hook '{h}'"
                     for h in rules if h not in HOOKS]
-            if not rules:
+            # a feature without any rule is one the engines read from the block itself
+            # (per-projection bias: ``Block.has_bias``); one engine without rules is a slip
+            if not rules and getattr(self, other):
                 out.append(f"block feature '{self.key}' has no {engine} rule")
         if set(self.reference) != set(self.portable):
             out.append(f"block feature '{self.key}': reference hooks "

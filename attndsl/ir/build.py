@@ -22,7 +22,9 @@ from .nodes import FLOAT_DTYPES, INPUT_DTYPES, Block, Dim, Input, Model, Output
 # the block settings: the core ones, then one per block feature (``features/blocks/``)
 CORE_KEYS = ("query", "key_value", "key", "value", "heads", "kv_heads", "head_dim",
              "v_head_dim", "project", "bias", "out_dim", "scale", "score", "mask", "cache")
-BLOCK_KEYS = CORE_KEYS[:-1] + tuple(BLOCKS) + CORE_KEYS[-1:]
+# a key both core and a feature (``bias``): the core setting takes a scalar (``bias: true``),
+# the feature a mapping (``bias: {q: true, v: true}``)
+BLOCK_KEYS = CORE_KEYS[:-1] + tuple(k for k in BLOCKS if k not in CORE_KEYS) + CORE_KEYS[-1:]
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -39,6 +41,11 @@ class Stream:
 
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _mapping(st: ast.Setting | None) -> bool:
+    """Whether a setting's value is a mapping (a tuple of settings)."""
+    return st is not None and isinstance(st.value, tuple)
 
 
 def _is_number(v: object) -> bool:
@@ -329,7 +336,7 @@ class Builder:
             if "bias" in s and s["bias"].value is True:
                 self.err("bias needs projections (project: true)", s["bias"].span)
         out_dim = self.pos_int(s, "out_dim", width_q, b) if project else heads * v_head_dim
-        bias = self.flag(s, "bias", False)
+        bias = False if _mapping(s.get("bias")) else self.flag(s, "bias", False)
         cache = self.flag(s, "cache", False)
         scale = 1.0 / math.sqrt(head_dim)
         if "scale" in s:
@@ -404,7 +411,7 @@ class Builder:
         out = []
         for key, feature in BLOCKS.items():
             st = s.get(key)
-            if st is None or st.value is False:
+            if st is None or st.value is False or (key in CORE_KEYS and not _mapping(st)):
                 continue
             node = self.block_feature(feature, st, facts)
             if node is not None:

@@ -51,6 +51,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..features import nodes as mn
+from ..features.block_base import FUSED_OK
 from ..features.blocks.rope import rope_tables
 from ..features.registry import block_feature_of, rule
 from ..features.text import format_leaf, format_mask
@@ -137,10 +138,11 @@ def _diagonal(low: PortableLowering, b: Block) -> bool:
 
 def feature_reason(b: Block) -> str | None:
     """Why a block feature keeps the block off the fused kernels (its ``ort`` rule), or
-    None when every feature maps (RoPE: the kernels' rotary embedding)."""
+    None when every feature maps (RoPE: the kernels' rotary embedding; a per-projection
+    bias: the projections)."""
     for f in b.features:
         why = block_feature_of(f).ort(f, b)
-        if why != "rotary":
+        if why not in FUSED_OK:
             return why
     return None
 
@@ -453,7 +455,7 @@ def _finish(low: PortableLowering, b: Block, o: str, probs: str | None, cache: l
         result["key"], result["value"] = cache
     if probs is not None:
         result["weights"] = low.to_float32(probs)
-    low.streams[b.name] = low.linear(o, f"{b.name}.o_proj", b.bias) if b.project else o
+    low.streams[b.name] = low.linear(o, f"{b.name}.o_proj", b.has_bias("o")) if b.project else o
     low.results[b.name] = result
 
 
