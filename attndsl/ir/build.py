@@ -433,14 +433,17 @@ class Builder:
         (the feature's ``make`` does the cross-checks against the block)."""
         options = {o.name: o for o in f.options}
         given: dict[str, ast.Setting] = {}
+        ok = True  # an unknown or repeated key: no cross-checks on what is left (noise)
         if isinstance(st.value, tuple):  # a mapping
             for kw in st.value:
                 if kw.key not in options:
                     self.err(f"unknown {f.key} key '{kw.key}'", kw.span,
                              did_you_mean(kw.key, options)
                              or f"valid keys: {', '.join(options)}")
+                    ok = False
                 elif kw.key in given:
                     self.err(f"duplicate key '{kw.key}' in {f.key}", kw.span)
+                    ok = False
                 else:
                     given[kw.key] = kw
         else:
@@ -455,7 +458,6 @@ class Builder:
             given = {k: ast.Setting(k, v, st.span, st.value_span or st.span)
                      for k, v in short.items()}
         values: dict[str, object] = {}
-        ok = True
         for name, opt in options.items():
             kw = given.get(name)
             if kw is None:
