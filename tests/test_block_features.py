@@ -23,7 +23,10 @@ BLOCK = "    heads: 4\n    kv_heads: 2\n    mask: causal\n"
 
 @pytest.mark.parametrize("feature", BLOCK_FEATURES, ids=lambda f: f.key)
 def test_default_node_round_trips_through_both_writers(feature):
-    model = parse_spec(one_block_yaml(BLOCK + f"    {feature.key}: true\n"), "t.yaml")
+    # the feature's example mapping: `true` is not a feature for every key (`bias: true` is
+    # the core setting, `clip_qkv` needs its limit)
+    model = parse_spec(one_block_yaml(BLOCK + f"    {feature.key}: {feature.example}\n"),
+                       "t.yaml")
     node = model.block("attn").feature(feature.key)
     assert node is not None and block_feature_of(node) is feature
     items = feature.format(node)

@@ -291,3 +291,19 @@ def test_errors():
     err = error_of(text, "s.yaml")
     assert "bias needs projections (project: true)" in str(err)
     _where(err, text, "bias")
+
+
+def test_python_api_takes_the_mapping():
+    from attndsl.api import Spec
+
+    spec = (Spec.new("t", dims={"batch": "dynamic", "seq": "dynamic", "d": 32})
+            .add_input("x", ["batch", "seq", "d"])
+            .add_block("attn", query="x", heads=4, bias={"q": True, "v": True, "o": True})
+            .add_output("y", "attn"))
+    b = spec.model().block("attn")
+    assert [b.has_bias(p) for p in "qkvo"] == [True, False, True, True] and not b.bias
+    assert spec.block("attn")["bias"] == {"q": True, "v": True, "o": True}
+    assert "bias q = true, v = true, o = true" in spec.to_attn()
+    plain = spec.with_block("attn", bias=True)
+    assert plain.model().block("attn").bias and plain.model().block("attn").feature(
+        "bias") is None
