@@ -287,6 +287,7 @@ def test_errors():
     _where(err, text, "bias")
     err = error_of(_text("3"), "s.yaml")
     assert "'bias' must be true or false" in str(err)
+    assert "or a mapping like {q: true, k: true, v: true}" in str(err)
     text = _text("{q: true}", "    project: false\n")
     err = error_of(text, "s.yaml")
     assert "bias needs projections (project: true)" in str(err)

@@ -391,7 +391,8 @@ class Builder:
             return default
         if isinstance(st.value, bool):
             return st.value
-        self.err(f"'{key}' must be true or false", st.value_span or st.span)
+        self.err(f"'{key}' must be true or false", st.value_span or st.span,
+                 f"or a mapping like {BLOCKS[key].example}" if key in BLOCKS else None)
         return default
 
     def pos_int(self, s, key, default, b) -> int | None:
