@@ -94,12 +94,13 @@ def _project(st: BlockState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     xq, xk, xv = st.xq, st.xk, st.xv
     if b.project and b.fused_qkv:  # one stream, one weight: the q, k, v rows stacked
         hd, gd = b.heads * b.head_dim, b.kv_heads * b.head_dim
-        q, k, v = np.split(_linear(xq, w, f"{b.name}.qkv_proj", b.bias), [hd, hd + gd], axis=-1)
+        qkv = _linear(xq, w, f"{b.name}.qkv_proj", b.has_bias("qkv"))
+        q, k, v = np.split(qkv, [hd, hd + gd], axis=-1)
         return q, k, v
     if b.project:
-        return (_linear(xq, w, f"{b.name}.q_proj", b.bias),
-                _linear(xk, w, f"{b.name}.k_proj", b.bias),
-                _linear(xv, w, f"{b.name}.v_proj", b.bias))
+        return (_linear(xq, w, f"{b.name}.q_proj", b.has_bias("q")),
+                _linear(xk, w, f"{b.name}.k_proj", b.has_bias("k")),
+                _linear(xv, w, f"{b.name}.v_proj", b.has_bias("v")))
     return xq, xk, xv
 
 
@@ -167,7 +168,7 @@ def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, n
     _hooks(st, "merged")
     o = st.o
     if b.project:
-        o = _linear(o, w, f"{b.name}.o_proj", b.bias)
+        o = _linear(o, w, f"{b.name}.o_proj", b.has_bias("o"))
     out["out"], out["weights"] = o, p
     return out
 

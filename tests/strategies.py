@@ -62,6 +62,10 @@ TOPOLOGIES = ("single", "chain", "cross", "core")
 QK_NORMS = (None, None, "rms", "l2", "{kind: layer, weight: per_head, bias: true}",
             "{scope: width, eps: 1e-5}", "{offset: 1.0, after_rope: true}")
 SINKS = (None, None, "true", "constant")
+BIASES = ("true", "false", "{q: true, k: true, v: true}", "{q: true, v: true, o: true}")
+# clip_qkv, output_gate, temperature_tuning (at most one per block: they are independent)
+EXTRAS = (None, None, "clip_qkv: 0.5", "output_gate: true", "output_gate: own",
+          "temperature_tuning: {attn_scale: 0.5, floor_scale: 2}")
 MASK_INPUTS = {"lengths": "  lengths: {shape: [batch], dtype: int64}",
                "doc": "  doc: {shape: [batch, seq], dtype: int64}",
                "m": "  m: {shape: [seq, seq], dtype: bool}",
@@ -105,13 +109,20 @@ def _block(draw, name: str, query: str, fixed_lengths: bool, *,
     lines += [f"    heads: {heads}", f"    kv_heads: {kv}"]
     if not core:
         lines += [f"    head_dim: {head_dim}",
-                  f"    bias: {draw(st.sampled_from(['true', 'false']))}"]
+                  f"    bias: {draw(st.sampled_from(BIASES))}"]
     lines.append(f"    mask: \"{mask}\"")
     if rich and not core:
         for key, values in (("v_head_dim", [2, 6]), ("out_dim", [8, 12]),
                             ("scale", [0.25, 1.5])):
             if draw(st.booleans()):
                 lines.append(f"    {key}: {draw(st.sampled_from(values))}")
+    extra = draw(st.sampled_from(EXTRAS))
+    if core and extra is not None and extra.startswith("output_gate"):
+        extra = None  # the gate is a projection: none in core mode
+    if extra == "output_gate: true" and any(x.startswith("    v_head_dim") for x in lines):
+        extra = "output_gate: own"  # gate rows of q_proj are head_dim wide
+    if extra:
+        lines.append(f"    {extra}")
     if scores:
         lines.append(f"    score: [{', '.join(scores)}]")
     if rope:

@@ -34,7 +34,9 @@ SAMPLES = {"mla": ("    heads: 4\n    head_dim: 12\n    mask: causal\n    rope: 
 
 @pytest.mark.parametrize("feature", BLOCK_FEATURES, ids=lambda f: f.key)
 def test_default_node_round_trips_through_both_writers(feature):
-    base, line = SAMPLES.get(feature.key, (BLOCK, f"    {feature.key}: true\n"))
+    # a sample block, or the feature's example mapping: `true` is not a feature for every key
+    # (`bias: true` is the core setting, `clip_qkv` needs its limit)
+    base, line = SAMPLES.get(feature.key, (BLOCK, f"    {feature.key}: {feature.example}\n"))
     model = parse_spec(one_block_yaml(base + line), "t.yaml")
     node = model.block("attn").feature(feature.key)
     assert node is not None and block_feature_of(node) is feature

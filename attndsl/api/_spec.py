@@ -38,7 +38,7 @@ FeatureValue = Scalar | Mapping[str, Scalar]  # a block feature: True/False, sho
 # The block features (``rope``, ``qk_norm``, ...) come from the registry, before ``cache``.
 _BLOCK_ORDER = ("query", "key_value", "key", "value", "heads", "kv_heads", "head_dim",
                 "v_head_dim", "project", "bias", "out_dim", "scale", "mask", "score",
-                *BLOCKS, "cache")
+                *(k for k in BLOCKS if k != "bias"), "cache")  # bias: core and a feature
 _STREAM_KEYS = ("query", "key_value", "key", "value")
 _INT_KEYS = ("heads", "kv_heads", "head_dim", "v_head_dim", "out_dim")
 _BOOL_KEYS = ("project", "bias", "cache")
@@ -115,7 +115,7 @@ def _setting_value(block: str, key: str, value: object) -> object:
         if not _is_int(value):
             raise _type_error(block, key, "an int", value)
         return value
-    if key in _BOOL_KEYS:
+    if key in _BOOL_KEYS and not (key in BLOCKS and isinstance(value, Mapping)):
         if not isinstance(value, bool):
             raise _type_error(block, key, "True or False", value)
         return value
@@ -398,7 +398,7 @@ class Spec:
                   key: str | None = None, value: str | None = None,
                   kv_heads: int | None = None, head_dim: int | None = None,
                   v_head_dim: int | None = None, project: bool | None = None,
-                  bias: bool | None = None, out_dim: int | None = None,
+                  bias: bool | Mapping[str, bool] | None = None, out_dim: int | None = None,
                   scale: float | None = None, mask: str | None = None,
                   score: str | Sequence[str] | None = None, rope: RopeValue | None = None,
                   cache: bool | None = None,
@@ -407,8 +407,10 @@ class Spec:
         not written, so they take their defaults (see the README's "The spec language"):
         ``mask`` is an expression such as ``"causal & sliding(16)"``, ``score`` one or more
         modifiers such as ``["alibi", "softcap(30.0)"]``, ``rope`` True (defaults), False or
-        ``{"theta": 1e4, "dim": 32}``; ``features`` any block feature by its key, e.g.
-        ``{"qk_norm": "rms"}`` or ``{"qk_norm": {"kind": "layer", "eps": 1e-5}}``."""
+        ``{"theta": 1e4, "dim": 32}``; ``bias`` True (all four projections) or the ones
+        that have one, ``{"q": True, "k": True, "v": True}``; ``features`` any block feature
+        by its key, e.g. ``{"qk_norm": "rms"}`` or ``{"qk_norm": {"kind": "layer", "eps":
+        1e-5}}``."""
         values = _given(locals())
         self._absent("block", name, self.blocks)
         block = ast.BlockDecl(name, tuple(_block_settings(name, values)))
@@ -418,7 +420,7 @@ class Spec:
                    key_value: str | None = None, key: str | None = None,
                    value: str | None = None, kv_heads: int | None = None,
                    head_dim: int | None = None, v_head_dim: int | None = None,
-                   project: bool | None = None, bias: bool | None = None,
+                   project: bool | None = None, bias: bool | Mapping[str, bool] | None = None,
                    out_dim: int | None = None, scale: float | None = None,
                    mask: str | None = None, score: str | Sequence[str] | None = None,
                    rope: RopeValue | None = None, cache: bool | None = None,
@@ -442,7 +444,7 @@ class Spec:
                       key: str | None = None, value: str | None = None,
                       kv_heads: int | None = None, head_dim: int | None = None,
                       v_head_dim: int | None = None, project: bool | None = None,
-                      bias: bool | None = None, out_dim: int | None = None,
+                      bias: bool | Mapping[str, bool] | None = None, out_dim: int | None = None,
                       scale: float | None = None, mask: str | None = None,
                       score: str | Sequence[str] | None = None, rope: RopeValue | None = None,
                       cache: bool | None = None,

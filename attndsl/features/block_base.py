@@ -28,6 +28,8 @@ from ..source import Span
 #   heads] -> merged -> [output projection]
 HOOKS = ("project", "projected", "heads", "rope", "post_rope", "cache", "values", "softmax",
          "attended", "merged")
+# what a feature's ``ort`` rule returns when the fused kernels compute the block with it
+FUSED_OK = ("rotary", "projections")
 # hooks whose rule replaces the engine's own step (at most one feature of a block may do so)
 REPLACING_HOOKS = ("project", "cache", "softmax")
 
@@ -150,8 +152,10 @@ class BlockFeature:
       q stays linear in the query projection; ``fuse-qkv``: the projections may become one);
       a pass skips a block with a feature that does not list it;
     - ``ort(node, block) -> str``: ``"rotary"`` (the fused kernels apply it as their
-      rotary embedding), ``"head_sink"`` (GroupQueryAttention's sink: its ``head_sink``
-      input, the feature's one weight, or ``smooth_softmax`` without a weight) or the reason
+      rotary embedding), ``"projections"`` (it acts in the projections, which the fused
+      path computes as the portable one does), ``"head_sink"`` (GroupQueryAttention's sink:
+      its ``head_sink`` input, the feature's one weight, or ``smooth_softmax`` without a
+      weight) or the reason
       no fused kernel computes it (the block then keeps the portable lowering and
       ``--explain`` prints the reason);
     - ``cache(node, block) -> CacheLayout``: for a feature that changes what a block caches
@@ -192,11 +196,13 @@ class BlockFeature:
         for stage in ("summary", "ort"):
             if getattr(self, stage) is None:
                 out.append(f"block feature '{self.key}' has no '{stage}' rule")
-        for engine in ("reference", "portable"):
+        for engine, other in (("reference", "portable"), ("portable", "reference")):
             rules = getattr(self, engine)
             out += [f"block feature '{self.key}': unknown {engine} hook '{h}'"
                     for h in rules if h not in HOOKS]
-            if not rules:
+            # a feature without any rule is one the engines read from the block itself
+            # (per-projection bias: ``Block.has_bias``); one engine without rules is a slip
+            if not rules and getattr(self, other):
                 out.append(f"block feature '{self.key}' has no {engine} rule")
             if (self.cache is None) != ("cache" not in rules):
                 out.append(f"block feature '{self.key}': a cache layout and a {engine} "

@@ -22,7 +22,9 @@ from .nodes import FLOAT_DTYPES, INPUT_DTYPES, Block, Dim, Input, Model, Output
 # the block settings: the core ones, then one per block feature (``features/blocks/``)
 CORE_KEYS = ("query", "key_value", "key", "value", "heads", "kv_heads", "head_dim",
              "v_head_dim", "project", "bias", "out_dim", "scale", "score", "mask", "cache")
-BLOCK_KEYS = CORE_KEYS[:-1] + tuple(BLOCKS) + CORE_KEYS[-1:]
+# a key both core and a feature (``bias``): the core setting takes a scalar (``bias: true``),
+# the feature a mapping (``bias: {q: true, v: true}``)
+BLOCK_KEYS = CORE_KEYS[:-1] + tuple(k for k in BLOCKS if k not in CORE_KEYS) + CORE_KEYS[-1:]
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -39,6 +41,11 @@ class Stream:
 
 def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _mapping(st: ast.Setting | None) -> bool:
+    """Whether a setting's value is a mapping (a tuple of settings)."""
+    return st is not None and isinstance(st.value, tuple)
 
 
 def _is_number(v: object) -> bool:
@@ -275,7 +282,7 @@ class Builder:
             self.check_core_mode(s, b, heads, kv_heads, head_dim, v_head_dim, q, k_stream,
                                  v_stream)
         out_dim = self.pos_int(s, "out_dim", q.width, b) if project else heads * v_head_dim
-        bias = self.flag(s, "bias", False)
+        bias = False if _mapping(s.get("bias")) else self.flag(s, "bias", False)
         cache = self.flag(s, "cache", False)
         scale = self.block_scale(s, head_dim)
         self_attn = (k_stream.name == q.name) if project else True
@@ -427,7 +434,8 @@ class Builder:
             return default
         if isinstance(st.value, bool):
             return st.value
-        self.err(f"'{key}' must be true or false", st.value_span or st.span)
+        self.err(f"'{key}' must be true or false", st.value_span or st.span,
+                 f"or a mapping like {BLOCKS[key].example}" if key in BLOCKS else None)
         return default
 
     def pos_int(self, s, key, default, b) -> int | None:
@@ -447,7 +455,7 @@ class Builder:
         out = []
         for key, feature in BLOCKS.items():
             st = s.get(key)
-            if st is None or st.value is False:
+            if st is None or st.value is False or (key in CORE_KEYS and not _mapping(st)):
                 continue
             node = self.block_feature(feature, st, facts)
             if node is not None:
@@ -469,14 +477,17 @@ class Builder:
         (the feature's ``make`` does the cross-checks against the block)."""
         options = {o.name: o for o in f.options}
         given: dict[str, ast.Setting] = {}
+        ok = True  # an unknown or repeated key: no cross-checks on what is left (noise)
         if isinstance(st.value, tuple):  # a mapping
             for kw in st.value:
                 if kw.key not in options:
                     self.err(f"unknown {f.key} key '{kw.key}'", kw.span,
                              did_you_mean(kw.key, options)
                              or f"valid keys: {', '.join(options)}")
+                    ok = False
                 elif kw.key in given:
                     self.err(f"duplicate key '{kw.key}' in {f.key}", kw.span)
+                    ok = False
                 else:
                     given[kw.key] = kw
         else:
@@ -491,7 +502,6 @@ class Builder:
             given = {k: ast.Setting(k, v, st.span, st.value_span or st.span)
                      for k, v in short.items()}
         values: dict[str, object] = {}
-        ok = True
         for name, opt in options.items():
             kw = given.get(name)
             if kw is None:

@@ -76,6 +76,17 @@ class Block:
         """The block's feature node for setting ``key`` (``"rope"``), or None."""
         return next((f for f in self.features if block_feature_of(f).key == key), None)
 
+    def has_bias(self, proj: str) -> bool:
+        """Whether projection ``proj`` (``q``, ``k``, ``v``, ``o``; ``qkv``: the fused one,
+        any of q, k, v) adds a bias: ``bias: true`` gives all four, the ``bias`` feature
+        (``features/blocks/bias.py``) the ones it lists."""
+        if self.bias:
+            return True
+        node = self.feature("bias")
+        if node is None:
+            return False
+        return any(getattr(node, p) for p in "qkv") if proj == "qkv" else getattr(node, proj)
+
     @property
     def rope(self) -> Rope | None:
         """The RoPE feature, or None (read-only convenience over ``features``)."""
@@ -167,8 +178,8 @@ class Model:
                 shapes["o"] = (b.out_dim, h * dv)
                 for proj, shape in shapes.items():
                     out[f"{b.name}.{proj}_proj.weight"] = shape
-                if b.bias:
-                    for proj, shape in shapes.items():
+                for proj, shape in shapes.items():
+                    if b.has_bias(proj):
                         out[f"{b.name}.{proj}_proj.bias"] = shape[:1]
             for s in b.score:
                 out.update(rule("weights", s)(s, b))

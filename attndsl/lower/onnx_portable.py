@@ -71,6 +71,7 @@ class PortableLowering:
         self._memo: dict[object, object] = {}
         self.cores: dict[str, Block] = {}  # block -> the geometry its attention reads
         self._v_width: dict[str, int] = {}  # block -> value width a ``values`` rule gave
+        self._extra: dict[str, dict[str, object]] = {}  # block -> its states' shared extra
         self.explain: list[BlockExplanation] = []
 
     # ------------------------------------------------------------ model
@@ -159,10 +160,16 @@ class PortableLowering:
             o, p = self.attend_sparse(core, plan, q, k, v, pos), None
         self.explain.append(BlockExplanation(b.name, plan.lowering, plan.reason))
         if block_rules("portable", "attended", b.features):
-            st = BlockLowering(self, b, pos=pos, o=o)
+            st = self.state(b, pos=pos, o=o)
             self.hooks(st, "attended")
             o = st.o
         self.finish(b, o, p, result)
+
+    def state(self, b: Block, **fields) -> BlockLowering:
+        """A block state for the features' rules; every state of one block shares ``extra``,
+        so a rule can hand a value to a later hook (the output gate: ``project`` to
+        ``merged``)."""
+        return BlockLowering(self, b, extra=self._extra.setdefault(b.name, {}), **fields)
 
     def hooks(self, st: BlockLowering, hook: str) -> None:
         """Run the ``portable`` rules of the block's features at ``hook`` (registry order)."""
@@ -177,7 +184,7 @@ class PortableLowering:
         if own is None:
             return lambda s, allowed: self.g.op("Softmax", s, axis=-1)
         node, r = own
-        return lambda s, allowed: r(node, BlockLowering(self, b, pos=pos), s, allowed)
+        return lambda s, allowed: r(node, self.state(b, pos=pos), s, allowed)
 
     def plan(self, b: Block) -> Plan:
         """Dense or block-sparse for block ``b`` (``--sparse``, cost model: ``plan.py``)."""
@@ -208,13 +215,13 @@ class PortableLowering:
         xq, xk, xv = self.streams[b.query], self.streams[b.key], self.streams[b.value]
         if b.project and b.fused_qkv:  # one MatMul for the three projections of one stream
             sizes = (b.heads * b.head_dim, b.kv_heads * b.head_dim, b.kv_heads * b.v_head_dim)
-            qkv = self.linear(xq, f"{b.name}.qkv_proj", b.bias)
+            qkv = self.linear(xq, f"{b.name}.qkv_proj", b.has_bias("qkv"))
             q, k, v = g.op_multi("Split", qkv, g.i64(*sizes), axis=-1, n_out=3)
             return q, k, v
         if b.project:
-            return (self.linear(xq, f"{b.name}.q_proj", b.bias),
-                    self.linear(xk, f"{b.name}.k_proj", b.bias),
-                    self.linear(xv, f"{b.name}.v_proj", b.bias))
+            return (self.linear(xq, f"{b.name}.q_proj", b.has_bias("q")),
+                    self.linear(xk, f"{b.name}.k_proj", b.has_bias("k")),
+                    self.linear(xv, f"{b.name}.v_proj", b.has_bias("v")))
         return xq, xk, xv
 
     def prepare(self, b: Block) -> tuple[str, str, str, Positions, dict[str, str]]:
@@ -222,7 +229,7 @@ class PortableLowering:
         [B, G, Sk, D] and v [B, G, Sk, Dv] in float32 (past keys first), the block's positions,
         and the present key/value values (``result``) when the block has a cache."""
         g = self.g
-        st = BlockLowering(self, b)
+        st = self.state(b)
         own = replacing("portable", "project", b.features)
         st.q, st.k, st.v = own[1](own[0], st) if own else self.project(b)
         self.hooks(st, "projected")
@@ -294,11 +301,11 @@ class PortableLowering:
         o = g.reshape(g.transpose(o, [0, 2, 1, 3]), [0, 0, b.heads * b.v_head_dim])
         o = self.to_model_dtype(o)
         if block_rules("portable", "merged", b.features):
-            st = BlockLowering(self, b, o=o)
+            st = self.state(b, o=o)
             self.hooks(st, "merged")
             o = st.o
         if b.project:
-            o = self.linear(o, f"{b.name}.o_proj", b.bias)
+            o = self.linear(o, f"{b.name}.o_proj", b.has_bias("o"))
         self.streams[b.name] = o
         if p is not None:
             result["weights"] = p
@@ -359,7 +366,8 @@ class BlockLowering:
     ``g`` is the graph builder; ``float32(name)`` reads a weight or input as float32,
     ``to_float32`` / ``to_model_dtype`` cast values, ``linear(x, name, bias)`` applies a
     Linear weight, ``memo(key, build)`` builds a value once per graph, ``FLOAT`` is the
-    float32 element type and ``float16`` whether the model is float16."""
+    float32 element type and ``float16`` whether the model is float16. ``extra`` is one dict
+    per block, shared by all its states (a value one hook leaves for a later one)."""
 
     low: PortableLowering
     block: Block

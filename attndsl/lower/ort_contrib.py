@@ -54,6 +54,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..features import nodes as mn
+from ..features.block_base import FUSED_OK
 from ..features.blocks.rope import rope_tables, run_length
 from ..features.registry import block_feature_of, rule
 from ..features.text import format_leaf, format_mask
@@ -131,16 +132,17 @@ def split_scores(score: tuple[mn.Score, ...]) -> tuple[float | None, tuple[mn.Sc
     return cap, tuple(additive)
 
 
-def feature_reason(b: Block, fused: tuple[str, ...] = ("rotary",)) -> str | None:
+def feature_reason(b: Block, fused: tuple[str, ...] = ()) -> str | None:
     """Why a block feature keeps the block off a fused kernel (its ``ort`` rule), or None
-    when every feature maps onto what the kernel computes: ``fused`` lists the ``ort``
-    answers it takes ("rotary": the kernels' rotary embedding; "head_sink": attention sinks,
-    GroupQueryAttention only)."""
+    when every feature maps onto what the kernel computes: every kernel takes ``FUSED_OK``
+    ("rotary": the kernels' rotary embedding; "projections": a feature acting in the
+    projections, computed as the portable path does), ``fused`` lists the further answers
+    this kernel takes ("head_sink": attention sinks, GroupQueryAttention only)."""
     for f in b.features:
         why = block_feature_of(f).ort(f, b)
         if why == "head_sink" and why not in fused:
             return "attention sinks (only GroupQueryAttention has a sink input)"
-        if why not in fused:
+        if why not in FUSED_OK + fused:
             return why
     return None
 
@@ -192,7 +194,7 @@ class GqaPlan:
 
 def match_gqa(low: PortableLowering, b: Block) -> GqaPlan | str:
     """GroupQueryAttention when the block maps exactly, else why not."""
-    if (why := feature_reason(b, ("rotary", "head_sink"))) is not None:
+    if (why := feature_reason(b, ("head_sink",))) is not None:
         return why
     if not low.model.has_diagonal(b):
         return ("cross-attention" if not b.self_attention else
@@ -473,7 +475,7 @@ def _finish(low: PortableLowering, b: Block, o: str, probs: str | None, cache: l
         result["key"], result["value"] = cache
     if probs is not None:
         result["weights"] = low.to_float32(probs)
-    low.streams[b.name] = low.linear(o, f"{b.name}.o_proj", b.bias) if b.project else o
+    low.streams[b.name] = low.linear(o, f"{b.name}.o_proj", b.has_bias("o")) if b.project else o
     low.results[b.name] = result
 
 

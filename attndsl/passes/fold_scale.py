@@ -42,7 +42,8 @@ class FoldScale(IRPass):
                 continue
             proj = f"{b.name}.{'qkv' if b.fused_qkv else 'q'}_proj"
             rows = b.heads * b.head_dim  # the query rows (first in a fused weight)
-            names = [f"{proj}.weight"] + ([f"{proj}.bias"] if b.bias else [])
+            bias = b.has_bias("qkv" if b.fused_qkv else "q")
+            names = [f"{proj}.weight"] + ([f"{proj}.bias"] if bias else [])
             for name in names:
                 arr = np.array(weights[name], dtype=np.float64)
                 arr[:rows] *= b.scale

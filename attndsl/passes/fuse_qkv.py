@@ -1,7 +1,8 @@
 """``fuse-qkv``: the q, k and v projections of a block that reads one stream (self-attention
 with projections) become one Linear, ``<block>.qkv_proj``, whose rows are the q rows, then
 the k rows, then the v rows. The lowering emits one MatMul (and one Add) and a Split instead
-of three of each."""
+of three of each. With biases on only some of q, k, v (the ``bias`` feature) the fused bias
+holds zeros for the rows of the others, which adds nothing."""
 
 from __future__ import annotations
 
@@ -33,10 +34,15 @@ class FuseQKV(IRPass):
                     or not pass_allowed(self.name, b.features)):
                 blocks.append(b)
                 continue
-            for part in ("weight", "bias") if b.bias else ("weight",):
-                names = [f"{b.name}.{p}_proj.{part}" for p in "qkv"]
-                weights[f"{b.name}.qkv_proj.{part}"] = np.concatenate(
-                    [weights.pop(n) for n in names], axis=0)
+            names = [f"{b.name}.{p}_proj.weight" for p in "qkv"]
+            rows = [weights[n].shape[0] for n in names]
+            weights[f"{b.name}.qkv_proj.weight"] = np.concatenate(
+                [weights.pop(n) for n in names], axis=0)
+            if b.has_bias("qkv"):  # a projection without a bias adds zeros (exact)
+                weights[f"{b.name}.qkv_proj.bias"] = np.concatenate(
+                    [weights.pop(f"{b.name}.{p}_proj.bias") if b.has_bias(p)
+                     else np.zeros(n, np.asarray(weights[f"{b.name}.qkv_proj.weight"]).dtype)
+                     for p, n in zip("qkv", rows, strict=True)], axis=0)
             blocks.append(replace(b, fused_qkv=True))
         if all(new is old for new, old in zip(blocks, program.model.blocks, strict=True)):
             return PassResult(program, False)
