@@ -2,8 +2,8 @@
 
 The public API (``attndsl.api``): ``Spec`` objects to load, build, edit and write specs;
 ``compile`` / ``compile_to`` to ONNX; ``run`` / ``execute`` / ``verify`` in ONNX Runtime
-against the numpy reference; ``check`` to summarize a spec's cost; ``import_hf`` for the attention of a Hugging Face
-checkpoint.
+against the numpy reference; ``check`` to summarize a spec's cost; ``import_hf`` for the
+attention of a Hugging Face checkpoint.
 """
 
 from .api import (

@@ -23,6 +23,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from helpers import ErrorReport  # noqa: E402
+
 import attndsl  # noqa: E402
 from attndsl import api  # noqa: E402
 from attndsl.cli import main  # noqa: E402
@@ -38,8 +40,6 @@ from attndsl.importers.hf.parts import bloom_slopes, mpt_slopes  # noqa: E402
 from attndsl.runtime import make_session, run_session  # noqa: E402
 from attndsl.runtime.decode import decode_loop, stitch  # noqa: E402
 from attndsl.safetensors_io import write_safetensors  # noqa: E402
-
-from helpers import ErrorReport  # noqa: E402
 
 T = transformers
 LENGTHS = (1, 7, 33)
@@ -473,9 +473,9 @@ def test_pending_and_supported_are_declared():
 def test_alibi_slopes_of_the_architectures(heads):
     """BLOOM's slopes are the spec language's for every head count; MPT's for powers of two
     (other counts are refused by the importer)."""
-    from attndsl.features.scores.alibi import alibi_slopes
-
     from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+
+    from attndsl.features.scores.alibi import alibi_slopes
 
     want = _get_alibi_slopes(heads, torch.device("cpu")).double().numpy()
     np.testing.assert_allclose(bloom_slopes(heads), want, rtol=1e-6)

@@ -37,7 +37,8 @@ from ._spec import SYNTAXES, Spec, load_spec, parse_spec
 
 __all__ = [
     "DEFAULT_OPSET", "OPSETS", "SPARSE_MODES", "SYNTAXES", "TARGET_NAMES", "opset_ranges",
-    "TOLERANCE", "CompileResult", "ImportReport", "import_hf", "import_hf_to", "OutputCheck", "RunResult", "Spec", "SpecLike",
+    "TOLERANCE", "CompileResult", "ImportReport", "import_hf", "import_hf_to", "OutputCheck",
+    "RunResult", "Spec", "SpecLike",
     "Summary", "VerifyReport", "WeightsLike", "check", "compare", "compile", "compile_to",
     "convert", "draw", "execute", "format_summary", "ir_text", "load_onnx", "load_spec",
     "parse_spec", "read_inputs", "run", "save_outputs", "verify",

@@ -113,18 +113,20 @@ def _words(text: str) -> frozenset[str]:
 QK_NORM = "QK-norm (issue 8, feature 1)"
 DECODER = "layers.{i}.self_attn"
 LLAMA_SIZES = Sizes()
+ROPE = Rope()
+HEAD_DIM_SCALE = HeadDimScale()
 
 
 def _decoder(template: str = DECODER, count: str = "num_hidden_layers",
-             sizes: Sizes = LLAMA_SIZES, rope: Rope | None = Rope(), windows: str = "none",
+             sizes: Sizes = LLAMA_SIZES, rope: Rope | None = ROPE, windows: str = "none",
              scores: tuple[Any, ...] = ()) -> tuple[Stack, ...]:
     return (Stack("layer", template, count, CausalMask(windows), sizes, rope, scores),)
 
 
 def _llama_like(model_type: str, windows: str = "none", harmless: str = "",
-                needs: tuple[Needs, ...] = (), scale: Any = HeadDimScale(),
+                needs: tuple[Needs, ...] = (), scale: Any = HEAD_DIM_SCALE,
                 scores: tuple[Any, ...] = (), keys: tuple[str, ...] = ("attention_bias",),
-                rope: Rope | None = Rope()) -> Architecture:
+                rope: Rope | None = ROPE) -> Architecture:
     return Architecture(model_type, _decoder(windows=windows, scores=scores, rope=rope),
                         Separate(), scale=scale, harmless=_words("pretraining_tp " + harmless),
                         needs=needs, attention_keys=keys)

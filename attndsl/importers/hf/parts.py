@@ -362,10 +362,8 @@ class Rope:
                                 "rope type; refusing a RoPE the importer cannot place")
             theta = float(p.get("rope_theta", 10000.0))
             factor = float(p.get("partial_rotary_factor", 1.0))
-        if self.dim_key:
-            dim = cfg.get(self.dim_key) or g.head_dim
-        else:
-            dim = int(g.head_dim * factor)  # transformers' int(head_dim * factor)
+        # transformers: int(head_dim * partial_rotary_factor), or GPT-J's rotary_dim
+        dim = (cfg.get(self.dim_key) or g.head_dim) if self.dim_key else int(g.head_dim * factor)
         if dim % 2 or not 2 <= dim <= g.head_dim:
             raise ctx.error(f"rotary dimension {dim} (head_dim {g.head_dim}) must be even and "
                             "between 2 and head_dim")
