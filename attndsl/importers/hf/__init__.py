@@ -90,13 +90,14 @@ def _layer_count(cfg: Config, stack: Stack) -> int:
 
 def _root(arch: Architecture, names: list[str], cfg: Config) -> str:
     """The prefix of the model's modules in the checkpoint (``model.``, ``transformer.``,
-    or none), found from the first layer's module of the first stack."""
-    for stack in arch.stacks:
-        first = stack.template.format(i=0) + "."
+    or none), found from the first module matching a stack's template."""
+    for stack in arch.stacks:  # any layer: Qwen3-Next's first layers are not attention
+        pattern = re.compile(r"(?:^|(?<=\.))" + re.escape(stack.template).replace(
+            re.escape("{i}"), r"\d+") + r"\.")
         for n in names:
-            at = n.find(first)
-            if at >= 0 and (at == 0 or n[at - 1] == "."):
-                return n[:at]
+            found = pattern.search(n)
+            if found:
+                return n[:found.start()]
     raise HFImportError(
         f"{cfg.where()}no attention module '{arch.stacks[0].template.format(i=0)}' among "
         f"the checkpoint's parameters (model_type '{arch.model_type}')",
@@ -106,12 +107,13 @@ def _root(arch: Architecture, names: list[str], cfg: Config) -> str:
 def modules(arch: Architecture, cfg: Config, names: list[str]) -> list[Module]:
     """Every attention module of the checkpoint, in model order."""
     root = _root(arch, names, cfg)
-    have = {n.rsplit(".", 2)[0] for n in names}
     found: list[tuple[tuple[int, int, int], Module]] = []
     enc_dec = any(s.encoder for s in arch.stacks)
     for stack in arch.stacks:
         n = _layer_count(cfg, stack)
-        if not any(root + stack.template.format(i=0) in h for h in have):
+        held = re.compile(re.escape(root + stack.template).replace(re.escape("{i}"), r"\d+")
+                          + r"\.")
+        if not any(held.match(n) for n in names):
             continue  # a stack this checkpoint does not hold (T5EncoderModel has no decoder)
         for i in range(n):
             path = root + stack.template.format(i=i)
