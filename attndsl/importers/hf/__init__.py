@@ -144,7 +144,7 @@ def _import_module(arch: Architecture, cfg: Config, m: Module, ckpt: Any, names:
     settings: dict[str, Any] = {"heads": g.heads}
     if g.kv_heads != g.heads:
         settings["kv_heads"] = g.kv_heads
-    if g.heads * g.head_dim != g.hidden or g.hidden % g.heads:
+    if g.heads * g.head_dim != g.hidden:
         settings["head_dim"] = g.head_dim
     if bias:
         settings["bias"] = True
@@ -190,13 +190,9 @@ def import_checkpoint(model_dir: str | Path, module: str | None = None) -> Impor
         mods = modules(arch, cfg, names)
         if not mods:
             raise HFImportError(f"{cfg.where()}the checkpoint has no attention modules")
-        first = {}
-        for m in mods:
+        first: dict[str, str] = {}  # each stack's first module (T5 shares its bias table)
+        for m in mods:  # in model order, so layer by layer
             first.setdefault(m.stack.name, m.path)
-        # T5 shares the first layer's table with the layers of its stack
-        for m in mods:
-            if m.layer == 0:
-                first[m.stack.name] = m.path
         if module is not None:
             chosen = [m for m in mods if m.path == module]
             if not chosen:
@@ -238,7 +234,7 @@ def _assemble(arch: Architecture, cfg: Config, mods: list[Module], ckpt: Any,
     outputs: dict[str, str] = {}
     blocks: list[ImportedBlock] = []
     weights: dict[str, np.ndarray] = {}
-    notes: list[str] = []
+    by_note: dict[str, list[str]] = {}  # the same note for many blocks is said once
     for m in mods:
         settings, arrays, bnotes = _import_module(arch, cfg, m, ckpt, names, first)
         width = arrays["q_proj.weight"].shape[1]
@@ -267,7 +263,10 @@ def _assemble(arch: Architecture, cfg: Config, mods: list[Module], ckpt: Any,
         outputs[out] = m.block
         for k, a in arrays.items():
             weights[f"{m.block}.{k}"] = np.ascontiguousarray(a, np.float32)
-        notes += [f"{m.block} ({m.path}): {n}" for n in bnotes]
+        for n in bnotes:
+            by_note.setdefault(n, []).append(m.block)
+    notes = [f"{', '.join(bs[:3])}{f' and {len(bs) - 3} more' if len(bs) > 3 else ''}: {n}"
+             for n, bs in by_note.items()]
     dims["hidden"] = int(hidden)
     if single:
         name = _name(f"{arch.model_type}_{mods[0].block}")

@@ -10,7 +10,7 @@ import then stops with an error naming the feature and the config key or paramet
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .parts import (
@@ -75,7 +75,8 @@ class Architecture:
     """One ``model_type``. ``projection`` is a part, or a function of the config choosing one
     (Falcon); ``attention_keys`` are read by the architecture itself (not by a part), with
     ``check_keys`` refusing values it cannot express; ``module_adds_residual``: the module's
-    output includes a residual argument it receives (BLOOM), which the spec leaves out."""
+    output includes a residual argument it receives (BLOOM), which the spec leaves out;
+    ``sizes_hook`` adjusts the sizes from the config (Falcon's kv heads)."""
 
     model_type: str
     stacks: tuple[Stack, ...]
@@ -87,7 +88,6 @@ class Architecture:
     check_keys: Any = None
     module_adds_residual: bool = False
     sizes_hook: Any = None
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def keys(self) -> frozenset[str]:
