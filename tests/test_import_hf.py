@@ -372,6 +372,23 @@ def test_llama3_rope_scaling_is_not_yet_supported(built, tmp_path):
     assert "rope_scaling type longrope" in _error(d)
 
 
+def test_older_config_keys_import_the_same(built, tmp_path):
+    """Configs written before transformers 5 name RoPE differently (``rope_theta``,
+    ``rope_scaling``; GPT-NeoX's ``rotary_emb_base``, ``rotary_pct``): same spec."""
+    def spec(d: Path) -> api.Spec:
+        return attndsl.import_hf(d)[0].with_settings(name="m")
+
+    b = built("llama")
+    d = _edit_config(b.dir, tmp_path / "l", rope_parameters=None, rope_theta=500.0)
+    assert spec(d) == spec(b.dir)
+    assert spec(d).block("layer0")["rope"] == {"theta": 500.0}
+    b = built("gpt_neox")
+    d = _edit_config(b.dir, tmp_path / "n", rope_parameters=None, rotary_emb_base=10000.0,
+                     rotary_pct=0.25)
+    assert spec(d) == spec(b.dir)
+    assert spec(d).block("layer0")["rope"] == {"theta": 10000.0, "dim": 4}
+
+
 def test_unknown_attention_key_is_refused_and_harmless_one_noted(built, tmp_path):
     d = _edit_config(built("llama").dir, tmp_path / "a", attn_logit_scaling=2.0)
     msg = _error(d)

@@ -290,10 +290,11 @@ class GroupFused:
 ROPE_TYPES_PENDING = ("linear", "dynamic", "yarn", "longrope", "llama3")
 
 
-def _rope_parameters(ctx: Ctx) -> dict[str, Any]:
+def _rope_parameters(ctx: Ctx, aliases: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
     """The RoPE parameters of the module's layer: transformers 5's ``rope_parameters`` (per
     layer type when it is keyed by layer types, as Gemma 3's), else the older top-level
-    ``rope_theta`` / ``rope_scaling`` / ``partial_rotary_factor``."""
+    ``rope_theta`` / ``rope_scaling`` / ``partial_rotary_factor``, and the architecture's
+    older names for them (``aliases``: GPT-NeoX's ``rotary_emb_base``, ``rotary_pct``)."""
     cfg = ctx.cfg
     params = cfg.get("rope_parameters")
     if isinstance(params, Mapping):
@@ -303,7 +304,8 @@ def _rope_parameters(ctx: Ctx) -> dict[str, Any]:
                                 f"type '{ctx.layer_type}'")
             params = params[ctx.layer_type]
         return dict(params)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {new: cfg.get(old) for old, new in aliases
+                           if cfg.get(old) is not None}
     if cfg.get("rope_theta") is not None:
         out["rope_theta"] = cfg.get("rope_theta")
     if cfg.get("partial_rotary_factor") is not None:
@@ -325,19 +327,22 @@ class Rope:
     ``dim_key``: a config key giving the rotated features directly (GPT-J ``rotary_dim``)
     instead of ``partial_rotary_factor``; ``fixed_theta``: the architecture's theta when it
     has no config key (GPT-J's 10000); ``nope_key``: per-layer flags, 0 = no RoPE on that
-    layer (``no_rope_layers``)."""
+    layer (``no_rope_layers``); ``aliases``: older config keys of the architecture and the
+    ``rope_parameters`` entry each stands for."""
 
     interleaved: bool = False
     dim_key: str | None = None
     fixed_theta: float | None = None
     nope_key: str | None = None
+    aliases: tuple[tuple[str, str], ...] = ()
 
     @property
     def keys(self) -> tuple[str, ...]:
         if self.fixed_theta is not None:
             return tuple(k for k in (self.dim_key, self.nope_key) if k)
         return tuple(k for k in ("rope_parameters", "rope_theta", "rope_scaling",
-                                 "partial_rotary_factor", self.dim_key, self.nope_key) if k)
+                                 "partial_rotary_factor", self.dim_key, self.nope_key,
+                                 *(old for old, _ in self.aliases)) if k)
 
     def settings(self, ctx: Ctx, g: Geometry) -> dict[str, Any] | None:
         cfg = ctx.cfg
@@ -350,7 +355,7 @@ class Rope:
         if self.fixed_theta is not None:
             theta, factor = self.fixed_theta, 1.0
         else:
-            p = _rope_parameters(ctx)
+            p = _rope_parameters(ctx, self.aliases)
             kind = p.get("rope_type", "default")
             if kind != "default":
                 raise ctx.error(f"not yet supported: rope_scaling type {kind} (config key "
