@@ -374,7 +374,8 @@ def test_llama3_rope_scaling_is_not_yet_supported(built, tmp_path):
 
 def test_older_config_keys_import_the_same(built, tmp_path):
     """Configs written before transformers 5 name RoPE differently (``rope_theta``,
-    ``rope_scaling``; GPT-NeoX's ``rotary_emb_base``, ``rotary_pct``): same spec."""
+    ``rope_scaling``; GPT-NeoX's ``rotary_emb_base``, ``rotary_pct``) and have no
+    ``layer_types``: same spec."""
     def spec(d: Path) -> api.Spec:
         return attndsl.import_hf(d)[0].with_settings(name="m")
 
@@ -386,6 +387,16 @@ def test_older_config_keys_import_the_same(built, tmp_path):
     d = _edit_config(b.dir, tmp_path / "n", rope_parameters=None, rotary_emb_base=10000.0,
                      rotary_pct=0.25)
     assert spec(d) == spec(b.dir)
+    # without layer_types, the default of the architecture's config class
+    for case in ("gemma2", "qwen2"):
+        b = built(case)
+        d = _edit_config(b.dir, tmp_path / case, layer_types=None)
+        assert spec(d) == spec(b.dir), case
+        masks = [spec(d).block(x).get("mask") for x in spec(d).blocks]
+        assert "causal" in masks and any("sliding" in m for m in masks), case
+    # Qwen2 with use_sliding_window false: no window, whatever layer_types says
+    d = _edit_config(built("qwen2").dir, tmp_path / "q_off", use_sliding_window=False)
+    assert {spec(d).block(x)["mask"] for x in spec(d).blocks} == {"causal"}
     assert spec(d).block("layer0")["rope"] == {"theta": 10000.0, "dim": 4}
 
 

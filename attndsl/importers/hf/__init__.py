@@ -24,7 +24,7 @@ from ...errors import did_you_mean
 from ...safetensors_io import open_checkpoint
 from .architectures import ARCHITECTURES, PENDING, SUPPORTED, Architecture, Stack
 from .config import COMMON_HARMLESS, Config, HFImportError, classify_keys, read_config
-from .parts import Ctx, layer_type
+from .parts import Ctx
 
 __all__ = ["ARCHITECTURES", "PENDING", "SUPPORTED", "HFImportError", "Imported",
            "ImportedBlock", "Module", "import_checkpoint"]
@@ -117,7 +117,7 @@ def modules(arch: Architecture, cfg: Config, names: list[str]) -> list[Module]:
             continue  # a stack this checkpoint does not hold (T5EncoderModel has no decoder)
         for i in range(n):
             path = root + stack.template.format(i=i)
-            lt = layer_type(cfg, i, n, path) if not (stack.encoder or stack.cross) else None
+            lt = stack.mask.layer_type(cfg, i, n, path)
             if lt == "linear_attention":
                 continue  # not attention: named in an error when asked for by --module
             name = f"{stack.name}{i}" if enc_dec else f"layer{i}"

@@ -119,15 +119,18 @@ HEAD_DIM_SCALE = HeadDimScale()
 
 def _decoder(template: str = DECODER, count: str = "num_hidden_layers",
              sizes: Sizes = LLAMA_SIZES, rope: Rope | None = ROPE, windows: str = "none",
-             scores: tuple[Any, ...] = ()) -> tuple[Stack, ...]:
-    return (Stack("layer", template, count, CausalMask(windows), sizes, rope, scores),)
+             scores: tuple[Any, ...] = (), default: str = "full") -> tuple[Stack, ...]:
+    return (Stack("layer", template, count, CausalMask(windows, default), sizes, rope,
+                  scores),)
 
 
-def _llama_like(model_type: str, windows: str = "none", harmless: str = "",
+def _llama_like(model_type: str, windows: str = "none", default: str = "full",
+                harmless: str = "",
                 needs: tuple[Needs, ...] = (), scale: Any = HEAD_DIM_SCALE,
                 scores: tuple[Any, ...] = (), keys: tuple[str, ...] = ("attention_bias",),
                 rope: Rope | None = ROPE) -> Architecture:
-    return Architecture(model_type, _decoder(windows=windows, scores=scores, rope=rope),
+    return Architecture(model_type, _decoder(windows=windows, scores=scores, rope=rope,
+                                             default=default),
                         Separate(), scale=scale, harmless=_words("pretraining_tp " + harmless),
                         needs=needs, attention_keys=keys)
 
@@ -201,9 +204,10 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     _llama_like("llama"),
     _llama_like("mistral", windows="all", keys=()),
     _llama_like("mixtral", windows="all", keys=(), harmless=MOE),
-    _llama_like("qwen2", windows="layer_types", keys=()),
+    _llama_like("qwen2", windows="layer_types", default="max_window_layers", keys=()),
     _llama_like("gemma", harmless=""),
-    _llama_like("gemma2", windows="layer_types", scale=QueryPreAttnScalar(),
+    _llama_like("gemma2", windows="layer_types", default="alternate",
+                scale=QueryPreAttnScalar(),
                 scores=(Softcap(),), harmless="final_logit_softcapping"),
     _llama_like("olmo", needs=(Needs("clip_qkv (issue 8, feature 4: clamping q, k, v)",
                                      "clip_qkv", _no),)),
@@ -286,16 +290,18 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                                  "classifier_proj_size")),
     # ---- architectures waiting for the features of issue 8: their parts are declared, and
     # the import stops at the first feature they need.
-    _llama_like("qwen3", windows="layer_types", keys=(),
+    _llama_like("qwen3", windows="layer_types", default="max_window_layers", keys=(),
                 needs=(Needs(QK_NORM + ": RMSNorm of q and k over head_dim",
                              param="q_norm.weight"),)),
-    _llama_like("gemma3_text", windows="layer_types", scale=QueryPreAttnScalar(),
+    _llama_like("gemma3_text", windows="layer_types", default="pattern",
+                scale=QueryPreAttnScalar(),
                 scores=(Softcap(),),
                 needs=(Needs(QK_NORM + ": (1 + w) RMSNorm of q and k over head_dim",
                              param="q_norm.weight"),)),
     _llama_like("olmo2", needs=(Needs(QK_NORM + ": RMSNorm over the whole projected q and k "
                                       "width", param="q_norm.weight"),)),
-    _llama_like("gpt_oss", windows="layer_types", keys=("attention_bias",),
+    _llama_like("gpt_oss", windows="layer_types", default="alternate",
+                keys=("attention_bias",),
                 needs=(Needs("attention sinks (issue 8, feature 2)", param="sinks"),)),
     _llama_like("qwen3_next", windows="layer_types", keys=(),
                 needs=(Needs("the output gate (issue 8, feature 5) and " + QK_NORM,

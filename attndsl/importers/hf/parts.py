@@ -389,6 +389,9 @@ class NoMask:
 
     keys: tuple[str, ...] = ()
 
+    def layer_type(self, cfg: Config, layer: int, n_layers: int, path: str) -> str | None:
+        return None
+
     def expr(self, ctx: Ctx) -> str | None:
         return None
 
@@ -401,12 +404,16 @@ class CausalMask:
     - ``"all"``: ``sliding_window`` (None: no window) on every layer (Mistral, Phi-3);
     - ``"layer_types"``: per layer from ``layer_types`` (``sliding_attention``: a
       ``sliding_window`` window; ``chunked_attention``: ``attention_chunk_size`` chunks;
-      ``full_attention``: none), else from ``sliding_window_pattern`` (every n-th layer
-      global) or ``use_sliding_window`` + ``max_window_layers`` (Qwen2: layers from
-      ``max_window_layers`` on slide).
+      ``full_attention``: none). A config without ``layer_types`` (written before
+      transformers 5) gets the architecture's default, as its config class computes it
+      (``default``): ``"alternate"`` (sliding, full, sliding, ...: Gemma 2, gpt-oss),
+      ``"pattern"`` (every ``sliding_window_pattern``-th layer full, default 6: Gemma 3),
+      ``"max_window_layers"`` (layers from ``max_window_layers``, default 28, slide when
+      ``use_sliding_window``: Qwen2, Qwen3) or ``"full"``.
     """
 
     windows: str = "none"
+    default: str = "full"
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -418,6 +425,28 @@ class CausalMask:
                 "use_sliding_window", "max_window_layers", "attention_chunk_size",
                 "use_bidirectional_attention")
 
+    def layer_type(self, cfg: Config, layer: int, n_layers: int, path: str) -> str | None:
+        """The layer's type (None for masks without per-layer types)."""
+        if self.windows != "layer_types":
+            return None
+        types = cfg.get("layer_types")
+        if types is not None:
+            if not isinstance(types, list) or len(types) != n_layers:
+                raise HFImportError(f"{cfg.where(path)}config key 'layer_types' must list "
+                                    f"{n_layers} layer types")
+            return types[layer]
+        sliding = cfg.get("sliding_window") is not None
+        if self.default == "alternate":
+            slides = sliding and (layer + 1) % 2 == 1
+        elif self.default == "pattern":
+            slides = sliding and (layer + 1) % int(cfg.get("sliding_window_pattern", 6)) != 0
+        elif self.default == "max_window_layers":
+            slides = (sliding and bool(cfg.get("use_sliding_window", False))
+                      and layer >= int(cfg.get("max_window_layers", 28)))
+        else:
+            slides = False
+        return "sliding_attention" if slides else "full_attention"
+
     def expr(self, ctx: Ctx) -> str | None:
         cfg = ctx.cfg
         if cfg.get("use_bidirectional_attention"):
@@ -428,6 +457,9 @@ class CausalMask:
         kind = ctx.layer_type
         if self.windows == "all":
             kind = "sliding_attention" if cfg.get("sliding_window") else "full_attention"
+        if kind == "sliding_attention" and "use_sliding_window" in cfg and \
+                not cfg.get("use_sliding_window"):
+            kind = "full_attention"  # Qwen2: use_sliding_window false drops the window
         if kind in (None, "full_attention"):
             return "causal"
         if kind == "sliding_attention":
@@ -440,26 +472,6 @@ class CausalMask:
                         "the spec language can express",
                         hint="only full_attention, sliding_attention and chunked_attention "
                         "layers import")
-
-
-def layer_type(cfg: Config, layer: int, n_layers: int, path: str) -> str | None:
-    """The layer's type from ``layer_types``, ``sliding_window_pattern`` or
-    ``use_sliding_window`` + ``max_window_layers``; None when the config says nothing."""
-    types = cfg.get("layer_types")
-    if types is not None:
-        if not isinstance(types, list) or len(types) != n_layers:
-            raise HFImportError(f"{cfg.where(path)}config key 'layer_types' must list "
-                                f"{n_layers} layer types")
-        return types[layer]
-    pattern = cfg.get("sliding_window_pattern")
-    if pattern is not None and cfg.get("sliding_window") is not None:
-        return "sliding_attention" if (layer + 1) % int(pattern) else "full_attention"
-    if "use_sliding_window" in cfg:
-        if cfg.get("use_sliding_window") and cfg.get("sliding_window") is not None and \
-                layer >= int(cfg.get("max_window_layers", 0)):
-            return "sliding_attention"
-        return "full_attention"
-    return None
 
 
 # --------------------------------------------------------------------------- score modifiers
