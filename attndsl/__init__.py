@@ -2,7 +2,8 @@
 
 The public API (``attndsl.api``): ``Spec`` objects to load, build, edit and write specs;
 ``compile`` / ``compile_to`` to ONNX; ``run`` / ``execute`` / ``verify`` in ONNX Runtime
-against the numpy reference; ``check`` to summarize a spec's cost.
+against the numpy reference; ``check`` to summarize a spec's cost; ``import_hf`` for the
+attention of a Hugging Face checkpoint.
 """
 
 from .api import (
@@ -17,6 +18,7 @@ from .api import (
     compile_to,
     draw,
     execute,
+    import_hf,
     ir_text,
     load_spec,
     parse_spec,
@@ -30,6 +32,6 @@ from .version import __version__
 __all__ = [
     "AttnDSLError", "CompileResult", "Model", "OutputCheck", "RunResult", "Spec", "SpecError",
     "SpecErrors", "SpecSyntaxError", "Summary", "VerifyReport", "__version__", "check",
-    "compile", "compile_to", "draw", "execute", "ir_text", "load_spec", "parse_spec",
+    "compile", "compile_to", "draw", "execute", "import_hf", "ir_text", "load_spec", "parse_spec",
     "print_ir", "run", "verify",
 ]

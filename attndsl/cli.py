@@ -143,6 +143,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_hf(args: argparse.Namespace) -> int:
+    r = api.import_hf_to(args.model_dir, args.output, module=args.module, format=args.format)
+    blocks = r.spec.blocks
+    print(f"wrote {r.spec_path}: {len(blocks)} block(s) ({', '.join(blocks[:4])}"
+          f"{' ...' if len(blocks) > 4 else ''}) and {r.weights_path}: "
+          f"{len(r.weights)} tensor(s)")
+    for note in r.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
 def cmd_viz(args: argparse.Namespace) -> int:
     model = api.load_spec(args.spec)
     tiles = (args.tile_size or 0) if args.tiles else None
@@ -253,6 +264,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("src", metavar="A")
     c.add_argument("-o", "--output", metavar="B", required=True)
     c.set_defaults(func=cmd_convert)
+
+    c = sub.add_parser("import-hf", help="import a Hugging Face checkpoint's attention",
+                       description="Write the attention of a local Hugging Face checkpoint "
+                       "(a save_pretrained folder: config.json and model.safetensors or its "
+                       "shards; nothing is downloaded, torch and transformers are not needed) "
+                       "as a spec, and its attention weights next to it as OUT with the "
+                       "suffix .safetensors. Both files are written atomically.")
+    c.add_argument("model_dir", metavar="MODEL_DIR")
+    c.add_argument("-o", "--output", metavar="OUT.yaml", required=True,
+                   help="spec to write (.yaml, or .attn)")
+    c.add_argument("--module", metavar="P",
+                   help="only the attention module whose parameters are P.* (e.g. "
+                   "model.layers.3.self_attn): one block, input x (and kv for "
+                   "cross-attention), output y; default: every attention module")
+    c.add_argument("--format", choices=api.SYNTAXES,
+                   help="syntax of the spec (default: by OUT's suffix, else yaml)")
+    c.set_defaults(func=cmd_import_hf)
 
     c = sub.add_parser("viz", help="draw a block's mask (text, or a PNG with -o)",
                        description="Draw a block's attention mask per head: as Unicode text "

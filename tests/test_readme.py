@@ -43,7 +43,8 @@ def test_readme_commands_parse_and_name_existing_files():
                     assert (ROOT / path).exists(), path
 
 
-@pytest.mark.parametrize("command", ["compile", "check", "run", "ir", "convert", "viz"])
+@pytest.mark.parametrize("command", ["compile", "check", "run", "ir", "convert", "viz",
+                                     "import-hf"])
 def test_readme_lists_every_command(command):
     assert f"`attndsl {command} " in README
 
