@@ -224,20 +224,39 @@ def validate_rope_scaling(params: Mapping[str, Any], dim: int | None = None) -> 
     positive, and > 2 for ``dynamic`` (transformers divides by ``dim - 2``).
     """
     out: list[Problem] = []
+    p = _with_rope_type(params, out)
+    if p is None:
+        return out
+    _check_keys(p, out)
+    _check_numbers(p, out)
+    _check_type_rules(p, dim, out)
+    _check_dim(p["rope_type"], dim, out)
+    return out
+
+
+def _with_rope_type(params: Mapping[str, Any], out: list[Problem]) -> dict[str, Any] | None:
+    """The mapping with ``rope_type`` set (the legacy ``type`` folded in), or None after an
+    error that stops the checks."""
     p = dict(params)
     if "type" in p:
         if "rope_type" in p and p["rope_type"] != p["type"]:
             out.append(("type", f"'type' ({p['type']!r}) contradicts rope_type "
                         f"({p['rope_type']!r})", "keep only rope_type"))
-            return out
+            return None
         p.setdefault("rope_type", p.pop("type"))
         p.pop("type", None)
     rt = p.get("rope_type", "default")
     if not isinstance(rt, str) or rt not in _KEYS:
         out.append(("rope_type", f"unknown rope_type {rt!r}",
                     "one of: " + ", ".join(ROPE_TYPES)))
-        return out
+        return None
     p["rope_type"] = rt
+    return p
+
+
+def _check_keys(p: dict[str, Any], out: list[Problem]) -> None:
+    """Required and unknown keys of the type."""
+    rt = p["rope_type"]
     required, optional = _KEYS[rt]
     for k in sorted(required - set(p)):
         out.append((k, f"rope_type '{rt}' needs '{k}'", f"add {k}: <value>"))
@@ -247,17 +266,18 @@ def validate_rope_scaling(params: Mapping[str, Any], dim: int | None = None) -> 
             hint = "set the RoPE base and rotated width with the rope's theta and dim"
         out.append((k, f"unknown key '{k}' for rope_type '{rt}'", hint))
 
-    def num(key: str, lo: float | None = None, strict: bool = False, what: str = "") -> bool:
+
+def _check_numbers(p: dict[str, Any], out: list[Problem]) -> None:
+    """Types and ranges of the numeric keys (a bad length is set to None for later checks)."""
+
+    def num(key: str, lo: float | None = None, strict: bool = False, what: str = "") -> None:
         v = p.get(key)
         if v is None:
-            return False
+            return
         if not _is_num(v):
             out.append((key, f"{key} must be a number, got {v!r}", f"e.g. {key}: 1.0"))
-            return False
-        if lo is not None and (v <= lo if strict else v < lo):
+        elif lo is not None and (v <= lo if strict else v < lo):
             out.append((key, f"{key} must be {'>' if strict else '>='} {lo}, got {v!r}", what))
-            return False
-        return True
 
     num("factor", 1.0, what="factor is the context-extension ratio (>= 1)")
     for k in ("original_max_position_embeddings", "max_position_embeddings"):
@@ -270,6 +290,11 @@ def validate_rope_scaling(params: Mapping[str, Any], dim: int | None = None) -> 
         num(k)
     num("beta_fast")
     num("beta_slow")
+
+
+def _check_type_rules(p: dict[str, Any], dim: int | None, out: list[Problem]) -> None:
+    """What one type requires between its keys (yarn, llama3, longrope)."""
+    rt = p["rope_type"]
     if rt == "yarn":
         bf = p.get("beta_fast") or 32  # transformers' `or`: 0 and None mean the default
         bs = p.get("beta_slow") or 1
@@ -289,27 +314,34 @@ def validate_rope_scaling(params: Mapping[str, Any], dim: int | None = None) -> 
                         f"original_max_position_embeddings ({om}) must be less than "
                         f"max_position_embeddings ({mp})", ""))
     if rt == "longrope":
-        for k in ("short_factor", "long_factor"):
-            v = p.get(k)
-            if v is None:
-                continue
-            if (not isinstance(v, Sequence) or isinstance(v, str)
-                    or not all(_is_num(x) and x > 0 for x in v)):
-                out.append((k, f"{k} must be a list of positive numbers", ""))
-            elif dim is not None and len(v) != dim // 2:
-                out.append((k, f"{k} must have dim/2 = {dim // 2} entries, got {len(v)}",
-                            "one factor per rotated frequency"))
-        if p.get("factor") is None and p.get("max_position_embeddings") is None:
-            out.append(("factor", "longrope needs factor or max_position_embeddings (factor "
-                        "defaults to max_position_embeddings / original_max_position_embeddings)",
-                        "add factor: <max / original>"))
-    if dim is not None:
-        if not _is_int(dim) or dim <= 0 or dim % 2:
-            out.append(("dim", f"rotary dim must be a positive even integer, got {dim!r}", ""))
-        elif rt == "dynamic" and dim <= 2:
-            out.append(("dim", "dynamic NTK needs a rotary dim > 2 (its base exponent is "
-                        "dim / (dim - 2))", ""))
-    return out
+        _check_longrope(p, dim, out)
+
+
+def _check_longrope(p: dict[str, Any], dim: int | None, out: list[Problem]) -> None:
+    for k in ("short_factor", "long_factor"):
+        v = p.get(k)
+        if v is None:
+            continue
+        if (not isinstance(v, Sequence) or isinstance(v, str)
+                or not all(_is_num(x) and x > 0 for x in v)):
+            out.append((k, f"{k} must be a list of positive numbers", ""))
+        elif dim is not None and len(v) != dim // 2:
+            out.append((k, f"{k} must have dim/2 = {dim // 2} entries, got {len(v)}",
+                        "one factor per rotated frequency"))
+    if p.get("factor") is None and p.get("max_position_embeddings") is None:
+        out.append(("factor", "longrope needs factor or max_position_embeddings (factor "
+                    "defaults to max_position_embeddings / original_max_position_embeddings)",
+                    "add factor: <max / original>"))
+
+
+def _check_dim(rt: str, dim: int | None, out: list[Problem]) -> None:
+    if dim is None:
+        return
+    if not _is_int(dim) or dim <= 0 or dim % 2:
+        out.append(("dim", f"rotary dim must be a positive even integer, got {dim!r}", ""))
+    elif rt == "dynamic" and dim <= 2:
+        out.append(("dim", "dynamic NTK needs a rotary dim > 2 (its base exponent is "
+                    "dim / (dim - 2))", ""))
 
 
 # ----------------------------------------------------------------------------- numbers
