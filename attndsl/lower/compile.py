@@ -92,7 +92,9 @@ def compile_detached(model: Model, weights: Mapping[str, np.ndarray] | None = No
 
     The lowering hands the parameters' arrays over by reference (no copy when they already
     have the model's dtype); graph passes, shape inference and the checker never see a
-    weight byte (``weight_store.checker_view`` says what the checker checks)."""
+    weight byte (``weight_store.checker_view`` says what the checker checks). Weights
+    read from a file (``weights.load_weights``) carry the type conversions made reading
+    them; the model records them in its ``attndsl.weights_conversions`` metadata."""
     options = options or CompileOptions()
     progress = progress or Progress.silent()
     check_opset(options.opset, options.target)
