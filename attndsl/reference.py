@@ -9,7 +9,7 @@ modifiers by theirs, in float64.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -173,19 +173,42 @@ def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, n
     return out
 
 
+class _BlockWeights(Mapping[str, np.ndarray]):
+    """``weights`` as the model holds them (rounded to its dtype) in float64, each converted
+    when the block first reads it and kept for that block only."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray], dtype: str):
+        self._source = weights
+        self._dtype = dtype
+        self._done: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._done:
+            self._done[name] = np.asarray(self._source[name]).astype(self._dtype).astype(
+                np.float64)
+        return self._done[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._source)
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+
 def run_reference(model: Model, weights: Mapping[str, np.ndarray],
                   inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """All graph outputs (spec outputs, then present caches) in float64, keyed by ONNX name.
 
     Weights are rounded to the model dtype first, so a float16 model is compared with the
-    parameters it really holds."""
-    w = {k: np.asarray(v).astype(model.dtype).astype(np.float64) for k, v in weights.items()}
+    parameters it really holds. They are read block by block (``_BlockWeights``): ``weights``
+    may be a lazy mapping (``attndsl run --verify`` reads each initializer when a block asks
+    for it), and only one block's float64 copies are alive at a time."""
     streams: dict[str, np.ndarray] = {
         i.name: np.asarray(inputs[i.name], np.float64)
         for i in model.inputs if i.dtype.startswith("float") and i.name in inputs}
     results: dict[str, dict[str, np.ndarray]] = {}
     for b in model.blocks:
-        results[b.name] = run_block(b, w, streams, inputs)
+        results[b.name] = run_block(b, _BlockWeights(weights, model.dtype), streams, inputs)
         streams[b.name] = results[b.name]["out"]
     out: dict[str, np.ndarray] = {}
     for o in model.outputs:

@@ -1,12 +1,13 @@
 """Model parameters: loaded from .npz / .safetensors (checked against the IR) or drawn
 from the spec's seed (same spec and seed, same bytes). Safetensors files are read by
 ``safetensors_io`` (no torch, no ``safetensors`` package): F32, F16 and BF16 checkpoints load,
-converted exactly to float32; integer and quantized tensors are refused by name."""
+converted to the model's dtype (float32, exactly; or float16, so a float16 model never holds a
+float32 copy of its weights); integer and quantized tensors are refused by name."""
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,37 @@ from .safetensors_io import (
 )
 
 Weights = dict[str, np.ndarray]
+
+
+class LoadedWeights(dict[str, np.ndarray]):
+    """Arrays by name, with the type conversions made reading them (``conversions``), so
+    the compiler can record them in the model's metadata (``describe_conversions``)."""
+
+    conversions: tuple[Conversion, ...] = ()
+
+
+def describe_conversions(conversions: Sequence[Conversion]) -> str:
+    """One line per kind of conversion, e.g. ``BF16 -> float16: 96 tensors, rounded to
+    nearest even`` (and how many values overflowed to inf, if any); empty for none."""
+    groups: dict[tuple[str, str, bool], list[Conversion]] = {}
+    for c in conversions:
+        groups.setdefault((c.source, c.target, c.exact), []).append(c)
+    lines = []
+    for (source, target, exact), cs in sorted(groups.items()):
+        n = len(cs)
+        line = (f"{source} -> {target}: {n} tensor{'s' if n != 1 else ''}, "
+                + ("exact" if exact else "rounded to nearest even"))
+        overflow = sum(c.overflow for c in cs)
+        if overflow:
+            line += f", {overflow} values overflowed to inf"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def weights_dtype(model: Model) -> str:
+    """The dtype parameters are held in before the lowering: float16 for a float16 model
+    (no float32 copy of a float16 checkpoint), else float32."""
+    return "float16" if model.dtype == "float16" else "float32"
 
 
 def seeded_weights(model: Model) -> Weights:
@@ -95,7 +127,8 @@ def _mismatch(origin: str, problems: list[str]) -> WeightsError:
 
 
 def check_weights(model: Model, weights: Weights, origin: str) -> Weights:
-    """Every expected array present with its shape, nothing extra; cast to float32."""
+    """Every expected array present with its shape, nothing extra; cast to float32, except
+    that a float16 model keeps float16 arrays as they are (no copy)."""
     expected = model.weight_shapes()
     problems = _problems(expected, {
         name: (a.shape, None if np.issubdtype(a.dtype, np.floating)
@@ -103,12 +136,16 @@ def check_weights(model: Model, weights: Weights, origin: str) -> Weights:
         for name, a in weights.items()})
     if problems:
         raise _mismatch(origin, problems)
-    return {name: np.asarray(weights[name], dtype=np.float32) for name in expected}
+    keep16 = model.dtype == "float16"
+    return {name: np.asarray(weights[name], dtype=np.float16 if keep16 and np.asarray(
+        weights[name]).dtype == np.float16 else np.float32) for name in expected}
 
 
 def _load_safetensors(model: Model, p: Path, origin: str) -> tuple[Weights, list[Conversion]]:
     """Check names, shapes and dtypes from the header, then read each expected tensor once,
-    straight into float32 (exact from F16 and BF16; the lowering rounds to the model dtype)."""
+    straight into ``weights_dtype(model)``: float32 (exact from F16 and BF16; the lowering
+    rounds to the model dtype), or float16 for a float16 model (F16 read as is, F32 and BF16
+    rounded to nearest even in chunks)."""
     expected = model.weight_shapes()
     try:
         with open_safetensors(p) as st:
@@ -118,7 +155,8 @@ def _load_safetensors(model: Model, p: Path, origin: str) -> tuple[Weights, list
                 for name, i in ((n, st.info(n)) for n in st.names())})
             if problems:
                 raise _mismatch(origin, problems)
-            out = {name: st.read(name, "float32") for name in expected}
+            target = weights_dtype(model)
+            out = {name: st.read(name, target) for name in expected}
             return out, list(st.conversions)
     except WeightsError:
         raise
@@ -139,6 +177,10 @@ def load_weights_with_conversions(model: Model, path: str | Path | None = None,
     return check_weights(model, read_weights_file(path), str(path)), []
 
 
-def load_weights(model: Model, path: str | Path | None = None) -> Weights:
-    """The model's parameters: from ``path`` (or the spec's ``weights``), else seeded."""
-    return load_weights_with_conversions(model, path)[0]
+def load_weights(model: Model, path: str | Path | None = None) -> LoadedWeights:
+    """The model's parameters: from ``path`` (or the spec's ``weights``), else seeded; the
+    conversions made reading them ride along (``LoadedWeights.conversions``)."""
+    arrays, conversions = load_weights_with_conversions(model, path)
+    out = LoadedWeights(arrays)
+    out.conversions = tuple(conversions)
+    return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -240,15 +240,34 @@ class VerifyReport:
         return {c.name: c.max_abs_error for c in self.checks}
 
 
-def _initializers(proto: onnx.ModelProto, model: Model) -> dict[str, np.ndarray]:
-    """The weights the model really holds (its initializers are named as the weights)."""
-    from onnx import numpy_helper
+class _Initializers(Mapping[str, "np.ndarray"]):
+    """The weights the model really holds (its initializers are named as the weights), each
+    decoded from the model only when the reference reads it: ``run --verify`` never holds
+    an array copy of every weight at once."""
 
-    arrays = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
-    missing = [n for n in model.weight_shapes() if n not in arrays]
-    if missing:
-        raise InputError(f"the model lacks the weights {', '.join(missing)}")
-    return {name: arrays[name] for name in model.weight_shapes()}
+    def __init__(self, proto: onnx.ModelProto, model: Model):
+        tensors = {t.name: t for t in proto.graph.initializer}
+        names = list(model.weight_shapes())
+        missing = [n for n in names if n not in tensors]
+        if missing:
+            raise InputError(f"the model lacks the weights {', '.join(missing)}")
+        self._tensors = {n: tensors[n] for n in names}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(self._tensors[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
+def _initializers(proto: onnx.ModelProto, model: Model) -> Mapping[str, np.ndarray]:
+    """``_Initializers``: the model's weights by name, decoded lazily."""
+    return _Initializers(proto, model)
 
 
 def _max_abs_error(got: np.ndarray, want: np.ndarray) -> float:

@@ -19,7 +19,7 @@ from ..fileio import write_atomic
 from ..ir.nodes import Model
 from ..passes import Program
 from ..version import __version__
-from ..weights import check_weights, load_weights
+from ..weights import check_weights, describe_conversions, load_weights
 from .external_data import SavedModel, check_external_options, save_detached
 from .lowering import lower_with_explanations
 from .onnx_portable import BlockExplanation
@@ -92,13 +92,16 @@ def compile_detached(model: Model, weights: Mapping[str, np.ndarray] | None = No
 
     The lowering hands the parameters' arrays over by reference (no copy when they already
     have the model's dtype); graph passes, shape inference and the checker never see a
-    weight byte (``weight_store.checker_view`` says what the checker checks)."""
+    weight byte (``weight_store.checker_view`` says what the checker checks). Weights
+    read from a file (``weights.load_weights``) carry the type conversions made reading
+    them; the model records them in its ``attndsl.weights_conversions`` metadata."""
     options = options or CompileOptions()
     progress = progress or Progress.silent()
     check_opset(options.opset, options.target)
     progress.phase("reading weights", 0)
     if weights is None:
         weights = load_weights(model)
+    conversions = describe_conversions(getattr(weights, "conversions", ()))
     weights = check_weights(model, dict(weights), "weights")  # before passes reshape them
     passes = resolve(DEFAULT_PIPELINE if options.passes is None else options.passes)
     progress.phase("IR passes", 0)
@@ -117,7 +120,8 @@ def compile_detached(model: Model, weights: Mapping[str, np.ndarray] | None = No
     for key, value in (("attndsl.spec", model.spec_text), ("attndsl.version", __version__),
                        ("attndsl.opset", str(options.opset)),
                        ("attndsl.target", options.target),
-                       ("attndsl.passes", ",".join(p.name for p in passes))):
+                       ("attndsl.passes", ",".join(p.name for p in passes)),
+                       *([("attndsl.weights_conversions", conversions)] if conversions else [])):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     progress.phase("checking", 0)

@@ -45,10 +45,27 @@ class FoldScale(IRPass):
             bias = b.has_bias("qkv" if b.fused_qkv else "q")
             names = [f"{proj}.weight"] + ([f"{proj}.bias"] if bias else [])
             for name in names:
-                arr = np.array(weights[name], dtype=np.float64)
-                arr[:rows] *= b.scale
-                weights[name] = arr.astype(np.float32)
+                weights[name] = _scaled_rows(np.asarray(weights[name]), rows, b.scale)
             blocks.append(replace(b, scale=1.0))
         if all(new is old for new, old in zip(blocks, program.model.blocks, strict=True)):
             return PassResult(program, False)
         return PassResult(Program(replace(program.model, blocks=tuple(blocks)), weights), True)
+
+
+#: Elements scaled per step in float64: bounds the pass's scratch memory.
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def _scaled_rows(arr: np.ndarray, rows: int, scale: float) -> np.ndarray:
+    """A copy of ``arr`` with its first ``rows`` rows times ``scale``, each product taken
+    in float64 and rounded once to the result's dtype: float16 stays float16 (a float16
+    checkpoint never gets a float32 copy), anything else becomes float32. Row chunks bound
+    the float64 scratch to ``_CHUNK_ELEMENTS``."""
+    dtype = np.float16 if arr.dtype == np.float16 else np.float32
+    out = np.array(arr, dtype=dtype)
+    row = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)))
+    step = max(1, _CHUNK_ELEMENTS // row)
+    for i in range(0, rows, step):
+        part = arr[i:min(rows, i + step)]
+        out[i:i + len(part)] = np.asarray(part, dtype=np.float64) * scale
+    return out
