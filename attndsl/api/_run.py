@@ -134,6 +134,7 @@ def _model_and_proto(spec_or_model: RunTarget,
 def _random_inputs(model: Model, sizes: Mapping[str, int] | None, seed: int,
                    past_len: int) -> dict[str, np.ndarray]:
     from ..inputs import random_inputs
+    from ..limits import check_run, input_shapes
     from ..summary import check_sizes
 
     for name, value in (("seed", seed), ("past_len", past_len)):
@@ -143,6 +144,7 @@ def _random_inputs(model: Model, sizes: Mapping[str, int] | None, seed: int,
                                      for v in dict(sizes).values()):
         raise AttnDSLError(f"sizes must map dim names to ints, got {dict(sizes)!r}")
     full = check_sizes(model, sizes or {}, default_len=7, default_batch=2)
+    check_run(model, input_shapes(model, full, past_len), past_len)
     return random_inputs(model, full, seed=seed, past_len=past_len)
 
 
@@ -174,6 +176,9 @@ def execute(spec_or_model: RunTarget, inputs: InputsLike | None = None, *,
     else:
         raise AttnDSLError(f"inputs must be arrays by name or an .npz path, got "
                            f"{type(inputs).__name__}")
+    from ..limits import check_run
+
+    check_run(model, {k: tuple(getattr(v, "shape", ())) for k, v in arrays.items()})
     session = make_session(proto, provider=provider)
     note = getattr(session, "fallback_note", None)
     if note and on_note is not None:

@@ -13,6 +13,7 @@ import onnx
 from ..errors import LoweringError, did_you_mean
 from ..fileio import write_atomic
 from ..ir.nodes import Model
+from ..limits import check_model
 from ..passes import Program
 from ..version import __version__
 from ..weights import check_weights, load_weights
@@ -73,6 +74,7 @@ def compile_with_explanations(model: Model, weights: Mapping[str, np.ndarray] | 
 
     The IR passes of the pipeline run before lowering, its graph passes after it."""
     options = options or CompileOptions()
+    check_model(model)  # before any weight or table is made
     check_opset(options.opset, options.target)
     if weights is None:
         weights = load_weights(model)
