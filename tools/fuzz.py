@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import re
@@ -90,6 +91,8 @@ class Outcome:
 
 def _number(rng: random.Random, text: str) -> str:
     value = float(text)
+    if not math.isfinite(value):  # an earlier mutation wrote 1e999
+        value = 1.0
     choices = [str(int(value) + 1), str(int(value) - 1), "0", "-1", str(-abs(int(value))),
                str(10 ** rng.randint(4, 13)), f"{value + 0.5:g}", str(int(value) * 2),
                str(max(1, int(value) // 2)), "1", "2", "3", "1e999", "nan"]

@@ -75,15 +75,13 @@ def save_outputs(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray])
 
 
 def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """An ONNX file, read (InputError when it is missing or not ONNX)."""
-    import onnx
+    """An ONNX file, read and checked as untrusted input (``api/_untrusted.py``): bounded in
+    size, parsed before anything else, external data only from inside the model's folder,
+    standard and ``com.microsoft`` operators only. InputError for anything wrong."""
+    from ..limits import current
+    from ._untrusted import load_untrusted, max_model_bytes
 
-    try:
-        return onnx.load(path)
-    except FileNotFoundError:
-        raise InputError(f"cannot read '{path}': no such file") from None
-    except Exception as err:  # protobuf decode errors and the like
-        raise InputError(f"cannot read '{path}' as an ONNX model: {err}") from None
+    return load_untrusted(path, max_model_bytes(current().max_weights_bytes))
 
 
 def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
@@ -91,11 +89,20 @@ def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
 
 
 def _spec_of(proto: onnx.ModelProto, where: str) -> Model:
-    """The IR of the spec a model made by attndsl carries in its metadata."""
+    """The IR of the spec a model made by attndsl carries in its metadata, checked against
+    the graph (``_untrusted.check_matches_spec``)."""
+    from ._untrusted import check_matches_spec
+
     meta = _metadata(proto)
     if "attndsl.spec" not in meta:
         raise InputError(f"'{where}' was not produced by attndsl (no 'attndsl.spec' metadata)")
-    return _spec.parse_spec(meta["attndsl.spec"], f"{where}#attndsl.spec")
+    try:
+        model = _spec.parse_spec(meta["attndsl.spec"], f"{where}#attndsl.spec")
+    except AttnDSLError as err:
+        raise InputError(f"'{where}': the spec in its attndsl.spec metadata is not valid: "
+                         f"{str(err).splitlines()[0]}") from None
+    check_matches_spec(where, proto, model)
+    return model
 
 
 # ---------------------------------------------------------------- running
