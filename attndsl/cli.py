@@ -286,9 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
+    try:  # the parser too: a Ctrl-C while it is built is an interrupt like any other
+        args = build_parser().parse_args(argv)
         with limits.override(max_weights_gib=getattr(args, "max_weights_gib", None)):
             return args.func(args)
     except SystemExit as exc:  # argparse: --help, --version, usage errors

@@ -140,13 +140,13 @@ def summarize(model: Model, sizes: Mapping[str, int] | None = None, past_len: in
     (``attndsl.inputs.random_inputs`` with ``seed``)."""
     full = check_sizes(model, sizes or {})
     check_model(model)
-    check_run(model, input_shapes(model, full, past_len), past_len)
     streams = stream_shapes(model, full)
     by_name = {s.name: s for s in streams}
     for b in model.blocks:  # the density and tile counts analyse every cell
         check_cells(model, b, by_name[b.query].size[1],
                     by_name[b.key].size[1] + (past_len if b.cache else 0),
                     "the mask density and tile counts")
+    check_run(model, input_shapes(model, full, past_len), past_len)  # the example inputs
     inputs = random_inputs(model, full, seed=seed, past_len=past_len)
     blocks = tuple(_block_info(b, by_name, past_len, inputs, tile) for b in model.blocks)
     params = sum(int(np.prod(s)) for s in model.weight_shapes().values())

@@ -59,19 +59,17 @@ def read_inputs(path: str | os.PathLike[str], expected: Sequence[str]) -> dict[s
 
 
 def save_outputs(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
-    """Write arrays by name to an ``.npz`` file atomically (a temporary file, then
-    ``os.replace``)."""
+    """Write arrays by name to an ``.npz`` file atomically (``fileio.open_atomic``: a
+    temporary file, then ``os.replace``; Ctrl-C leaves no temporary file)."""
     import numpy as np
 
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}.npz")
+    from ..fileio import open_atomic
+
     try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, target)
+        with open_atomic(path) as f:
+            np.savez(f, **arrays)
     except OSError as err:
         raise AttnDSLError(f"cannot write '{path}': {err.strerror or err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
