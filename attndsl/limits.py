@@ -65,8 +65,8 @@ _ENV = {  # variable -> (field, unit in bytes or cells)
     "ATTNDSL_MAX_ANALYSIS_CELLS": ("max_analysis_cells", 1),
     "ATTNDSL_MAX_RUN_GIB": ("max_run_bytes", GIB),
 }
-_FIELD_ENV = {f: env for env, (f, _) in _ENV.items()}
-_OVERRIDES: ContextVar[dict[str, int]] = ContextVar("attndsl_limit_overrides", default={})
+_OVERRIDES: ContextVar[dict[str, int] | None] = ContextVar("attndsl_limit_overrides",
+                                                          default=None)
 
 
 def parse_amount(text: str, what: str) -> float:
@@ -103,7 +103,7 @@ def current() -> Limits:
         text = os.environ.get(env)
         if text is not None and text.strip():
             values[name] = int(parse_amount(text, env) * unit)
-    values.update(_OVERRIDES.get())
+    values.update(_OVERRIDES.get() or {})
     return replace(Limits(), **values)
 
 
@@ -112,7 +112,7 @@ def override(*, max_weights_gib: float | None = None, max_constant_mib: float | 
              max_analysis_cells: float | None = None,
              max_run_gib: float | None = None) -> Iterator[Limits]:
     """Set limits for the code in the ``with`` block (None: unchanged); yields them."""
-    values = dict(_OVERRIDES.get())
+    values = dict(_OVERRIDES.get() or {})
     for name, value, unit in (("max_weights_bytes", max_weights_gib, GIB),
                               ("max_constant_bytes", max_constant_mib, MIB),
                               ("max_analysis_cells", max_analysis_cells, 1),

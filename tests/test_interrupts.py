@@ -82,8 +82,9 @@ def _start(argv: list[str], cwd: Path) -> subprocess.Popen:
 
 @pytest.mark.parametrize("command", ["compile", "run"])
 def test_sigint_at_various_moments(tmp_path, command):
-    """SIGINT sent 0 .. 2.5 s into the command (the command ran after 'ready'): each ends with 0 (done before the signal)
-    or 130 and 'interrupted', no traceback, no temporary file; a model written is valid."""
+    """SIGINT sent 0 .. 2.5 s into the command (after its imports): each ends with 0 (done
+    before the signal) or 130 and 'interrupted', no traceback, no temporary file; a model
+    written is valid."""
     spec = tmp_path / "g.yaml"
     spec.write_text(SPEC, encoding="utf-8")
     out = tmp_path / ("g.onnx" if command == "compile" else "o.npz")

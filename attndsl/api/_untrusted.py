@@ -193,6 +193,7 @@ def check_matches_spec(where: str, proto: onnx.ModelProto, model: Model) -> None
     passes the metadata records. Internal nodes and weight values are not compared: they
     depend on the sparse options and on the weights given."""
     import numpy as np
+
     from ..lower.compile import CompileOptions, compile_with_explanations
     from ..lower.pipeline import model_after, parse_pass_list
     from ..lower.targets import TARGETS
