@@ -63,11 +63,14 @@ def _compile_options(args: argparse.Namespace) -> dict:
 def cmd_compile(args: argparse.Namespace) -> int:
     model = api.load_spec(args.spec)
     r = api.compile_to(model, args.output, weights=args.weights or None,
+                       external_data=args.external_data,
+                       external_data_threshold=args.external_data_threshold, progress=True,
                        **_compile_options(args))
+    data = f" + {r.data_size:,} bytes of weights in {r.data_path}" if r.data_path else ""
     print(f"wrote {args.output}: model {model.name}, {len(model.blocks)} block(s), "
           f"{len(r.proto.graph.input)} input(s), {len(r.proto.graph.output)} output(s), "
           f"{r.parameters:,} parameters, opset {args.opset}, target {args.target}, "
-          f"{r.size:,} bytes")
+          f"{r.size:,} bytes{data}")
     if args.explain:
         for e in r.explanations:
             print(f"  {e.block}: {e.lowering} — {e.reason}")
@@ -201,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--weights", metavar="FILE",
                    help="weights (.safetensors / .npz); default: the spec's, else seeded")
     _compile_flags(c)
+    c.add_argument("--external-data", choices=("auto", "always", "never"), default="auto",
+                   help="write the weights to OUT.onnx.data next to the model: auto (when the "
+                   "model would exceed --external-data-threshold, default 2,000,000,000 bytes, "
+                   "below protobuf's 2 GiB limit), always, or never (default auto)")
+    c.add_argument("--external-data-threshold", type=_positive, metavar="BYTES",
+                   help="model size above which --external-data auto writes external data")
     c.add_argument("--explain", action="store_true",
                    help="say, per block, which lowering was chosen and why")
     _limit_flags(c)

@@ -62,8 +62,15 @@ class SpecErrors(AttnDSLError):
         )
         super().__init__(f"{len(self.errors)} errors")
 
+    shown = 50
+    """Errors written out in full; more are counted (a spec of 60,000 duplicate lines gives
+    one screen of errors, not 60,000)."""
+
     def __str__(self) -> str:
-        return "\n".join(str(e) for e in self.errors)
+        out = "\n".join(str(e) for e in self.errors[:self.shown])
+        if len(self.errors) > self.shown:
+            out += f"\n... and {len(self.errors) - self.shown:,} more errors"
+        return out
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
@@ -89,3 +96,11 @@ class ErrorCollector:
             raise self.errors[0]
         if self.errors:
             raise SpecErrors(self.errors)
+
+
+class SpecFileError(AttnDSLError):
+    """A spec file cannot be read as spec text: missing, a directory, not UTF-8, binary."""
+
+
+class LimitError(AttnDSLError):
+    """An input is over one of the resource limits listed in ``docs/limits.md``."""

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, fields, is_dataclass, replace
 
-from .errors import AttnDSLError
+from .errors import AttnDSLError, LimitError
 from .features import nodes as fn
 from .ir.nodes import Block, Model
 from .source import Source, Span
@@ -37,10 +37,6 @@ __all__ = ["LimitError", "Limits", "check_cells", "check_model", "check_run", "c
 
 GIB = 1 << 30
 MIB = 1 << 20
-
-
-class LimitError(AttnDSLError):
-    """A model, a table or a compile-time analysis would be over a resource limit."""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 
 Every case is core attention (``project: false``): packed per-head streams q [B, Sq, H*D],
 k and v [B, Sk, G*D] in, the attention output [B, Sq, H*D] out. The decode case adds a KV cache
-(past_key / past_value [B, G, P, D]) and a single query.
+(past_key / past_value [B, G, P, D]) and a single query. The loop case is a generation loop
+(Mistral-like: GQA, sliding window, RoPE, KV cache): a prefill over a prompt of ``seq``
+positions, then ``new_tokens`` single-position steps, each feeding its present K/V back as the
+next step's past; one call runs the whole loop.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PATTERNS = ("dense", "causal", "sliding", "bigbird", "decode")
+PATTERNS = ("dense", "causal", "sliding", "bigbird", "decode", "loop")
 
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark shape. ``seq`` is the sequence length (for ``decode``: the past length)."""
+    """One benchmark shape. ``seq`` is the sequence length (for ``decode``: the past length;
+    for ``loop``: the prompt length, followed by ``new_tokens`` generated positions)."""
 
     pattern: str
     seq: int
@@ -25,20 +29,35 @@ class Case:
     head_dim: int = 64
     window: int = 256  # sliding(window); BigBird's block size is window // 4
     batch: int = 1
+    new_tokens: int = 0  # loop: single-position steps after the prompt
 
     @property
     def name(self) -> str:
         if self.pattern == "sliding":
-            return f"sliding{self.window}-{self.seq}"
-        return f"{self.pattern}-{self.seq}"
+            base = f"sliding{self.window}-{self.seq}"
+        elif self.pattern == "loop":
+            base = f"loop{self.window}-{self.seq}+{self.new_tokens}"
+        else:
+            base = f"{self.pattern}-{self.seq}"
+        return base + (f"-b{self.batch}" if self.batch != 1 else "")
 
     @property
     def q_len(self) -> int:
+        """Query positions of one call (loop: of the whole loop, prompt and steps)."""
+        if self.pattern == "loop":
+            return self.seq + self.new_tokens
         return 1 if self.pattern == "decode" else self.seq
 
     @property
     def k_len(self) -> int:
-        return self.seq + 1 if self.pattern == "decode" else self.seq
+        return self.seq + 1 if self.pattern == "decode" else self.q_len
+
+    def cache_bytes(self) -> int:
+        """Bytes of the KV cache a decode step reads (past K and V, float32): what the
+        memcpy probes copy once. 0 for cases without a cache input."""
+        if self.pattern != "decode":
+            return 0
+        return 2 * self.batch * self.kv_heads * self.seq * self.head_dim * 4
 
     @property
     def block(self) -> int:
@@ -52,6 +71,7 @@ class Case:
             "dense": "all",
             "causal": "causal",
             "decode": "causal",
+            "loop": f"causal & sliding({self.window})",
             "sliding": f"sliding({self.window})",
             # BigBird ITC: a 3-block window, the first and last blocks global, 3 random blocks
             "bigbird": (f"window({b + b // 2}, {b + b // 2}) | global(0..{b - 1}, "
@@ -62,14 +82,17 @@ class Case:
         """The case as an attndsl spec (YAML). ``dynamic`` makes the sequence dim symbolic
         (position-only patterns; BigBird's random blocks need static lengths)."""
         h, g, d = self.heads, self.kv_heads, self.head_dim
-        seq = "dynamic" if dynamic and self.pattern != "bigbird" else self.q_len
+        seq = "dynamic" if (dynamic and self.pattern != "bigbird") or self.pattern == "loop" \
+            else self.q_len
         lines = ["attndsl: 1", f"name: bench_{self.pattern}",
                  f"dims: {{batch: {self.batch}, seq: {seq}}}", "inputs:",
                  f"  q: [batch, seq, {h * d}]", f"  k: [batch, seq, {g * d}]",
                  f"  v: [batch, seq, {g * d}]", "blocks:", "  attn:", "    project: false",
                  "    query: q", "    key: k", "    value: v", f"    heads: {h}",
                  f"    kv_heads: {g}", f"    head_dim: {d}", f"    mask: {self.mask_expr}"]
-        if self.pattern == "decode":
+        if self.pattern == "loop":
+            lines.append("    rope: {theta: 10000.0}")
+        if self.pattern in ("decode", "loop"):
             lines.append("    cache: true")
         return "\n".join(lines + ["outputs:", "  y: attn", ""])
 
@@ -92,8 +115,8 @@ class Case:
             return s * s
         if self.pattern == "causal":
             return s * (s + 1) // 2
-        if self.pattern == "sliding":
-            return int(np.minimum(np.arange(1, s + 1), w).sum())
+        if self.pattern in ("sliding", "loop"):
+            return int(np.minimum(np.arange(1, self.q_len + 1), w).sum())
         if self.pattern == "decode":
             return self.k_len
         return int(self.bool_mask().sum())
@@ -120,18 +143,26 @@ class Case:
         return out
 
 
+# Mistral-7B's attention shape (32 query heads sharing 8 KV heads, head 128) with a window
+# shorter than the loop, so the sliding window matters at these lengths
+MISTRAL = {"heads": 32, "kv_heads": 8, "head_dim": 128, "window": 256}
+
+
 def full_cases() -> list[Case]:
     return ([Case("dense", s) for s in (1024, 2048, 4096)]
             + [Case("causal", s) for s in (1024, 2048, 4096)]
             + [Case("sliding", s) for s in (2048, 4096, 8192, 16384)]
             + [Case("bigbird", 4096)]
-            + [Case("decode", 4096, heads=32, kv_heads=8, head_dim=128)])
+            + [Case("decode", 4096, heads=32, kv_heads=8, head_dim=128, batch=b) for b in (1, 8)]
+            + [Case("loop", 512, **MISTRAL, new_tokens=256)])
 
 
 def quick_cases() -> list[Case]:
     return [Case("dense", 1024), Case("causal", 2048), Case("sliding", 2048),
             Case("sliding", 4096), Case("bigbird", 2048),
-            Case("decode", 2048, heads=32, kv_heads=8, head_dim=128)]
+            Case("decode", 2048, heads=32, kv_heads=8, head_dim=128),
+            Case("decode", 2048, heads=32, kv_heads=8, head_dim=128, batch=8),
+            Case("loop", 256, **MISTRAL, new_tokens=64)]
 
 
 def dry_cases() -> list[Case]:
@@ -139,7 +170,9 @@ def dry_cases() -> list[Case]:
     tiny = {"heads": 2, "kv_heads": 2, "head_dim": 16, "window": 32}
     return [Case("dense", 64, **tiny), Case("causal", 64, **tiny), Case("sliding", 128, **tiny),
             Case("sliding", 256, **tiny), Case("bigbird", 128, **tiny),
-            Case("decode", 64, heads=4, kv_heads=2, head_dim=16)]
+            Case("decode", 64, heads=4, kv_heads=2, head_dim=16),
+            Case("decode", 64, heads=4, kv_heads=2, head_dim=16, batch=2),
+            Case("loop", 32, heads=4, kv_heads=2, head_dim=16, window=16, new_tokens=16)]
 
 
 def select(cases: list[Case], wanted: list[str] | None) -> list[Case]:

@@ -4,7 +4,12 @@ A runner's ``prepare(case, inputs, settings)`` does everything that is not timed
 export, session creation, BlockMask creation, torch.compile's first call) and returns a
 ``Prepared`` whose ``call()`` is one timed inference on the shared inputs and whose
 ``output(result)`` gives the attention output as packed float32 [B, Sq, H*D] for the
-cross-check. ``Skip`` says why a runner does not apply to a case.
+cross-check (``None`` for the memcpy probes, which compute no attention). ``Skip`` says why
+a runner does not apply to a case.
+
+The loop case (``Case.pattern == "loop"``) is run by two runners: attndsl (each variant, through
+``attndsl.runtime.decode.decode_steps``) and ``ort-gqa`` (the same prefill + steps loop on a
+GroupQueryAttention model with its fused rotary embedding); one call is the whole loop.
 
 Every ONNX model runs in the same kind of ONNX Runtime session (CPU, ``intra_op_num_threads``
 from the settings, one inter-op thread, default graph optimizations).
@@ -47,7 +52,9 @@ class Prepared:
 @dataclass(frozen=True)
 class Runner:
     name: str
-    family: str  # attndsl | torch | ort (ORT's fused ops) | export (torch.onnx.export + ORT)
+    # attndsl | torch | ort (ORT's fused ops) | export (torch.onnx.export + ORT) |
+    # probe (a memory-bandwidth yardstick: copies the KV cache, computes no attention)
+    family: str
     what: str  # one line for the README / report
     prepare: Callable[[Case, dict[str, np.ndarray], Settings], Prepared]
     applies: Callable[[Case], str | None] = lambda case: None  # None, or why it does not
@@ -83,14 +90,38 @@ def attndsl_runner(variant: Variant) -> Runner:
                                          case.seq if settings.dynamic else None)
         data = proto.SerializeToString(deterministic=True)
         compile_s = time.perf_counter() - start
-        return _ort_prepared(data, inputs, settings, start, outputs=None, compile_s=compile_s,
-                             sha=model_digest(proto), explain=explain)
+        info = {"compile_s": compile_s, "sha": model_digest(proto), "explain": explain}
+        if case.pattern == "loop":
+            return _attndsl_loop(case, data, inputs, settings, start, info)
+        return _ort_prepared(data, inputs, settings, start, outputs=None, **info)
 
     def quadratic(case: Case) -> bool:
         return case.pattern != "decode" and variant.sparse in (None, "dense")
 
     return Runner(f"attndsl {variant.label}", "attndsl", variant.what, prepare,
                   quadratic=quadratic, variant=variant)
+
+
+def _attndsl_loop(case: Case, model: bytes, inputs: dict[str, np.ndarray], settings: Settings,
+                  start: float, info: dict[str, Any]) -> Prepared:
+    """The generation loop through attndsl's decode helper (``decode_steps``: prefill over the
+    prompt, then one position per step, present K/V fed back as past) on the harness's kind
+    of session."""
+    from attndsl.api import parse_spec
+    from attndsl.runtime.decode import decode_steps
+
+    spec = parse_spec(case.spec_text(), "bench.yaml")
+    session = ort_session(model, settings.threads)
+
+    def call():
+        steps, _ = decode_steps(spec, session, inputs, case.seq, keep_caches=False)
+        return steps
+
+    def output(steps) -> np.ndarray:
+        return np.concatenate([s["y"] for s in steps], axis=1)
+
+    return Prepared(call, output, time.perf_counter() - start,
+                    {"model_mb": round(len(model) / 2**20, 2), **info})
 
 
 def _graph(nodes, inputs, outputs, opsets, initializers=()) -> bytes:
@@ -142,6 +173,8 @@ def _mha(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepa
 def _gqa(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepared:
     from onnx import TensorProto, helper, numpy_helper
 
+    if case.pattern == "loop":
+        return _gqa_loop(case, inputs, settings)
     start = time.perf_counter()
     window = case.window if case.pattern == "sliding" else -1
     total = case.k_len
@@ -157,6 +190,63 @@ def _gqa(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepa
             helper.make_tensor_value_info("present_value", TensorProto.FLOAT, None)]
     model = _graph([node], infos, outs, [("", 18), ("com.microsoft", 1)], inits)
     return _ort_prepared(model, inputs, settings, start, local_window_size=window)
+
+
+def gqa_loop_model(case: Case) -> bytes:
+    """A GroupQueryAttention model for the loop case: symbolic sequence and past lengths,
+    past K/V, ``seqlens_k`` / ``total_sequence_length`` as inputs (they change every step),
+    the sliding window as ``local_window_size`` and RoPE fused (``do_rotary``, the
+    half-rotation convention attndsl's ``rope`` uses, theta 10000, cos / sin tables over
+    the loop's positions)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    b, h, g, d, total = case.batch, case.heads, case.kv_heads, case.head_dim, case.q_len
+    inv = 1.0 / 10000.0 ** (np.arange(0, d, 2, dtype=np.float64) / d)
+    angle = np.arange(total, dtype=np.float64)[:, None] * inv[None]
+    inits = [numpy_helper.from_array(np.cos(angle).astype(np.float32), "cos_cache"),
+             numpy_helper.from_array(np.sin(angle).astype(np.float32), "sin_cache")]
+    f32 = TensorProto.FLOAT
+    infos = [helper.make_tensor_value_info("q", f32, [b, "seq", h * d]),
+             helper.make_tensor_value_info("k", f32, [b, "seq", g * d]),
+             helper.make_tensor_value_info("v", f32, [b, "seq", g * d]),
+             helper.make_tensor_value_info("past_key", f32, [b, g, "past", d]),
+             helper.make_tensor_value_info("past_value", f32, [b, g, "past", d]),
+             helper.make_tensor_value_info("seqlens_k", TensorProto.INT32, [b]),
+             helper.make_tensor_value_info("total_sequence_length", TensorProto.INT32, [])]
+    node = helper.make_node(
+        "GroupQueryAttention", ["q", "k", "v", "past_key", "past_value", "seqlens_k",
+                                "total_sequence_length", "cos_cache", "sin_cache"],
+        ["y", "present_key", "present_value"], domain="com.microsoft", num_heads=h,
+        kv_num_heads=g, local_window_size=case.window, do_rotary=1, rotary_interleaved=0)
+    outs = [_out(), _out("present_key"), _out("present_value")]
+    return _graph([node], infos, outs, [("", 18), ("com.microsoft", 1)], inits)
+
+
+def _gqa_loop(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepared:
+    """The loop on ORT's GroupQueryAttention: the same prefill + steps as attndsl's decode
+    helper, each step's present K/V fed back as past."""
+    start = time.perf_counter()
+    model = gqa_loop_model(case)
+    session = ort_session(model, settings.threads)
+    b, g, d = case.batch, case.kv_heads, case.head_dim
+    spans = [(0, case.seq)] + [(t, t + 1) for t in range(case.seq, case.q_len)]
+    streams = {n: inputs[n] for n in ("q", "k", "v")}
+
+    def call():
+        past = np.zeros((b, g, 0, d), np.float32)
+        key, value, ys = past, past, []
+        for lo, hi in spans:
+            feed = {n: x[:, lo:hi] for n, x in streams.items()}
+            feed.update(past_key=key, past_value=value,
+                        seqlens_k=np.full([b], hi - 1, np.int32),
+                        total_sequence_length=np.array(hi, np.int32))
+            y, key, value = session.run(None, feed)
+            ys.append(y)
+        return ys
+
+    return Prepared(call, lambda ys: np.concatenate(ys, axis=1), time.perf_counter() - start,
+                    {"model_mb": round(len(model) / 2**20, 2), "local_window_size": case.window,
+                     "steps": len(spans)})
 
 
 def _attention23(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepared:
@@ -177,6 +267,44 @@ def _attention23(case: Case, inputs: dict[str, np.ndarray], settings: Settings) 
                           for n in outs[1:]]
     model = _graph([node], infos, outputs, [("", 23)], inits)
     return _ort_prepared(model, inputs, settings, start)
+
+
+# ------------------------------------------------------------------ memcpy probes
+def _cache(inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    return inputs["attn.past_key"], inputs["attn.past_value"]
+
+
+def _memcpy(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepared:
+    """Copy the KV cache's bytes once (past K and V) into preallocated arrays: the least a
+    decode step that reads the whole cache can take, in the same process and run."""
+    start = time.perf_counter()
+    sources = _cache(inputs)
+    targets = [np.empty_like(x) for x in sources]
+    for src, dst in zip(sources, targets, strict=True):  # touch the pages before timing
+        np.copyto(dst, src)
+
+    def call():
+        for src, dst in zip(sources, targets, strict=True):
+            np.copyto(dst, src)
+
+    return Prepared(call, lambda _: None, time.perf_counter() - start,
+                    {"bytes": case.cache_bytes()})
+
+
+def _memcpy_ort(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepared:
+    """The cache's bytes copied once by ONNX Runtime: Concat of past K and V into a new
+    tensor, in the same kind of session as every ONNX model (so with ORT's call overhead
+    and output allocation, as a decode graph has them)."""
+    from onnx import helper
+
+    start = time.perf_counter()
+    infos = [i for i in _io(case) if i.name in ("attn.past_key", "attn.past_value")]
+    node = helper.make_node("Concat", ["attn.past_key", "attn.past_value"], ["y"], axis=0)
+    model = _graph([node], infos, [_out()], [("", 18)])
+    feed = dict(zip(("attn.past_key", "attn.past_value"), _cache(inputs), strict=True))
+    prepared = _ort_prepared(model, feed, settings, start, bytes=case.cache_bytes())
+    prepared.output = lambda _: None
+    return prepared
 
 
 # ------------------------------------------------------------------ PyTorch
@@ -328,6 +456,15 @@ def _only(*patterns: str) -> Callable[[Case], str | None]:
 
 
 _DECODE_MHA = "MultiHeadAttention has no GQA (kv heads != heads); see ort-gqa"
+# one-call attention (every case but the generation loop, which only attndsl and ort-gqa run)
+_ONE_CALL = ("dense", "causal", "sliding", "bigbird", "decode")
+
+
+def _mha_applies(case: Case) -> str | None:
+    if case.pattern == "decode":
+        return _DECODE_MHA
+    return _only(*_ONE_CALL)(case)
+
 
 PEERS: list[Runner] = [
     Runner("sdpa", "torch", "PyTorch SDPA: no mask (dense), is_causal (causal); decode: "
@@ -339,14 +476,19 @@ PEERS: list[Runner] = [
            "excluded, reported as setup)", _flex, _only("causal", "sliding", "bigbird"),
            quadratic=lambda case: False),
     Runner("export", "export", "torch.onnx.export (TorchScript exporter, opset 18) of the SDPA "
-           "module, run in ORT", _export),
+           "module, run in ORT", _export, _only(*_ONE_CALL)),
     Runner("ort-mha", "ort", "com.microsoft.MultiHeadAttention (unidirectional for causal, "
-           "additive attention_bias for other masks)", _mha,
-           lambda c: _DECODE_MHA if c.pattern == "decode" else None),
+           "additive attention_bias for other masks)", _mha, _mha_applies),
     Runner("ort-gqa", "ort", "com.microsoft.GroupQueryAttention (causal only; "
-           "local_window_size for sliding; past KV for decode)", _gqa,
-           _only("causal", "sliding", "decode"),
+           "local_window_size for sliding; past KV for decode; the loop: prefill + steps with "
+           "fused RoPE)", _gqa, _only("causal", "sliding", "decode", "loop"),
            quadratic=lambda case: False),  # O(S²) time, but no [B, H, S, S] tensor
     Runner("onnx-attention", "ort", "ONNX Attention-23 (is_causal, bool attn_mask, past KV)",
-           _attention23),
+           _attention23, _only(*_ONE_CALL)),
+    Runner("memcpy", "probe", "numpy copy of the KV cache's bytes (past K and V) into "
+           "preallocated arrays: the decode step's memory-bandwidth floor", _memcpy,
+           _only("decode"), quadratic=lambda case: False),
+    Runner("memcpy-ort", "probe", "ORT Concat of past K and V (the cache's bytes copied once, "
+           "with ORT's call overhead and a fresh output)", _memcpy_ort, _only("decode"),
+           quadratic=lambda case: False),
 ]

@@ -1,25 +1,42 @@
-"""Turn the measurements into tables (console, markdown), JSON, the targets, and a plot."""
+"""Turn the measurements into tables (console, markdown), JSON, the targets, and a plot.
+
+As a command, the targets of finished runs (no measuring):
+
+    python benchmarks/report.py benchmarks/results/results.json     # met / missed per target
+    python benchmarks/report.py run1.json run2.json run3.json       # each run's value, "3 of 3"
+    python benchmarks/report.py run*.json --issue 11 --markdown     # one issue, as markdown
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
 import re
 import statistics
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "benchmarks"  # noqa: A001
+
 from .cases import Case
 from .peers import Runner
+from .targets import SUBJECT, TARGETS, Target, met, verdict
 from .variants import Variant
 
 COLUMNS = ("runner", "median ms", "IQR %", "n", "t / t(attndsl)", "GFLOP/s", "peak MiB",
            "setup s", "max |Δ|", "note")
-TARGET_COLUMNS = ("target", "bound", "attndsl default", "verdict", "best attndsl variant",
+TARGET_COLUMNS = ("issue", "target", "bound", "attndsl default", "verdict", "best attndsl variant",
                   "note")
 COST_COLUMNS = ("case", "plan", "estimated ms", "measured ms", "estimated dense ms",
                 "measured dense ms", "estimated speedup", "measured speedup")
 _ESTIMATE = re.compile(r"estimated ([0-9.e+]+) ms vs dense ([0-9.e+]+) ms")
 FUSED = ("ort-mha", "ort-gqa", "onnx-attention")
+PROBE = "memcpy"  # decode cases: every runner's time is also shown relative to this probe
 
 
 def _median(xs: list[float]) -> float | None:
@@ -134,9 +151,18 @@ class Report:
         return group["results"][f"{case}|{runner}"] if group else {}
 
     # -------------------------------------------------------------- rows
+    def columns(self, case_name: str) -> tuple[str, ...]:
+        """The per-case table's columns: decode cases with a timed memcpy probe add
+        ``t / t(memcpy)`` after the ratio to attndsl."""
+        if not self.ok(case_name, PROBE):
+            return COLUMNS
+        at = COLUMNS.index("t / t(attndsl)") + 1
+        return COLUMNS[:at] + (f"t / t({PROBE})",) + COLUMNS[at:]
+
     def rows(self, case_name: str) -> list[list[str]]:
         entry = self.cases[case_name]
         case: Case = entry["case"]
+        probe = self.ok(case_name, PROBE)
         out = []
         for r in self.runners:
             st = entry["status"].get(r.name, {})
@@ -145,7 +171,7 @@ class Report:
                 why = st.get("skip") or st.get("error")
                 if "skip" not in st and st.get("error"):
                     why = "failed: " + why
-                out.append([name, "—", "", "", "", "", "", "", "", why])
+                out.append([name, "—", "", "", "", *[""] * probe, "", "", "", "", why])
                 continue
             times = self.times(case_name, r.name)
             res = self._result(case_name, r.name)
@@ -154,8 +180,8 @@ class Report:
                 for group in entry["timings"]:
                     why = group.get("results", {}).get(f"{case_name}|{r.name}", {}).get(
                         "error") or group.get("error") or why
-                out.append([name, "—", "", "", "", "", _f(st.get("peak_mib"), 1),
-                            _f(st.get("setup_s"), 2), "", why])
+                out.append([name, "—", "", "", "", *[""] * probe, "",
+                            _f(st.get("peak_mib"), 1), _f(st.get("setup_s"), 2), "", why])
                 continue
             ms = _median(times) * 1e3
             ratio = self.ratio(case_name, r.name, self.anchor)
@@ -170,48 +196,38 @@ class Report:
             if info.get("explain"):  # "block: lowering (why)" -> the lowering's name
                 note.append(", ".join(e.split(" (", 1)[0].split(": ", 1)[-1]
                                       for e in info["explain"]))
+            if r.family == "probe" and case.cache_bytes():
+                note.append(f"{case.cache_bytes() / 2**20:.1f} MiB at "
+                            f"{case.cache_bytes() / (ms / 1e3) / 1e9:.1f} GB/s")
+            if case.pattern == "loop":
+                note.append(f"{case.new_tokens / (ms / 1e3):.0f} new tokens/s")
+            vs_probe = [_f(self.ratio(case_name, r.name, PROBE), 2) + "×"] if probe else []
             out.append([name, _f(ms, 1 if ms >= 10 else 3 if ms < 1 else 2),
                         _f(_iqr_pct(times), 0), str(len(times)),
-                        _f(ratio, 2) + ("×" if ratio else ""),
-                        _f(case.flops() / (ms / 1e3) / 1e9, 1),
+                        _f(ratio, 2) + ("×" if ratio else ""), *vs_probe,
+                        "" if r.family == "probe" else _f(case.flops() / (ms / 1e3) / 1e9, 1),
                         _f(self.peak_mib(case_name, r.name), 1),
                         _f(res.get("setup_s", st.get("setup_s")), 2),
                         f"{diff:.1e}" if diff is not None else "", "; ".join(note)])
         return out
 
     # -------------------------------------------------------------- targets
-    def targets(self) -> list[dict[str, Any]]:
-        """The issue's targets, for attndsl's default variant and its best variant. Each
-        value is a paired ratio where the two were timed together (else chained through the
-        anchor); a note says when it is not."""
+    def targets(self, targets: list[Target] | None = None) -> list[dict[str, Any]]:
+        """The issues' targets (``benchmarks/targets.py``), for attndsl's default variant and
+        its best variant. Each value is a paired ratio where the two were timed together
+        (else chained through the anchor); a note says when it is not."""
         subjects = [r.name for r in self.runners if r.family == "attndsl"]
-        c4, s4, s8, s16 = "causal-4096", "sliding256-4096", "sliding256-8192", "sliding256-16384"
-        specs: list[tuple[str, str, str, float, Any]] = [
-            (c4, "causal S=4096: t(torch.onnx.export + ORT) / t(attndsl)", ">=", 1.8,
-             lambda s: (self.ratio(c4, "export", s), "")),
-            (c4, "causal S=4096: t(attndsl) / t(PyTorch SDPA is_causal)", "<=", 1.2,
-             lambda s: (self.ratio(c4, s, "sdpa"), "")),
-            (s8, "sliding(256) S=8192: t(dense-masked graph) / t(attndsl)", ">=", 12.0,
-             lambda s: self._dense_masked(s8, s4, s)),
-            (s8, "sliding(256) S=8192: t(compiled flex_attention) / t(attndsl)", ">=", 1.3,
-             lambda s: (self.ratio(s8, "flex", s), "")),
-            (s16, "sliding(256): t(S=16384) / t(S=4096)", "<=", 4.6,
-             lambda s: self.growth(s, s4, s16)),
-            (s16, "sliding(256) S=16384: peak memory (MiB)", "<", 1024.0,
-             lambda s: (self.peak_mib(s16, s), "")),
-        ]
-        for n in (1024, 2048, 4096):
-            specs.append((f"dense-{n}", f"dense S={n}: t(attndsl) / t(best ORT fused op)",
-                          "<=", 1.1, lambda s, d=f"dense-{n}": self._vs_fused(d, s)))
         out = []
-        for case, label, op, bound, fn in specs:
-            row: dict[str, Any] = {"target": label, "op": op, "threshold": bound,
-                                   "bound": f"{op} {bound:g}", "measured": case in self.cases}
+        for t in TARGETS if targets is None else targets:
+            row: dict[str, Any] = {"id": t.id, "issue": t.issue, "target": t.label,
+                                   "case": t.case, "op": t.op, "threshold": t.bound,
+                                   "bound": f"{t.op} {t.bound:g}",
+                                   "measured": t.case in self.cases}
             if row["measured"]:  # variants that compiled to the anchor's bytes add nothing
-                values = {sub: fn(sub) for sub in subjects
-                          if "alias_of" not in self.cases[case]["status"].get(sub, {})}
+                values = {sub: self.metric(t, sub) for sub in subjects
+                          if "alias_of" not in self.cases[t.case]["status"].get(sub, {})}
                 values = {sub: v for sub, v in values.items() if v and v[0] is not None}
-                better = min if op in ("<=", "<") else max
+                better = min if t.op in ("<=", "<") else max
                 best = better(values, key=lambda k: values[k][0]) if values else None
                 default = values.get(self.anchor, (None, ""))
                 row.update(default=default[0], default_note=default[1], best=best,
@@ -219,6 +235,31 @@ class Report:
                            best_note=values[best][1] if best else "")
             out.append(row)
         return out
+
+    def metric(self, target: Target, subject: str) -> tuple[float | None, str]:
+        """The value of ``target`` for the attndsl variant ``subject``, and a note."""
+        def who(name: str) -> str:
+            return subject if name == SUBJECT else name
+
+        case, args = target.case, target.args
+        if target.metric == "ratio":
+            return self.ratio(case, who(args[0]), who(args[1])), ""
+        if target.metric == "peak":
+            return self.peak_mib(case, subject), ""
+        if target.metric == "growth":
+            return self.growth(subject, args[0], case)
+        if target.metric == "peak_exponent":
+            small, large = self.peak_mib(args[0], subject), self.peak_mib(case, subject)
+            if not small or not large or small <= 0 or large <= 0:
+                return None, ""
+            lengths = self.cases[case]["case"].seq / self.cases[args[0]]["case"].seq
+            return (math.log(large / small) / math.log(lengths),
+                    f"peak {small:.0f} → {large:.0f} MiB")
+        if target.metric == "vs_fused":
+            return self._vs_fused(case, subject)
+        if target.metric == "dense_masked":
+            return self._dense_masked(case, args[0], subject)
+        raise ValueError(f"target {target.id}: unknown metric {target.metric!r}")
 
     def _dense_masked(self, case: str, smaller: str, subject: str) -> tuple[float | None, str]:
         """The dense-masked graph is attndsl's own ``sparse=dense`` lowering of the same spec
@@ -251,24 +292,19 @@ class Report:
 
     @staticmethod
     def verdict(value: float | None, op: str, bound: float) -> str:
-        if value is None:
-            return "not measured"
-        met = {"<=": value <= bound, "<": value < bound, ">=": value >= bound}[op]
-        if met:
-            return "met"
-        gap = bound / value if op == ">=" else value / bound
-        return f"missed ({gap:.2f}× short)"
+        return verdict(value, op, bound)
 
     def target_rows(self) -> list[list[str]]:
         rows = []
         for t in self.targets():
             if not t["measured"]:
-                rows.append([t["target"], t["bound"], "", "case not run", "", ""])
+                rows.append([str(t["issue"]), t["target"], t["bound"], "", "case not run", "",
+                             ""])
                 continue
             d, b = t["default"], t["best_value"]
             best = (f"{_f(b, 2)} ({t['best'].removeprefix('attndsl ')}): "
                     f"{self.verdict(b, t['op'], t['threshold'])}") if t["best"] else ""
-            rows.append([t["target"], t["bound"], _f(d, 2),
+            rows.append([str(t["issue"]), t["target"], t["bound"], _f(d, 2),
                          self.verdict(d, t["op"], t["threshold"]), best,
                          "; ".join(dict.fromkeys(x for x in (t["default_note"], t["best_note"])
                                                  if x))])
@@ -278,10 +314,11 @@ class Report:
     def print_case(self, case: str) -> None:
         import sys
 
-        print(_text_table(COLUMNS, self.rows(case), title=case), file=sys.stderr, flush=True)
+        print(_text_table(self.columns(case), self.rows(case), title=case), file=sys.stderr,
+              flush=True)
 
     def console(self) -> str:
-        parts = [_text_table(COLUMNS, self.rows(c), title=c) for c in self.cases]
+        parts = [_text_table(self.columns(c), self.rows(c), title=c) for c in self.cases]
         parts.append(_text_table(TARGET_COLUMNS, self.target_rows(), title="targets"))
         return "\n\n".join(parts)
 
@@ -302,8 +339,12 @@ class Report:
                       f"B={c.batch} H={c.heads} G={c.kv_heads} D={c.head_dim} "
                       f"q_len={c.q_len} k_len={c.k_len}; mask `{c.mask_expr}`; "
                       f"{c.attended_pairs():,} attended pairs per head "
-                      f"({100 * c.attended_pairs() / (c.q_len * c.k_len):.1f}%)", "",
-                      _md_table(COLUMNS, self.rows(name)), ""]
+                      f"({100 * c.attended_pairs() / (c.q_len * c.k_len):.1f}%)"
+                      + (f"; one call: prefill {c.seq} positions, then {c.new_tokens} "
+                         "single-position steps (RoPE, KV cache)" if c.pattern == "loop" else "")
+                      + (f"; KV cache {c.cache_bytes() / 2**20:.1f} MiB" if c.cache_bytes()
+                         else ""), "",
+                      _md_table(self.columns(name), self.rows(name)), ""]
             lines += self._explanations(name)
         cost = self.cost_model_rows()
         if cost:
@@ -341,12 +382,16 @@ class Report:
 
     def cost_model_rows(self) -> list[list[str]]:
         """The sparse cost model's estimates (from attndsl's explanation: "estimated X ms vs
-        dense Y ms") next to the measured times of the chosen plan and of ``sparse=dense``."""
+        dense Y ms") next to the measured times of the chosen plan and of ``sparse=dense``.
+        The loop cases are left out: one call is a prefill and many steps, not the one
+        attention the estimate is for."""
         dense = next((r.name for r in self.runners if r.variant is not None
                       and r.variant.sparse == "dense" and r.variant.target in (None, "portable")),
                      None)
         rows = []
         for name, entry in self.cases.items():
+            if entry["case"].pattern == "loop":
+                continue
             explain = " ".join(entry["status"].get(self.anchor, {}).get("info", {}).get(
                 "explain") or self._result(name, self.anchor).get("info", {}).get(
                 "explain") or [])
@@ -382,13 +427,23 @@ class Report:
                               "attended_pairs": e["case"].attended_pairs(),
                               "flops": e["case"].flops(), "status": e["status"],
                               "timings": e["timings"],
-                              "summary": {r.name: {"median_ms": _ms(self.times(n, r.name)),
-                                                   "ratio_to_anchor": self.ratio(n, r.name,
-                                                                                 self.anchor),
-                                                   "peak_mib": self.peak_mib(n, r.name)}
+                              "summary": {r.name: self._summary(n, r.name)
                                           for r in self.runners}}
                           for n, e in self.cases.items()},
                 "scaling": self.scaling, "targets": self.targets()}
+
+    def _summary(self, case: str, runner: str) -> dict[str, Any]:
+        """The JSON summary of one runner on one case; decode cases with the memcpy probe
+        add ``ratio_to_memcpy``, loop cases ``tokens_per_s`` (new tokens per second)."""
+        c: Case = self.cases[case]["case"]
+        ms = _ms(self.times(case, runner))
+        out = {"median_ms": ms, "ratio_to_anchor": self.ratio(case, runner, self.anchor),
+               "peak_mib": self.peak_mib(case, runner)}
+        if self.ok(case, PROBE):
+            out["ratio_to_memcpy"] = self.ratio(case, runner, PROBE)
+        if c.pattern == "loop":
+            out["tokens_per_s"] = c.new_tokens / (ms / 1e3) if ms else None
+        return out
 
     def plot(self, path: Path) -> Path | None:
         """Median time vs S for the sliding cases (log-log), when there are at least two."""
@@ -433,3 +488,60 @@ def _md_table(header, rows) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(cell(x) for x in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+# ------------------------------------------------------------------ targets over several runs
+RUNS_COLUMNS = ("issue", "target", "bound", "attndsl default, each run", "default met",
+                "best attndsl variant, each run", "best met")
+
+
+def _held(values: list[float | None], op: str, bound: float) -> str:
+    """"3 of 3 runs" (and how many runs did not measure it)."""
+    got = [v for v in values if v is not None]
+    if not got:
+        return "not measured"
+    text = f"{sum(met(v, op, bound) for v in got)} of {len(got)} runs"
+    return text + (f" ({len(values) - len(got)} not measured)" if len(got) < len(values)
+                   else "")
+
+
+def runs_rows(reports: list[Report], issue: int | None = None) -> list[list[str]]:
+    """One row per target: every run's value for attndsl's default and for its best
+    variant, and in how many runs the target held."""
+    chosen = [t for t in TARGETS if issue is None or t.issue == issue]
+    per_run = [{row["id"]: row for row in r.targets(chosen)} for r in reports]
+    rows = []
+    for t in chosen:
+        runs = [p[t.id] for p in per_run]
+        default = [r.get("default") for r in runs]
+        best = [r.get("best_value") for r in runs]
+        best_text = ", ".join(
+            f"{_f(r['best_value'], 2)} ({r['best'].removeprefix('attndsl ')})"
+            if r.get("best") else "—" for r in runs)
+        rows.append([str(t.issue), t.label, f"{t.op} {t.bound:g}",
+                     ", ".join(_f(v, 2) if v is not None else "—" for v in default),
+                     _held(default, t.op, t.bound), best_text, _held(best, t.op, t.bound)])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="The targets of finished benchmark runs: met or "
+                                "missed per target; with several result files, each run's "
+                                "value and in how many runs the target held.")
+    p.add_argument("results", nargs="+", help="results JSON files of benchmarks/run.py")
+    p.add_argument("--issue", type=int, default=None, help="only this issue's targets")
+    p.add_argument("--markdown", action="store_true", help="a markdown table")
+    args = p.parse_args(argv)
+    reports = [Report.from_json(json.loads(Path(f).read_text())) for f in args.results]
+    if len(reports) == 1:
+        rows = [r for r in reports[0].target_rows()
+                if args.issue is None or r[0] == str(args.issue)]
+        header = TARGET_COLUMNS
+    else:
+        rows, header = runs_rows(reports, args.issue), RUNS_COLUMNS
+    print(_md_table(header, rows) if args.markdown else _text_table(header, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/run.py --quick             # smaller shapes, fewer repetitions
     .venv/bin/python benchmarks/run.py --cases sliding causal-4096 --out /tmp/r.md
     .venv/bin/python benchmarks/run.py --quick --dry       # tiny shapes, seconds (smoke test)
+    .venv/bin/python benchmarks/run.py --check benchmarks/results/results.json   # regressions
+    .venv/bin/python benchmarks/run.py --check OLD.json --against NEW.json      # compare only
 
 For each case: every runner is first prepared and called alone in a forked child (its peak
 memory, setup time, and whether it fits under the cap), then the runners that fit are timed
@@ -18,6 +20,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -34,6 +37,9 @@ from benchmarks.variants import discover  # noqa: E402
 from benchmarks.worker import MIB, Budget, mem_job, plan_job, run_forked, time_job  # noqa: E402
 
 GIB = 2**30
+DEFAULT_OUT = Path("benchmarks/results/results.md")
+# a check's own run must not overwrite the committed results
+CHECK_OUT = Path(tempfile.gettempdir()) / "attndsl-bench-check" / "results.md"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,9 +73,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--from-json", metavar="JSON",
                    help="no measuring: rewrite the report (markdown, PNG, console) of a "
                         "finished run from its JSON")
-    p.add_argument("--out", default="benchmarks/results/results.md",
-                   help="markdown report; JSON and PNG are written next to it")
-    return p.parse_args(argv)
+    p.add_argument("--out", default=None,
+                   help="markdown report; JSON and PNG are written next to it (default "
+                        f"{DEFAULT_OUT}; with --check, {CHECK_OUT})")
+    p.add_argument("--check", metavar="BASELINE",
+                   help="regression check: run the benchmark (with the other options), then "
+                        "flag every paired ratio more than --threshold worse than in this "
+                        "results JSON; exit 1 when one is")
+    p.add_argument("--against", metavar="RESULTS",
+                   help="with --check: compare this results JSON with the baseline instead "
+                        "of running")
+    p.add_argument("--threshold", type=float, default=15.0,
+                   help="--check: percent by which a ratio may get worse (default 15)")
+    args = p.parse_args(argv)
+    if args.against and not args.check:
+        p.error("--against needs --check BASELINE")
+    if args.out is None:
+        args.out = str(CHECK_OUT if args.check else DEFAULT_OUT)
+    return args
 
 
 def _budget(args: argparse.Namespace) -> Budget:
@@ -273,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
         return rewrite(Path(args.from_json), Path(args.out))
+    if args.check and args.against:
+        return regression_check(Path(args.check), Path(args.against), args.threshold)
+    if args.check and not Path(args.check).is_file():
+        log(f"--check: no baseline results at {args.check}")
+        return 2
     pool = (case_mod.dry_cases() if args.dry else
             case_mod.quick_cases() if args.quick else case_mod.full_cases())
     cases = case_mod.select(pool, args.cases)
@@ -294,7 +320,20 @@ def main(argv: list[str] | None = None) -> int:
     env["wall_s"] = round(time.perf_counter() - started, 1)
     env["budget"] = asdict(harness.budget)
     write(harness.report, env, Path(args.out))
+    if args.check:
+        return regression_check(Path(args.check), Path(args.out).with_suffix(".json"),
+                                args.threshold)
     return 0
+
+
+def regression_check(baseline: Path, results: Path, threshold_pct: float) -> int:
+    """Print every paired ratio of ``results`` against ``baseline``; 1 when one regressed."""
+    from benchmarks.check import check_files
+
+    rows, text = check_files(json.loads(baseline.read_text()), json.loads(results.read_text()),
+                             threshold_pct / 100.0)
+    print(f"baseline {baseline}, now {results}\n{text}")
+    return 1 if any(r.failed for r in rows) else 0
 
 
 def write(report: Report, env: dict[str, Any], out: Path, with_json: bool = True) -> None:

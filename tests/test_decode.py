@@ -264,3 +264,21 @@ def test_random_cached_specs_decode_like_full_sequence(text, total, data, seed):
     inputs = full_inputs(model, total, seed)
     errors = max_errors(model, decode_loop(model, compile_model(model), inputs, prompt_len))
     assert max(errors.values()) <= TOL["float32"], errors
+
+
+def test_decode_steps_without_kept_caches():
+    """``decode_steps(keep_caches=False)`` (the generation loop the benchmarks time) gives the
+    same outputs as ``decode_loop``'s steps and holds only the last step's caches."""
+    from attndsl.runtime.decode import decode_steps
+
+    model = case_model("gqa_sliding_rope")
+    proto = compile_model(model)
+    inputs = full_inputs(model, 7, seed=1)
+    run = decode_loop(model, proto, inputs, 3)
+    steps, spans = decode_steps(model, make_session(proto), inputs, 3, keep_caches=False)
+    assert spans == run.spans
+    assert all("attn.present_key" not in s for s in steps[:-1])
+    for mine, theirs in zip(steps, run.steps, strict=True):
+        for name, value in mine.items():
+            np.testing.assert_array_equal(value, theirs[name])
+    assert set(steps[-1]) == set(run.steps[-1])

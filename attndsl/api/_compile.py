@@ -118,13 +118,16 @@ def compile(spec_or_path: SpecLike, *, opset: int = 18, target: str = "portable"
 @dataclass(frozen=True)
 class CompileResult:
     """What ``compile_to`` wrote: the file, the spec's IR, the ONNX model, per block the
-    lowering chosen and why, and the size of the file in bytes."""
+    lowering chosen and why, and the size of the file in bytes; with external data, the
+    data file and its size (``proto`` then refers to that file: run the model by path)."""
 
     path: Path
     model: Model
     proto: onnx.ModelProto
     explanations: tuple[BlockExplanation, ...]
     size: int
+    data_path: Path | None = None
+    data_size: int = 0
 
     @property
     def parameters(self) -> int:
@@ -135,23 +138,32 @@ class CompileResult:
 def compile_to(spec_or_path: SpecLike, path: str | os.PathLike[str], *, opset: int = 18,
                target: str = "portable", sparse: str = "auto", block_size: int | None = None,
                seq_hint: int | None = None, passes: str | Sequence[str] | None = None,
-               weights: WeightsLike | None = None) -> CompileResult:
+               weights: WeightsLike | None = None, external_data: str = "auto",
+               external_data_threshold: int | None = None,
+               progress: bool = False) -> CompileResult:
     """Compile (options as ``compile``) and write the model to ``path`` atomically: readers
     see the old file or the new one, and a failed compile leaves an existing file as it
-    was."""
-    from ..fileio import write_atomic
-    from ..lower.compile import model_bytes
+    was.
+
+    ``external_data``: ``'auto'`` writes the weights to ``PATH.data`` next to the model when
+    the model would exceed ``external_data_threshold`` bytes (default 2,000,000,000, below
+    protobuf's 2 GiB limit), ``'always'``, or ``'never'`` (docs/large-models.md).
+    ``progress``: draw a progress bar on stderr when it is a terminal and the compile takes
+    more than two seconds."""
+    from ..lower.compile import CompileOptions, compile_to_file
+    from ..lower.progress import Progress
 
     model = model_of(spec_or_path)
-    proto, explain = _compile(model, opset=opset, target=target, sparse=sparse,
-                              block_size=block_size, seq_hint=seq_hint, passes=passes,
-                              weights=weights)
-    data = model_bytes(proto)
-    try:
-        write_atomic(path, data)
-    except OSError as err:
-        raise AttnDSLError(f"cannot write '{path}': {err.strerror or err}") from None
-    return CompileResult(Path(path), model, proto, tuple(explain), len(data))
+    arrays = _weights(model, weights)
+    if not _is_int(opset):
+        raise AttnDSLError(f"opset must be an int, got {opset!r}")
+    options = CompileOptions(opset=opset, target=target, sparse=sparse, block_size=block_size,
+                             seq_hint=seq_hint, passes=_pass_names(passes))
+    saved, explain = compile_to_file(model, path, arrays, options, external=external_data,
+                                     external_threshold=external_data_threshold,
+                                     progress=Progress() if progress else Progress.silent())
+    return CompileResult(Path(path), model, saved.proto, tuple(explain), saved.model_bytes,
+                         saved.data_path, saved.data_bytes)
 
 
 def ir_text(spec_or_path: SpecLike, *, after: str | None = None,

@@ -184,7 +184,10 @@ def execute(spec_or_model: RunTarget, inputs: InputsLike | None = None, *,
     from ..limits import check_run
 
     check_run(model, {k: tuple(getattr(v, "shape", ())) for k, v in arrays.items()})
-    session = make_session(proto, provider=provider)
+    # a file by path: ONNX Runtime finds (and maps) its external data next to it
+    is_file = (isinstance(spec_or_model, (str, os.PathLike))
+               and Path(spec_or_model).suffix.lower() == ".onnx")
+    session = make_session(Path(spec_or_model) if is_file else proto, provider=provider)
     note = getattr(session, "fallback_note", None)
     if note and on_note is not None:
         on_note(note)

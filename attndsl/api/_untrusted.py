@@ -23,7 +23,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import InputError
+from ..errors import InputError, LimitError
 from ..ir import Model
 
 if TYPE_CHECKING:
@@ -117,7 +117,7 @@ def load_untrusted(path: str | os.PathLike[str], max_bytes: int) -> onnx.ModelPr
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"cannot read '{where}': not a regular file")
     if st.st_size > max_bytes:
-        raise InputError(f"'{where}' is {st.st_size:,} bytes, over the limit of {max_bytes:,} "
+        raise LimitError(f"'{where}' is {st.st_size:,} bytes, over the limit of {max_bytes:,} "
                          "for a model file", hint="raise it with --max-weights-gib or "
                          "ATTNDSL_MAX_WEIGHTS_GIB (see docs/limits.md)")
     try:
@@ -145,7 +145,7 @@ def load_untrusted(path: str | os.PathLike[str], max_bytes: int) -> onnx.ModelPr
         file, offset, length = _external_file(where, folder, t)
         total += length
         if total > max_bytes:
-            raise InputError(f"'{where}' with its external data is over the limit of "
+            raise LimitError(f"'{where}' with its external data is over the limit of "
                              f"{max_bytes:,} bytes", hint="raise it with --max-weights-gib "
                              "or ATTNDSL_MAX_WEIGHTS_GIB (see docs/limits.md)")
         with open(file, "rb") as f:  # read here: onnx's loader would follow the path itself

@@ -12,7 +12,7 @@ from lark.lexer import PatternStr
 
 from ..errors import SpecSyntaxError, did_you_mean
 from ..source import Source, Span
-from . import ast
+from . import ast, limits
 
 _TOKEN_NAMES = {
     "NAME": "a name", "NUMBER": "a number", "STRING": "a quoted string", "_NL": "a new line",
@@ -74,13 +74,18 @@ class Placement:
         return self.span(meta.line, meta.column, end)
 
 
+def number_value(text: str) -> int | float:
+    """The value of a NUMBER token: an int when it is written as one, else a float."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def _number(tok: Token, place: Placement) -> ast.Num:
     text = str(tok)
-    try:
-        value: int | float = int(text)
-    except ValueError:
-        value = float(text)
-    return ast.Num(value, text, place.of(tok))
+    span = place.of(tok)
+    return ast.Num(limits.number(text, number_value, span), text, span)
 
 
 @v_args(tree=True)
@@ -90,6 +95,13 @@ class ExprBuilder(Transformer):
     def __init__(self, place: Placement):
         super().__init__()
         self.place = place
+
+    def build(self, tree: Tree):
+        """``transform(tree)``, raising what a callback raised (an attndsl error) itself."""
+        try:
+            return self.transform(tree)
+        except VisitError as err:  # Lark wraps what a callback raises
+            raise err.orig_exc from None
 
     def number(self, t: Tree) -> ast.Num:
         return _number(t.children[0], self.place)
@@ -180,11 +192,11 @@ def parse_expr(text: str, place: Placement, start: str = "mask_expr"):
         at = text.index("#") + 1
         raise SpecSyntaxError(f"unexpected '#' in {what}", place.span(1, at),
                               "comments cannot start inside an expression")
+    deep = limits.expression_nesting(text, place.span)
+    if deep is not None:
+        raise deep
     try:
         tree = parser().parse(text, start=start)
     except UnexpectedInput as err:
         raise syntax_error(err, place, what) from None
-    try:
-        return ExprBuilder(place).transform(tree)
-    except VisitError as err:  # pragma: no cover - transformer bugs surface unwrapped
-        raise err.orig_exc from None
+    return ExprBuilder(place).build(tree)

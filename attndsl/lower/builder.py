@@ -16,6 +16,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from . import progress
+from .weight_store import held_weights, is_parameter, weight_stub
+
 FLOAT = TensorProto.FLOAT
 FLOAT16 = TensorProto.FLOAT16
 INT64 = TensorProto.INT64
@@ -48,6 +51,8 @@ class GraphBuilder:
             yield
         finally:
             self._scope = outer
+        if not outer:  # a top-level scope is a block (the progress bar counts them)
+            progress.scope_done(name)
 
     def fresh(self, hint: str) -> str:
         self._count += 1
@@ -64,7 +69,16 @@ class GraphBuilder:
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
 
     def add_initializer(self, name: str, array: np.ndarray) -> str:
-        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))
+        """An initializer from ``array`` (converted once; not copied when it is already
+        C-contiguous). Inside ``weight_store.holding_weights()`` a parameter (a name without
+        the leading ``/``) is kept aside by reference and the graph gets its stub."""
+        arr = np.asarray(array, order="C")
+        held = held_weights()
+        if held is not None and is_parameter(name):
+            held[name] = arr
+            self.initializers.append(weight_stub(name, arr))
+        else:
+            self.initializers.append(numpy_helper.from_array(arr, name))
         return name
 
     def make_graph(self, name: str) -> onnx.GraphProto:

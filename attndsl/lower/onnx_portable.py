@@ -87,7 +87,7 @@ class PortableLowering:
                     g.add_input(f"{b.name}.past_{what}", self.dtype,
                                 [batch, b.kv_heads, PAST_LEN, d])
         for name, arr in self.weights.items():
-            g.add_initializer(name, arr.astype(m.dtype))
+            g.add_initializer(name, np.asarray(arr, dtype=m.dtype))  # no copy if same dtype
         for b in m.blocks:
             with g.scope(b.name):
                 self.block(b)

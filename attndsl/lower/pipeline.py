@@ -24,6 +24,7 @@ from .graph_passes import GRAPH_PASSES
 from .onnx_portable import lower_portable
 from .targets import DEFAULT_OPSET
 from .text import graph_text
+from .weight_store import DetachedModel, holding_weights
 
 REGISTRY: dict[str, type[Pass]] = {**IR_PASSES, **GRAPH_PASSES}
 
@@ -100,6 +101,6 @@ def ir_after(model: Model, weights: Mapping[str, np.ndarray], pass_name: str,
     program = run_passes(Program(model, weights), selected)
     if selected[-1].stage == "ir":
         return print_ir(program.model)
-    proto = run_graph_passes(lower_portable(program.model, program.weights, opset), selected)
-    return graph_text(proto)
-
+    with holding_weights() as held:  # the graph passes run without the weight bytes
+        proto = lower_portable(program.model, program.weights, opset)
+    return graph_text(DetachedModel(run_graph_passes(proto, selected), held).attach())

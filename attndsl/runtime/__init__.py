@@ -1,8 +1,13 @@
 """The runtime layer: ONNX Runtime sessions (provider choice cpu | cuda | auto, running with
-named inputs) here, the KV-cache decode loop in ``runtime.decode``."""
+named inputs) here, the KV-cache decode loop in ``runtime.decode``.
+
+Models with external data (``lower.external_data``) load by path like any other; an
+in-memory model over protobuf's 2 GiB limit is written with external data to a temporary
+folder first."""
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,6 +16,8 @@ import onnx
 import onnxruntime as ort
 
 from ..errors import InputError, RuntimeUnavailable, did_you_mean
+from ..lower.external_data import PROTOBUF_LIMIT, save_detached
+from ..lower.weight_store import detach_proto
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 CHOICES = ("cpu", "cuda", "auto")
@@ -45,12 +52,17 @@ def make_session(model: onnx.ModelProto | bytes | str | Path,
             hint="install onnxruntime-gpu with a matching CUDA, or use --provider cpu/auto")
     want_cuda = provider == "cuda" or (provider == "auto" and has_cuda)
     names = [PROVIDERS["cuda"], PROVIDERS["cpu"]] if want_cuda else [PROVIDERS["cpu"]]
-    data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    if isinstance(data, Path):
-        data = str(data)
     options = ort.SessionOptions()
     options.log_severity_level = 4  # failures surface as attndsl errors, not as log lines
-    session = ort.InferenceSession(data, sess_options=options, providers=names)
+    if isinstance(model, onnx.ModelProto):
+        _check_no_external_references(model)
+    if isinstance(model, onnx.ModelProto) and model.ByteSize() > PROTOBUF_LIMIT:
+        session = _session_over_2gb(model, options, names)
+    else:
+        data = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+        if isinstance(data, Path):
+            data = str(data)  # by path: ONNX Runtime reads external data next to the file
+        session = ort.InferenceSession(data, sess_options=options, providers=names)
     chosen = "cuda" if session.get_providers()[0] == PROVIDERS["cuda"] else "cpu"
     if provider == "cuda" and chosen != "cuda":
         raise RuntimeUnavailable("CUDA execution provider failed to initialise",
@@ -59,6 +71,28 @@ def make_session(model: onnx.ModelProto | bytes | str | Path,
     session.fallback_note = ("CUDA not available; running on CPU"
                              if provider == "auto" and chosen == "cpu" else None)
     return session
+
+
+def _check_no_external_references(model: onnx.ModelProto) -> None:
+    """An in-memory model whose weights live in an external data file cannot find that file
+    (its location is relative to the model's folder): say to run the file by path."""
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            where = next((e.value for e in tensor.external_data if e.key == "location"), "?")
+            raise InputError(f"the model's weights are in the external data file '{where}', "
+                             "which an in-memory model cannot locate",
+                             hint="run the .onnx file by its path (its data file next to it)")
+
+
+def _session_over_2gb(model: onnx.ModelProto, options: ort.SessionOptions,
+                      providers: list[str]) -> ort.InferenceSession:
+    """A session for an in-memory model too big to serialize (protobuf's 2 GiB limit): it
+    is written with external data to a temporary folder and loaded from there (the folder
+    is removed once the session holds the weights)."""
+    with tempfile.TemporaryDirectory(prefix="attndsl-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        save_detached(detach_proto(model), path, external="always")
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
 
 
 def run_session(session: ort.InferenceSession,

@@ -1,9 +1,10 @@
 """Incremental decoding with the KV cache: prefill, then one token at a time, each step
 feeding ``present_key`` / ``present_value`` back as ``past_key`` / ``past_value``.
 
-``decode_loop`` runs a compiled model both ways (step by step, and once over the whole
-sequence with empty caches) so the two can be compared; ``stitch`` joins the steps' outputs
-into full-sequence shapes. Every block must be cached self-attention: a query only sees keys
+``decode_steps`` runs the prefill and the steps on a session (a generation loop: what the
+benchmarks time); ``decode_loop`` runs a compiled model both ways (step by step, and once over
+the whole sequence with empty caches) so the two can be compared; ``stitch`` joins the steps'
+outputs into full-sequence shapes. Every block must be cached self-attention: a query only sees keys
 of its own stream, so a step needs nothing but its new rows and the caches.
 
 Inputs other than the streams are sliced to what a step covering positions ``[start, end)``
@@ -93,30 +94,52 @@ def _empty_caches(model: Model, batch: int) -> dict[str, np.ndarray]:
     return out
 
 
-def decode_loop(model: Model, proto: onnx.ModelProto | bytes,
-                inputs: Mapping[str, np.ndarray], prompt_len: int,
-                provider: str = "cpu") -> DecodeRun:
-    """Run ``proto`` (the compiled ``model``) on the full-sequence ``inputs`` (spec inputs;
-    cache inputs, if given, are ignored) in two ways: a prefill over positions
-    ``[0, prompt_len)`` then one step per remaining position, each step's present caches fed
-    back as the next step's past; and one run over the whole sequence from empty caches."""
+def decode_steps(model: Model, session, inputs: Mapping[str, np.ndarray], prompt_len: int,
+                 keep_caches: bool = True
+                 ) -> tuple[list[dict[str, np.ndarray]], list[tuple[int, int]]]:
+    """On an existing ONNX Runtime ``session`` of the compiled ``model``: a prefill over
+    positions ``[0, prompt_len)`` of the full-sequence ``inputs`` (spec inputs; cache inputs,
+    if given, are ignored), then one step per remaining position, each step's present caches
+    fed back as the next step's past. Returns each step's outputs and the ``(start, end)``
+    positions it covered (what a generation loop does, without the full-sequence check).
+
+    ``keep_caches=False`` drops each step's present caches from its outputs once the next
+    step has consumed them (the last step keeps its own), so the loop holds one cache at a
+    time, as a generation loop does, instead of every step's."""
     roles = _roles(model)
     total = sequence_length(model, inputs)
     if not 0 <= prompt_len <= total:
         raise AttnDSLError(f"prompt length {prompt_len} is outside 0..{total}")
     spec_inputs = {i.name: np.asarray(inputs[i.name]) for i in model.inputs}
     batch = next(spec_inputs[n] for n, r in roles.items() if r == "stream").shape[0]
-    session = make_session(proto, provider)
     spans = ([(0, prompt_len)] if prompt_len else []) + [(t, t + 1)
                                                         for t in range(prompt_len, total)]
     caches = _empty_caches(model, batch)
-    steps = []
+    present = {f"{b.name}.present_{w}" for b in model.blocks for w in ("key", "value")}
+    steps: list[dict[str, np.ndarray]] = []
     for start, end in spans:
         feed = {n: _slice(v, roles[n], start, end) for n, v in spec_inputs.items()}
         out = run_session(session, {**feed, **caches})
+        if steps and not keep_caches:
+            steps[-1] = {n: v for n, v in steps[-1].items() if n not in present}
         steps.append(out)
         caches = {f"{b.name}.past_{w}": out[f"{b.name}.present_{w}"]
                   for b in model.blocks for w in ("key", "value")}
+    return steps, spans
+
+
+def decode_loop(model: Model, proto: onnx.ModelProto | bytes,
+                inputs: Mapping[str, np.ndarray], prompt_len: int,
+                provider: str = "cpu") -> DecodeRun:
+    """Run ``proto`` (the compiled ``model``) on the full-sequence ``inputs`` (spec inputs;
+    cache inputs, if given, are ignored) in two ways: a prefill over positions
+    ``[0, prompt_len)`` then one step per remaining position, each step's present caches fed
+    back as the next step's past (``decode_steps``); and one run over the whole sequence
+    from empty caches."""
+    session = make_session(proto, provider)
+    steps, spans = decode_steps(model, session, inputs, prompt_len)
+    spec_inputs = {i.name: np.asarray(inputs[i.name]) for i in model.inputs}
+    batch = next(spec_inputs[n] for n, r in _roles(model).items() if r == "stream").shape[0]
     full = run_session(session, {**spec_inputs, **_empty_caches(model, batch)})
     return DecodeRun(steps, spans, full)
 

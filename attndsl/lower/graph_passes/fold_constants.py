@@ -69,7 +69,7 @@ class FoldConstants(GraphPass):
     def run(self, program: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         if has_subgraphs(program.graph):
             return PassResult(program, False)
-        model = copy_model(program)
+        model = copy_model(program)  # the weight-free model (lower.weight_store)
         changed = False
         for _ in range(self.max_rounds):
             if not self.fold_once(model):
@@ -105,6 +105,7 @@ class _Folder:
             if not is_parameter(i.name)}
         self.producer: dict[str, int] = {}  # constant value -> index of the node computing it
         self.readers: dict[str, set[int]] = {}
+        self._node_bytes: dict[int, int] = {}
         outputs = {o.name for o in graph.output}
         for index, node in enumerate(graph.node):
             for name in node.input:
@@ -115,6 +116,13 @@ class _Folder:
                 if value is not None:
                     self.values[node.output[0]] = value
                     self.producer[node.output[0]] = index
+
+    def node_bytes(self, index: int) -> int:
+        """The serialized size of node ``index``, computed once (cones overlap)."""
+        size = self._node_bytes.get(index)
+        if size is None:
+            size = self._node_bytes[index] = self.graph.node[index].ByteSize()
+        return size
 
     # ------------------------------------------------------------ evaluation
     def evaluate(self, node: onnx.NodeProto) -> np.ndarray | None:
@@ -179,7 +187,7 @@ class _Folder:
             node = self.graph.node[index]
             if node.op_type != "Shape":  # Shape reads dims, not data
                 stack.extend(node.input)
-        total = sum(self.graph.node[i].ByteSize() for i in cone)
+        total = sum(self.node_bytes(i) for i in cone)
         return total + sum(self.init_bytes[c] for c in consts if self.readers[c] <= cone)
 
 
@@ -225,7 +233,9 @@ def _output_itemsize(node: onnx.NodeProto, args: list[np.ndarray | None]) -> int
 
 
 def _static_dims(model: onnx.ModelProto) -> dict[str, tuple[int | None, ...]]:
-    """Value name -> its dims as inferred (None where symbolic), for values of known rank."""
+    """Value name -> its dims as inferred (None where symbolic), for values of known rank.
+    Shape inference takes the parameters' shapes from their stubs: it never reads their
+    data (only ops such as Reshape read an input's values, and those read constants)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except (onnx.shape_inference.InferenceError, ValueError):

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import onnx
 
+from ..weight_store import is_parameter
+
+__all__ = ["DEFAULT_DOMAINS", "copy_model", "default_opset", "has_subgraphs", "is_parameter",
+           "remove_dead"]
+
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
-def is_parameter(name: str) -> bool:
-    return not name.startswith("/")
-
-
 def copy_model(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of the model the graph passes run on: the weight-free view, whose parameters
+    are stubs (``lower.weight_store``), so no weight bytes are copied."""
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     return out
