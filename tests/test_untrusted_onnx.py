@@ -35,7 +35,7 @@ def _external(good: Path, folder: Path, location: str = "weights.bin") -> onnx.M
     """``good`` rewritten with every initializer as external data in ``folder``/``location``."""
     proto = onnx.load(good)
     onnx.save(proto, folder / "m.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
-              location=location, size_threshold=0)
+              location=location, size_threshold=1024)
     return onnx.load(folder / "m.onnx", load_external_data=False)
 
 
@@ -183,6 +183,17 @@ def test_file_size_bounded(good, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ATTNDSL_MAX_WEIGHTS_GIB", "0.0001")
     code, err = _run(big, capsys)
     assert code == 2 and "over the limit" in err and "for a model file" in err, err
+
+
+def test_a_file_onnx_runtime_refuses(good, tmp_path, capsys):
+    """A file that passes the checks but that ONNX Runtime cannot load (here: a small shape
+    constant stored as external data, which ORT's shape inference cannot read) is an input
+    error, not an internal one."""
+    proto = onnx.load(good)
+    onnx.save(proto, tmp_path / "m.onnx", save_as_external_data=True, location="w.bin",
+              size_threshold=0)
+    code, err = _run(tmp_path / "m.onnx", capsys)
+    assert code == 2 and "ONNX Runtime cannot load" in err, err
 
 
 def test_raw_initializer_swap_keeps_running(good, tmp_path, capsys):

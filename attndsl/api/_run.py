@@ -187,7 +187,15 @@ def execute(spec_or_model: RunTarget, inputs: InputsLike | None = None, *,
     # a file by path: ONNX Runtime finds (and maps) its external data next to it
     is_file = (isinstance(spec_or_model, (str, os.PathLike))
                and Path(spec_or_model).suffix.lower() == ".onnx")
-    session = make_session(Path(spec_or_model) if is_file else proto, provider=provider)
+    try:
+        session = make_session(Path(spec_or_model) if is_file else proto, provider=provider)
+    except AttnDSLError:
+        raise
+    except Exception as err:  # ONNX Runtime refuses a file given to it: bad input, not a bug
+        if not is_file:
+            raise
+        raise InputError(f"ONNX Runtime cannot load '{spec_or_model}': "
+                         f"{str(err).splitlines()[0][:500]}") from None
     note = getattr(session, "fallback_note", None)
     if note and on_note is not None:
         on_note(note)
