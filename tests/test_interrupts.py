@@ -61,6 +61,19 @@ def test_interrupt_while_writing_the_model(tmp_path, capsys, monkeypatch, where)
     assert _leftovers(tmp_path, {"g.yaml", "g.onnx"}) == []
 
 
+def test_interrupt_while_the_parser_is_built(monkeypatch, capsys):
+    """Regression: build_parser ran outside main's try, so a Ctrl-C there gave a
+    traceback."""
+    import attndsl.cli as cli
+
+    def interrupt():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupt)
+    assert cli.main(["--version"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+
 def test_interrupt_while_saving_outputs(tmp_path, capsys, monkeypatch):
     spec = tmp_path / "g.yaml"
     spec.write_text((ROOT / "examples" / "gpt2_causal.yaml").read_text(), encoding="utf-8")
