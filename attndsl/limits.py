@@ -280,14 +280,16 @@ def _check_constants(model: Model, limits: Limits) -> None:
 
 
 def check_cells(model: Model, b: Block, q_len: int, k_len: int, why: str,
-                limits: Limits | None = None) -> None:
-    """Refuse analysing ``q_len x k_len`` cells of block ``b`` when over the limit."""
+                limits: Limits | None = None, heads: int = 1) -> None:
+    """Refuse analysing ``heads x q_len x k_len`` cells of block ``b`` when over the limit."""
     limits = limits or current()
-    cells = q_len * k_len
+    cells = heads * q_len * k_len
     if cells > limits.max_analysis_cells:
+        shape = f"{heads} heads x " if heads > 1 else ""
         raise _fail(model, (q_len, k_len),
-                    f"block '{b.name}': {why} over {q_len} x {k_len} = {_format_cells(cells)} "
-                    "query/key cells", f"{_format_cells(limits.max_analysis_cells)} cells "
+                    f"block '{b.name}': {why} over {shape}{q_len} x {k_len} = "
+                    f"{_format_cells(cells)} query/key cells",
+                    f"{_format_cells(limits.max_analysis_cells)} cells "
                     "(ATTNDSL_MAX_ANALYSIS_CELLS)", b.span)
 
 

@@ -116,6 +116,16 @@ def test_analysis_limit_and_check_sizes(tmp_path, capsys, monkeypatch):
     assert main(["check", str(spec), "--len", "10"]) == 0
 
 
+def test_viz_length_bounded(tmp_path, capsys):
+    """Regression: 'viz --len 100000' built a [heads, q, k] grid of 1.2e11 cells for
+    minutes."""
+    spec = tmp_path / "g.yaml"
+    spec.write_text(GPT2, encoding="utf-8")
+    assert main(["viz", str(spec), "--len", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert "the picture of the mask over 12 heads x 100000 x 100000" in err
+
+
 def test_run_sizes_bounded(tmp_path, capsys):
     spec = tmp_path / "g.yaml"
     spec.write_text(GPT2, encoding="utf-8")
