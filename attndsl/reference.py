@@ -10,31 +10,16 @@ modifiers by theirs, in float64.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .features.registry import rule
-from .features.rope import rope_inv_freq
+from .features.blocks.rope import apply_rope as rope
+from .features.registry import block_rules, replacing, rule
 from .ir.nodes import Block, Model
 from .masks.eval import eval_mask
 
-
-def rope(x: np.ndarray, pos: np.ndarray, theta: float, dim: int, interleaved: bool) -> np.ndarray:
-    """Rotate the first ``dim`` features of each head of ``x`` [B, H, S, D] at positions pos."""
-    ang = pos[:, None].astype(np.float64) * rope_inv_freq(dim, theta)[None, :]  # [S, dim/2]
-    cos, sin = np.cos(ang), np.sin(ang)
-    rot, rest = x[..., :dim], x[..., dim:]
-    if interleaved:
-        a, b = rot[..., 0::2], rot[..., 1::2]
-        out = np.empty_like(rot)
-        out[..., 0::2] = a * cos - b * sin
-        out[..., 1::2] = a * sin + b * cos
-    else:
-        half = dim // 2
-        a, b = rot[..., :half], rot[..., half:]
-        out = np.concatenate([a * cos - b * sin, b * cos + a * sin], axis=-1)
-    return np.concatenate([out, rest], axis=-1)
+__all__ = ["BlockState", "ScoreEvaluation", "rope", "run_block", "run_reference"]
 
 
 def _linear(x: np.ndarray, w: Mapping[str, np.ndarray], name: str, bias: bool) -> np.ndarray:
@@ -66,31 +51,87 @@ class ScoreEvaluation:
         return self.weights[name]
 
 
-def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, np.ndarray],
-              inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One block: returns {'out', 'weights', and with a cache 'present_key'/'present_value'}."""
-    b = block
-    xq, xk, xv = streams[b.query], streams[b.key], streams[b.value]
+@dataclass
+class BlockState:
+    """The state of one block in the reference, handed to the block features' ``reference``
+    rules (docs/architecture.md, "Block features"). Float64 throughout.
+
+    ``q``, ``k``, ``v``: at ``project`` / ``projected`` the projected streams [B, S, H*D],
+    [B, S, G*D], [B, S, G*Dv]; from ``heads`` on per head, [B, H, Sq, D], [B, G, Sk, D],
+    [B, G, Sk, Dv] (new keys only until the cache is joined after ``post_rope``).
+    ``q_pos`` [Sq] and ``k_pos_new`` [Sk] are the absolute positions of the queries and the
+    new keys; ``o`` is the attention output [B, H, Sq, Dv] at ``attended`` and [B, Sq,
+    H*Dv] at ``merged``. ``weight(name)`` reads a parameter, ``inputs`` the graph inputs."""
+
+    block: Block
+    weights: Mapping[str, np.ndarray]
+    inputs: Mapping[str, np.ndarray]
+    xq: np.ndarray
+    xk: np.ndarray
+    xv: np.ndarray
+    q: np.ndarray | None = None
+    k: np.ndarray | None = None
+    v: np.ndarray | None = None
+    q_pos: np.ndarray | None = None
+    k_pos_new: np.ndarray | None = None
+    o: np.ndarray | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def weight(self, name: str) -> np.ndarray:
+        return self.weights[name]
+
+
+def _hooks(st: BlockState, hook: str) -> None:
+    for node, r in block_rules("reference", hook, st.block.features):
+        r(node, st)
+
+
+def _project(st: BlockState) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    b, w = st.block, st.weights
+    xq, xk, xv = st.xq, st.xk, st.xv
     if b.project and b.fused_qkv:  # one stream, one weight: the q, k, v rows stacked
         hd, gd = b.heads * b.head_dim, b.kv_heads * b.head_dim
         q, k, v = np.split(_linear(xq, w, f"{b.name}.qkv_proj", b.bias), [hd, hd + gd], axis=-1)
-    elif b.project:
-        q = _linear(xq, w, f"{b.name}.q_proj", b.bias)
-        k = _linear(xk, w, f"{b.name}.k_proj", b.bias)
-        v = _linear(xv, w, f"{b.name}.v_proj", b.bias)
-    else:
-        q, k, v = xq, xk, xv
-    q, k, v = _heads(q, b.heads), _heads(k, b.kv_heads), _heads(v, b.kv_heads)
+        return q, k, v
+    if b.project:
+        return (_linear(xq, w, f"{b.name}.q_proj", b.bias),
+                _linear(xk, w, f"{b.name}.k_proj", b.bias),
+                _linear(xv, w, f"{b.name}.v_proj", b.bias))
+    return xq, xk, xv
+
+
+def _softmax(s: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Row softmax over the allowed cells; a row with no allowed key gives zeros."""
+    s = np.where(allowed, s, -np.inf)
+    row_ok = allowed.any(axis=-1, keepdims=True)
+    m = np.where(row_ok, s.max(axis=-1, keepdims=True, initial=-np.inf), 0.0)  # no keys: ok
+    e = np.where(allowed, np.exp(s - m), 0.0)
+    return e / np.where(row_ok, e.sum(axis=-1, keepdims=True), 1.0)
+
+
+def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, np.ndarray],
+              inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One block: returns {'out', 'weights', and with a cache 'present_key'/'present_value'}.
+
+    The block features run at the hook points of the pipeline (``_hooks``), in the
+    registry's order."""
+    b = block
+    st = BlockState(b, w, inputs, streams[b.query], streams[b.key], streams[b.value])
+    own = replacing("reference", "project", b.features)
+    st.q, st.k, st.v = own[1](own[0], st) if own else _project(st)
+    _hooks(st, "projected")
+    st.q, st.k, st.v = _heads(st.q, b.heads), _heads(st.k, b.kv_heads), _heads(st.v, b.kv_heads)
     past = 0
     if b.cache:
         past_k = np.asarray(inputs[f"{b.name}.past_key"], np.float64)
         past_v = np.asarray(inputs[f"{b.name}.past_value"], np.float64)
         past = past_k.shape[2]
-    sq, sk = q.shape[2], k.shape[2]
-    q_pos = (past if b.self_attention else 0) + np.arange(sq)
-    if b.rope is not None:
-        q = rope(q, q_pos, b.rope.theta, b.rope.dim, b.rope.interleaved)
-        k = rope(k, past + np.arange(sk), b.rope.theta, b.rope.dim, b.rope.interleaved)
+    sq, sk = st.q.shape[2], st.k.shape[2]
+    st.q_pos = q_pos = (past if b.self_attention else 0) + np.arange(sq)
+    st.k_pos_new = past + np.arange(sk)
+    for hook in ("heads", "rope", "post_rope"):
+        _hooks(st, hook)
+    q, k, v = st.q, st.k, st.v
     out: dict[str, np.ndarray] = {}
     if b.cache:
         k = np.concatenate([past_k, k], axis=2)
@@ -106,13 +147,14 @@ def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, n
     ev = ScoreEvaluation(b, rel, inputs, w)
     for mod in b.score:
         s, allowed = rule("eval", mod)(mod, ev, s, allowed)
-    s = np.where(allowed, s, -np.inf)
-    row_ok = allowed.any(axis=-1, keepdims=True)
-    m = np.where(row_ok, s.max(axis=-1, keepdims=True, initial=-np.inf), 0.0)  # no keys: ok
-    e = np.where(allowed, np.exp(s - m), 0.0)
-    p = e / np.where(row_ok, e.sum(axis=-1, keepdims=True), 1.0)
-    o = p @ vh  # [B, H, Sq, Dv]
-    o = o.transpose(0, 2, 1, 3).reshape(o.shape[0], sq, b.heads * b.v_head_dim)
+    own = replacing("reference", "softmax", b.features)
+    p = own[1](own[0], st, s, allowed) if own else _softmax(s, allowed)
+    st.o = p @ vh  # [B, H, Sq, Dv]
+    _hooks(st, "attended")
+    o = st.o
+    st.o = o.transpose(0, 2, 1, 3).reshape(o.shape[0], sq, b.heads * b.v_head_dim)
+    _hooks(st, "merged")
+    o = st.o
     if b.project:
         o = _linear(o, w, f"{b.name}.o_proj", b.bias)
     out["out"], out["weights"] = o, p

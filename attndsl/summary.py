@@ -2,7 +2,8 @@
 counts and FLOPs at concrete sizes.
 
 FLOPs count a multiply-add as 2 and cover the matrix products only (softmax, RoPE, score
-modifiers and masking are not counted):
+modifiers and masking are not counted; a block feature adds the products it needs, its
+``flops`` rule, to the projections):
 
 - projections: ``2·B·(Sq·Wq·H·D + Sk·Wkv·G·(D + Dv) + Sq·H·Dv·out_dim)`` (none in core mode;
   Sk counts the new keys only, not the cached ones);
@@ -19,6 +20,7 @@ import numpy as np
 
 from .errors import AttnDSLError, did_you_mean
 from .features import nodes as mn
+from .features.registry import BLOCK_FEATURES, block_feature_of
 from .features.text import format_leaf, format_mask
 from .inputs import random_inputs
 from .ir.nodes import Block, Model
@@ -117,7 +119,7 @@ def _block_info(b: Block, streams: Mapping[str, StreamInfo], past_len: int,
     new_k = streams[b.key].size[1]
     past = past_len if b.cache else 0
     k_len = new_k + past
-    mask = b.mask if b.mask is not None else mn.All()
+    mask = b.mask
     used = mn.input_names(mask)
     cells = batch * b.heads * q_len * k_len
     frac = density(mask, b.heads, q_len, k_len, past, b.self_attention,
@@ -129,6 +131,7 @@ def _block_info(b: Block, streams: Mapping[str, StreamInfo], past_len: int,
     if b.project:
         proj = 2 * batch * (q_len * b.width_q * h * d + new_k * b.width_kv * g * (d + dv)
                             + q_len * h * dv * b.out_dim)
+    proj += sum(block_feature_of(f).flops(f, b, batch, q_len, new_k) for f in b.features)
     return BlockInfo(b, q_len, k_len, attended, cells,
                      (counts["full"], counts["partial"], counts["empty"]), proj,
                      2 * (d + dv) * attended, used)
@@ -186,9 +189,11 @@ def format_summary(s: Summary) -> str:
                      + (f", v_head_dim {b.v_head_dim}" if b.v_head_dim != b.head_dim else ""))
         lines.append(f"    mask   {format_mask(b.mask)}")
         lines.append(f"    score  {', '.join(format_leaf(x) for x in b.score) or '-'}")
-        rope = (f"theta={b.rope.theta:g}, dim={b.rope.dim}"
-                f"{', interleaved' if b.rope.interleaved else ''}") if b.rope else "-"
-        lines.append(f"    rope   {rope}")
+        for feature in BLOCK_FEATURES:  # each feature's line, in the registry's order
+            node = b.feature(feature.key)
+            if node is not None or feature.listed:
+                text = feature.summary(node, b) if node is not None else "-"
+                lines.append(f"    {feature.key:<6} {text}")
         lines.append(f"    cache  {'yes' if b.cache else 'no'}")
         note = ""
         if info.inputs_used:

@@ -46,7 +46,7 @@ def pick_block(model: Model, block: str | Block | None = None) -> Block:
 def default_length(block: Block) -> int:
     """A length that shows the pattern: four times the widest span in the mask (window
     width, chunk, stride...), as a power of two between 16 and 512."""
-    sizes = [0] + [rule("viz", node)(node) for node in mn.walk(block.mask or mn.All())]
+    sizes = [0] + [rule("viz", node)(node) for node in mn.walk(block.mask)]
     return min(512, max(16, 1 << math.ceil(math.log2(max(1, 4 * max(sizes))))))
 
 
@@ -74,7 +74,7 @@ def grid_lengths(model: Model, block: str | Block | None = None, q_len: int | No
 
 def needs_inputs(block: Block) -> tuple[str, ...]:
     """The graph inputs the block's mask reads (padding, document, mask(m))."""
-    return mn.input_names(block.mask or mn.All())
+    return mn.input_names(block.mask)
 
 
 def example_inputs(model: Model, block: str | Block | None, q_len: int, k_len: int,
@@ -93,7 +93,7 @@ def example_inputs(model: Model, block: str | Block | None, q_len: int, k_len: i
 
 def _length_inputs(block: Block) -> set[str]:
     """The [batch] length inputs the block's mask reads (padding(len))."""
-    return {name for node in mn.walk(block.mask or mn.All())
+    return {name for node in mn.walk(block.mask)
             for name, role in rule("inputs", node)(node) if role == "lengths"}
 
 
@@ -125,7 +125,7 @@ def mask_grid(model: Model, block: str | Block | None = None, q_len: int | None 
     if missing:
         raise InputError(f"the mask of block '{b.name}' reads input(s) {', '.join(missing)}")
     q_pos = (past_len if b.self_attention else 0) + np.arange(q_len)
-    m = eval_mask(b.mask or mn.All(), b.heads, q_pos, np.arange(k_len), 1, inputs)
+    m = eval_mask(b.mask, b.heads, q_pos, np.arange(k_len), 1, inputs)
     m = np.broadcast_to(m, (m.shape[0], b.heads, q_len, k_len))
     if not 0 <= batch < m.shape[0]:
         raise InputError(f"batch index {batch} is out of range (batch {m.shape[0]})")
@@ -184,7 +184,7 @@ def block_tiles(model: Model, block: str | Block | None, q_len: int, k_len: int,
     from .masks.analysis import classify_tiles
 
     b = pick_block(model, block)
-    t = classify_tiles(b.mask or mn.All(), b.heads, q_len, k_len, tile, past_len=past_len,
+    t = classify_tiles(b.mask, b.heads, q_len, k_len, tile, past_len=past_len,
                        self_attention=b.self_attention)
     return np.broadcast_to(np.asarray(t, np.int8), (b.heads, *np.shape(t)[1:])).copy()
 
@@ -383,7 +383,7 @@ def draw(model: Model, block: str | Block | None = None, *,
     q_start = past_len if b.self_attention else 0
     span = (f"q {q_start}..{q_start + q_len - 1} x k 0..{k_len - 1}"
             + (f" (past_len {past_len})" if past_len else ""))
-    title = f"{model.name}, block {b.name}: {format_mask(b.mask or mn.All())}\n{span}"
+    title = f"{model.name}, block {b.name}: {format_mask(b.mask)}\n{span}"
     title += f"; {note}" if note else ""
     probs = inputs is not None
     if out is None:

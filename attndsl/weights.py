@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import WeightsError
+from .features.registry import block_feature_of
 from .ir.nodes import Model
 from .safetensors_io import (
     SUPPORTED_DTYPES,
@@ -28,11 +29,17 @@ Weights = dict[str, np.ndarray]
 def seeded_weights(model: Model) -> Weights:
     """Deterministic parameters. Each array is drawn from its own generator, seeded by the
     spec seed and the array name, so adding a block does not change the others. Linear
-    weights and biases follow PyTorch's default range U(-1/sqrt(in), 1/sqrt(in))."""
+    weights and biases follow PyTorch's default range U(-1/sqrt(in), 1/sqrt(in)); a block
+    feature's weights its own ``init`` rule, when it has one."""
     out: Weights = {}
+    inits = {name: feature.init for b in model.blocks for f in b.features
+             if (feature := block_feature_of(f)).init is not None
+             for name in feature.weights(f, b)}  # block features that seed their own
     for name, shape in sorted(model.weight_shapes().items()):
         rng = np.random.default_rng([model.seed, zlib.crc32(name.encode())])
-        if name.endswith("relative_bias.weight"):
+        if name in inits:
+            arr = np.asarray(inits[name](name, shape, rng))
+        elif name.endswith("relative_bias.weight"):
             arr = rng.normal(0.0, 0.5, size=shape)
         else:
             fan_in = shape[-1] if name.endswith(".weight") else _fan_in(model, name)

@@ -59,6 +59,8 @@ def _paren(text: str) -> str:
 SCORE_ITEMS = ("alibi", "softcap(20.0)", "softcap(3.5)",
                "relative_bias(buckets=8, max_distance=16)", "bias(tb)")
 TOPOLOGIES = ("single", "chain", "cross", "core")
+QK_NORMS = (None, None, "rms", "l2", "{kind: layer, weight: per_head, bias: true}",
+            "{scope: width, eps: 1e-5}", "{offset: 1.0, after_rope: true}")
 MASK_INPUTS = {"lengths": "  lengths: {shape: [batch], dtype: int64}",
                "doc": "  doc: {shape: [batch, seq], dtype: int64}",
                "m": "  m: {shape: [seq, seq], dtype: bool}",
@@ -84,6 +86,9 @@ def _block(draw, name: str, query: str, fixed_lengths: bool, *,
     if plain:
         scores = [s for s in scores if s != "bias(tb)"]
     rope = draw(st.sampled_from([None, "{theta: 10000.0}", "{dim: 4, interleaved: true}"]))
+    qk_norm = draw(st.sampled_from(QK_NORMS))
+    if core and qk_norm is not None:
+        qk_norm = "l2"  # core mode has no weights: the weightless norm only
     lines = [f"  {name}:", f"    query: {query}"]
     if core:
         lines += ["    project: false", "    key: kc", "    value: vc"]
@@ -103,6 +108,8 @@ def _block(draw, name: str, query: str, fixed_lengths: bool, *,
         lines.append(f"    score: [{', '.join(scores)}]")
     if rope:
         lines.append(f"    rope: {rope}")
+    if qk_norm:
+        lines.append(f"    qk_norm: {qk_norm}")
     if cache:
         lines.append("    cache: true")
     return lines, {"heads": heads, "kv": kv, "head_dim": head_dim}

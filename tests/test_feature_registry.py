@@ -61,6 +61,33 @@ def test_every_feature_module_is_discovered():
                                                                             mn.Not}
 
 
+def test_every_block_feature_module_is_discovered_in_name_order():
+    modules = sorted(p.stem for p in (FEATURES_DIR / "blocks").glob("*.py")
+                     if not p.stem.startswith("_"))
+    found = [sys.modules[f.node.__module__].__name__.rsplit(".", 1)[1]
+             for f in registry.BLOCK_FEATURES]
+    assert found == modules and "rope" in found
+    assert not registry.block_problems()
+
+
+def test_a_block_feature_missing_a_rule_is_named():
+    rope = registry.BLOCKS["rope"]
+    broken = dataclasses.replace(rope, ort=None, portable={}, reference={"rop": print})
+    lines = registry.block_problems((broken,))
+    assert "block feature 'rope' has no 'ort' rule" in lines
+    assert "block feature 'rope' has no portable rule" in lines
+    assert "block feature 'rope': unknown reference hook 'rop'" in lines
+    clash = registry.block_problems((rope, dataclasses.replace(rope, key="rope2")))
+    assert any("also declared by 'rope'" in line for line in clash)
+
+
+def test_block_rules_run_in_registry_order():
+    from attndsl.features.blocks.rope import Rope
+    nodes = registry.block_order([Rope(1.0, 2, False)])
+    assert registry.block_rules("portable", "rope", nodes)[0][0] == Rope(1.0, 2, False)
+    assert registry.block_rules("portable", "softmax", nodes) == []
+
+
 def test_rule_lookup_is_by_node_class():
     assert registry.rule("format", mn.Window(2, 3))(mn.Window(2, 3)) == "window(2, 3)"
     with pytest.raises(TypeError, match="no 'format' rule"):
@@ -68,7 +95,9 @@ def test_rule_lookup_is_by_node_class():
 
 
 def _node_class_names() -> set[str]:
-    return {f.node.__name__ for f in registry.FEATURES if f.kind != "combinator"}
+    """Mask primitives, score modifiers and block features (``Rope``, ``QKNorm``...)."""
+    return ({f.node.__name__ for f in registry.FEATURES if f.kind != "combinator"}
+            | {f.node.__name__ for f in registry.BLOCK_FEATURES})
 
 
 def _class_refs(node: ast.AST) -> set[str]:

@@ -12,10 +12,10 @@ from helpers import error_of
 from test_errors import YAML, edit
 
 from attndsl import parse_spec
-from attndsl.features.registry import MASKS, SCORES
+from attndsl.features.registry import BLOCK_FEATURES, MASKS, SCORES
 from attndsl.frontend import parse_source
 from attndsl.frontend.ast import TOP_KEYS
-from attndsl.ir.build import BLOCK_KEYS, ROPE_KEYS
+from attndsl.ir.build import BLOCK_KEYS
 from attndsl.source import Source
 
 DOC = (Path(__file__).resolve().parent.parent / "docs" / "language.md").read_text("utf-8")
@@ -51,6 +51,10 @@ def test_the_error_sample_is_what_the_compiler_prints() -> None:
     assert sample.rstrip("\n") == str(err)
 
 
-@pytest.mark.parametrize("name", [*TOP_KEYS, *BLOCK_KEYS, *ROPE_KEYS, *MASKS, *SCORES])
+# the options of every block feature (rope's theta, dim, interleaved; qk_norm's kind, ...)
+OPTIONS = sorted({o.name for f in BLOCK_FEATURES for o in f.options})
+
+
+@pytest.mark.parametrize("name", [*TOP_KEYS, *BLOCK_KEYS, *OPTIONS, *MASKS, *SCORES])
 def test_every_name_is_documented(name: str) -> None:
     assert re.search(rf"`{name}\b", DOC), name

@@ -368,7 +368,7 @@ def test_onnx_attention_suite_through_ort_target(case):
 
 # ------------------------------------------------------------------ analysis units
 @pytest.mark.parametrize("mask,want", [
-    (None, (False, None)), (mn.Causal(), (True, None)), (mn.Sliding(5), (True, 5)),
+    (mn.All(), (False, None)), (mn.Causal(), (True, None)), (mn.Sliding(5), (True, 5)),
     (mn.And((mn.Causal(), mn.Sliding(5))), (True, 5)), (mn.Window(4, 0), (True, 5)),
     (mn.And((mn.Causal(), mn.Window(4, 9))), (True, 5)),
     (mn.And((mn.Sliding(5), mn.Window(2, 0))), (True, 3)),

@@ -65,11 +65,16 @@ def main() -> int:
         print()
         return 0
     before = json.loads(Path(args.compare).read_text())
-    diff = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+    diff = sorted(k for k in before.keys() & now.keys() if before[k] != now[k])
+    gone = sorted(before.keys() - now.keys())
+    new = sorted(now.keys() - before.keys())
     for key in diff:
-        print(f"DIFFERS {key}\n  before {before.get(key)}\n  now    {now.get(key)}")
-    print(f"{len(now) - len(diff)} of {len(now)} equal, {len(diff)} differ")
-    return 1 if diff else 0
+        print(f"DIFFERS {key}\n  before {before[key]}\n  now    {now[key]}")
+    for key in gone:
+        print(f"MISSING {key}")
+    print(f"{len(before) - len(diff) - len(gone)} of {len(before)} equal, {len(diff)} differ, "
+          f"{len(gone)} missing; {len(new)} new (specs added since)")
+    return 1 if diff or gone else 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import AttnDSLError, SpecError, did_you_mean
+from ..features.registry import BLOCKS
 from ..fileio import write_atomic
 from ..frontend import ast, detect_syntax, parse_dsl, parse_source, parse_yaml, read_source
 from ..frontend.expr import Placement, parse_expr
@@ -30,12 +31,14 @@ Syntax = Literal["yaml", "attn"]
 SYNTAXES: tuple[str, ...] = ("yaml", "attn")
 Scalar = int | float | bool | str
 RopeValue = bool | Mapping[str, Scalar]
+FeatureValue = Scalar | Mapping[str, Scalar]  # a block feature: True/False, shorthand, mapping
 
 # Block settings in the order a new setting is placed: the stream settings first, so that
 # the `.attn` writer puts them into the `attention(...)` header.
+# The block features (``rope``, ``qk_norm``, ...) come from the registry, before ``cache``.
 _BLOCK_ORDER = ("query", "key_value", "key", "value", "heads", "kv_heads", "head_dim",
-                "v_head_dim", "project", "bias", "out_dim", "scale", "mask", "score", "rope",
-                "cache")
+                "v_head_dim", "project", "bias", "out_dim", "scale", "mask", "score",
+                *BLOCKS, "cache")
 _STREAM_KEYS = ("query", "key_value", "key", "value")
 _INT_KEYS = ("heads", "kv_heads", "head_dim", "v_head_dim", "out_dim")
 _BOOL_KEYS = ("project", "bias", "cache")
@@ -133,16 +136,17 @@ def _setting_value(block: str, key: str, value: object) -> object:
             if text.strip():
                 calls.extend(parse_expr(text, _expr_source(block, key, text), "score_list"))
         return tuple(calls)
-    if key == "rope":
-        if isinstance(value, bool):
-            return () if value else False
+    if key in BLOCKS:  # a block feature: True / False / a shorthand scalar / a mapping
+        if isinstance(value, (bool, int, float, str)):
+            return value
         if not isinstance(value, Mapping):
-            raise _type_error(block, key, "True, False or a mapping like {'theta': 1e4}", value)
+            raise _type_error(block, key, "True, False, a scalar or a mapping like "
+                              f"{BLOCKS[key].example}", value)
         out = []
         for k, v in value.items():
             if not isinstance(k, str) or not isinstance(v, (int, float, bool, str)):
-                raise _type_error(block, key, "a mapping of names to numbers or booleans",
-                                  value)
+                raise _type_error(block, key, "a mapping of names to numbers, booleans or "
+                                  "names", value)
             out.append(ast.Setting(k, v))
         return tuple(out)
     raise AttnDSLError(f"unknown block setting '{key}'",  # pragma: no cover - typed API
@@ -156,15 +160,22 @@ def _python_value(s: ast.Setting) -> object:
         return format_expr(v)
     if s.key == "score" and isinstance(v, tuple):
         return [format_call(c) for c in v]
-    if s.key == "rope" and isinstance(v, tuple):
-        return {k.key: k.value for k in v} if v else True
+    if s.key in BLOCKS and isinstance(v, tuple):
+        return {k.key: k.value for k in v}
     return v
 
 
 def _given(arguments: Mapping[str, object]) -> dict[str, object]:
     """The block settings among a method's arguments (its ``locals()`` taken first thing, so
-    they hold the parameters only)."""
-    return {k: v for k, v in arguments.items() if k in _BLOCK_ORDER}
+    they hold the parameters only), with the block features of ``features``."""
+    out = {k: v for k, v in arguments.items() if k in _BLOCK_ORDER}
+    for k, v in (arguments.get("features") or {}).items():
+        if k not in BLOCKS:
+            raise AttnDSLError(f"unknown block feature '{k}'",
+                               hint=did_you_mean(str(k), BLOCKS)
+                               or f"block features: {', '.join(BLOCKS)}")
+        out[k] = v
+    return out
 
 
 def _block_settings(block: str, values: Mapping[str, object]) -> list[ast.Setting]:
@@ -390,12 +401,14 @@ class Spec:
                   bias: bool | None = None, out_dim: int | None = None,
                   scale: float | None = None, mask: str | None = None,
                   score: str | Sequence[str] | None = None, rope: RopeValue | None = None,
-                  cache: bool | None = None) -> Spec:
+                  cache: bool | None = None,
+                  features: Mapping[str, FeatureValue] | None = None) -> Spec:
         """A new attention block (its name is its output stream). Settings left None are
         not written, so they take their defaults (see the README's "The spec language"):
         ``mask`` is an expression such as ``"causal & sliding(16)"``, ``score`` one or more
         modifiers such as ``["alibi", "softcap(30.0)"]``, ``rope`` True (defaults), False or
-        ``{"theta": 1e4, "dim": 32}``."""
+        ``{"theta": 1e4, "dim": 32}``; ``features`` any block feature by its key, e.g.
+        ``{"qk_norm": "rms"}`` or ``{"qk_norm": {"kind": "layer", "eps": 1e-5}}``."""
         values = _given(locals())
         self._absent("block", name, self.blocks)
         block = ast.BlockDecl(name, tuple(_block_settings(name, values)))
@@ -409,6 +422,7 @@ class Spec:
                    out_dim: int | None = None, scale: float | None = None,
                    mask: str | None = None, score: str | Sequence[str] | None = None,
                    rope: RopeValue | None = None, cache: bool | None = None,
+                   features: Mapping[str, FeatureValue] | None = None,
                    remove: Iterable[str] = ()) -> Spec:
         """Block ``name`` with the settings given changed (in place) or added; settings left
         None keep their value, and the keys in ``remove`` are dropped (back to defaults)."""
@@ -431,7 +445,8 @@ class Spec:
                       bias: bool | None = None, out_dim: int | None = None,
                       scale: float | None = None, mask: str | None = None,
                       score: str | Sequence[str] | None = None, rope: RopeValue | None = None,
-                      cache: bool | None = None) -> Spec:
+                      cache: bool | None = None,
+                      features: Mapping[str, FeatureValue] | None = None) -> Spec:
         """Block ``name`` with exactly these settings (as ``add_block``), at its place."""
         values = _given(locals())
         old = self._block(name)

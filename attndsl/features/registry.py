@@ -1,9 +1,12 @@
-"""The feature registry: every module of ``features/masks`` and ``features/scores`` (sorted
-by module name; names starting with ``_`` are helpers) declares ``FEATURE`` (or
-``FEATURES``), plain data read here; nothing registers itself by being imported.
+"""The feature registry: every module of ``features/masks``, ``features/scores`` and
+``features/blocks`` (sorted by module name; names starting with ``_`` are helpers) declares
+``FEATURE`` (or ``FEATURES``), plain data read here; nothing registers itself by being
+imported.
 
 Engines look rules up by node class: ``rule("eval", node)`` is the ``eval`` rule of the
-node's feature. ``problems()`` lists the stages a registered feature lacks."""
+node's feature; ``block_rules(engine, hook, features)`` the rules of a block's features at
+one hook point, in the registry's order. ``problems()`` lists the stages a registered feature
+lacks."""
 
 from __future__ import annotations
 
@@ -12,13 +15,15 @@ import pkgutil
 from collections.abc import Callable
 from types import ModuleType
 
+from . import blocks as _blocks
 from . import masks as _masks
 from . import scores as _scores
 from .base import STAGES, Feature
+from .block_base import REPLACING_HOOKS, BlockFeature, BlockNode
 
 
-def _discover(package: ModuleType) -> tuple[Feature, ...]:
-    found: list[Feature] = []
+def _discover(package: ModuleType) -> tuple:
+    found: list = []
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue
@@ -37,6 +42,38 @@ TABLES: dict[str, dict[type, object]] = {
     stage: {f.node: getattr(f, stage) for f in FEATURES if getattr(f, stage) is not None}
     for stage in STAGES}
 
+# block features in pipeline order: the order of their modules (sorted by name), which is the
+# order their rules run in at one hook point and the order a block lists its features in
+BLOCK_FEATURES: tuple[BlockFeature, ...] = _discover(_blocks)
+BLOCKS: dict[str, BlockFeature] = {f.key: f for f in BLOCK_FEATURES}
+BLOCK_BY_NODE: dict[type, BlockFeature] = {f.node: f for f in BLOCK_FEATURES}
+_BLOCK_RANK: dict[type, int] = {f.node: i for i, f in enumerate(BLOCK_FEATURES)}
+
+
+def block_feature_of(node: BlockNode) -> BlockFeature:
+    """The block feature declaring ``node``'s class."""
+    try:
+        return BLOCK_BY_NODE[type(node)]
+    except KeyError:
+        raise TypeError(f"not a block feature node: {node!r}") from None
+
+
+def block_order(nodes) -> tuple[BlockNode, ...]:
+    """Block feature nodes in the registry's declared order (what ``Block.features`` holds)."""
+    return tuple(sorted(nodes, key=lambda n: _BLOCK_RANK[type(n)]))
+
+
+def block_rules(engine: str, hook: str,
+                features: tuple[BlockNode, ...]) -> list[tuple[BlockNode, Callable]]:
+    """(node, rule) for each of ``features`` with a rule of ``engine`` ("reference" or
+    "portable") at ``hook``, in the registry's order."""
+    out = []
+    for node in features:
+        r = getattr(block_feature_of(node), engine).get(hook)
+        if r is not None:
+            out.append((node, r))
+    return out
+
 
 def feature_of(node: object) -> Feature:
     """The feature declaring ``node``'s class."""
@@ -54,6 +91,12 @@ def rule(stage: str, node: object) -> Callable:
         raise TypeError(f"no '{stage}' rule for {type(node).__name__}: {node!r}") from None
 
 
+def pass_allowed(pass_name: str, features: tuple[BlockNode, ...]) -> bool:
+    """Whether IR pass ``pass_name`` stays exact on a block with these features (each
+    feature's ``passes``)."""
+    return all(pass_name in block_feature_of(f).passes for f in features)
+
+
 def problems(features: tuple[Feature, ...] | None = None) -> list[str]:
     """One line per missing stage rule or clash, naming the feature and the stage."""
     out: list[str] = []
@@ -68,4 +111,27 @@ def problems(features: tuple[Feature, ...] | None = None) -> list[str]:
                 out.append(f"feature '{f.name}': {key!r} is also declared by '{seen[key]}'")
             seen[key] = f.name
         out += [f"feature '{f.name}' ({f.kind}) has no '{s}' rule" for s in f.missing()]
+    out += block_problems()
     return out
+
+
+def block_problems(features: tuple[BlockFeature, ...] | None = None) -> list[str]:
+    """One line per missing rule of a block feature, or a key / node class declared twice."""
+    out: list[str] = []
+    seen: dict[object, str] = {}
+    for f in BLOCK_FEATURES if features is None else features:
+        for key in (f.key, f.node):
+            if key in seen:
+                out.append(f"block feature '{f.key}': {key!r} is also declared by "
+                           f"'{seen[key]}'")
+            seen[key] = f.key
+        out += f.problems()
+    return out
+
+
+def replacing(engine: str, hook: str, features: tuple[BlockNode, ...]):
+    """The one (node, rule) of ``features`` that replaces the engine's step at ``hook``
+    (``REPLACING_HOOKS``), or None. ``ir.build`` rejects two on one block."""
+    assert hook in REPLACING_HOOKS
+    rules = block_rules(engine, hook, features)
+    return rules[0] if rules else None

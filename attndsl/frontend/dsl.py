@@ -114,15 +114,11 @@ class _Builder:
         mods = () if mods is None else self.expr.build(mods)
         return [ast.Setting("score", mods, self.sp(item), self.sp(item.children[0] or item))]
 
-    def line_rope_flag(self, item: Tree) -> list[ast.Setting]:
-        """`rope false` (no rope), `rope true` (defaults)."""
-        tok = item.children[0]
-        value = {"true": (), "false": False}.get(str(tok), str(tok))
-        return [ast.Setting("rope", value, self.sp(item), self.sp(tok))]
-
-    def line_rope_line(self, item: Tree) -> list[ast.Setting]:
-        kws = tuple(self.kwarg(k) for k in item.children if k is not None)
-        return [ast.Setting("rope", kws, self.sp(item), self.sp(item))]
+    def line_feature_line(self, item: Tree) -> list[ast.Setting]:
+        """A block feature's options, ``rope theta = 1e6, dim = 8``: a mapping."""
+        key, *kwargs = item.children
+        kws = tuple(self.kwarg(k) for k in kwargs if k is not None)
+        return [ast.Setting(str(key), kws, self.sp(key), self.sp(item))]
 
     def line_setting_line(self, item: Tree) -> list[ast.Setting]:
         return [self.setting(s) for s in item.children]

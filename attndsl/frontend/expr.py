@@ -24,10 +24,13 @@ _TOKEN_NAMES = {
 
 @cache
 def parser() -> Lark:
-    try:  # installed: grammars/ is shipped as the package data `attndsl.grammars`
+    # a source checkout's own grammar first: an editable install elsewhere would otherwise
+    # map `attndsl.grammars` to that other tree's grammar
+    local = Path(__file__).resolve().parents[2] / "grammars" / "attn.lark"
+    if local.is_file():
+        text = local.read_text("utf-8")
+    else:  # installed: grammars/ is shipped as the package data `attndsl.grammars`
         text = resources.files("attndsl.grammars").joinpath("attn.lark").read_text("utf-8")
-    except ModuleNotFoundError:  # a source checkout on PYTHONPATH, not installed
-        text = (Path(__file__).resolve().parents[2] / "grammars" / "attn.lark").read_text("utf-8")
     return Lark(
         text, start=["module", "mask_expr", "score_list"], parser="lalr",
         propagate_positions=True, maybe_placeholders=True,

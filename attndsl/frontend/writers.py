@@ -112,12 +112,13 @@ def _dsl_setting(s: ast.Setting) -> str:
         return f"mask {format_expr(v)}"
     if s.key == "score" and isinstance(v, tuple):
         return f"score {_scores(v)}".rstrip()
-    if s.key == "rope" and isinstance(v, tuple):
-        args = ", ".join(f"{_dsl_ident(k.key, 'rope key')} = {_dsl_scalar(k.value)}" for k in v)
-        return f"rope {args}".rstrip()
-    if s.key == "rope" and isinstance(v, bool):
-        return f"rope {_dsl_scalar(v)}"
     key = _dsl_ident(s.key, "key")
+    if isinstance(v, tuple):  # a block feature's options (`rope theta = 1e6, dim = 8`)
+        if not v:  # `{}` in YAML: the defaults, as `true` says them in both syntaxes
+            return f"{key} true"
+        args = ", ".join(f"{_dsl_ident(k.key, f'{key} key')} = {_dsl_scalar(k.value)}"
+                         for k in v)
+        return f"{key} {args}"
     return key if v is True and key in _FLAG_KEYS else f"{key} {_dsl_scalar(v)}"
 
 
@@ -222,9 +223,7 @@ def _yaml_setting(s: ast.Setting) -> str:
         return f"{key}: {_yaml_str(format_expr(v))}"
     if s.key == "score" and isinstance(v, tuple):
         return f"{key}: [{_scores(v)}]"
-    if s.key == "rope" and isinstance(v, tuple):
-        if not v:
-            return f"{key}: true"
+    if isinstance(v, tuple):  # a block feature's options
         items = ", ".join(f"{_yaml_str(k.key, True)}: {_yaml_scalar(k.value, True)}" for k in v)
         return f"{key}: {{{items}}}"
     return f"{key}: {_yaml_scalar(v)}"

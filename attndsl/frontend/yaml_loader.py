@@ -190,9 +190,11 @@ class _Loader:
             return self.mask_value(node)
         if key == "score":
             return self.score_value(node)
-        if key == "rope":
-            return self.rope_value(node)
-        return self.scalar(node)
+        if isinstance(node, yaml.MappingNode):  # a block feature's options: `rope: {theta: 1e6}`
+            return self.feature_value(node, key)
+        value = self.scalar(node)
+        # `rope:` with no value is the key alone, as a bare `rope` line in .attn: true
+        return True if value is None else value
 
     def mask_value(self, node: yaml.Node) -> object:
         if isinstance(node, yaml.ScalarNode):
@@ -224,18 +226,10 @@ class _Loader:
             mods.extend(self.expr(item, "score_list"))
         return tuple(mods)
 
-    def rope_value(self, node: yaml.Node) -> object:
-        if isinstance(node, yaml.ScalarNode):
-            value = self.scalar(node)
-            if value is True or value is None:
-                return ()
-            if value is False:
-                return False
-            self.errors.error("rope must be a mapping like {theta: 10000.0}", self.sp(node))
-            return ()
-        return tuple(
-            ast.Setting(k, self.scalar(v), ks, self.sp(v))
-            for k, v, ks in self.mapping(node, "rope"))
+    def feature_value(self, node: yaml.MappingNode, key: str) -> tuple[ast.Setting, ...]:
+        """A block feature's options (any key: the IR builder knows the features)."""
+        return tuple(ast.Setting(k, self.scalar(v), ks, self.sp(v))
+                     for k, v, ks in self.mapping(node, key))
 
     # ------------------------------------------------------------ sections
     def dim_decls(self, node: yaml.Node) -> list[ast.DimDecl]:

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ErrorCollector, did_you_mean
 from ..features import nodes as mn
-from ..features.registry import SCORES, feature_of
+from ..features.block_base import REPLACING_HOOKS, BlockFeature, BlockNode
+from ..features.registry import BLOCKS, SCORES, block_order, block_rules, feature_of
 from ..frontend import ast
 from ..frontend.ast import TOP_KEYS
 from ..source import Span
 from .calls import build_call, build_mask
-from .nodes import FLOAT_DTYPES, INPUT_DTYPES, Block, Dim, Input, Model, Output, Rope
+from .nodes import FLOAT_DTYPES, INPUT_DTYPES, Block, Dim, Input, Model, Output
 
-BLOCK_KEYS = ("query", "key_value", "key", "value", "heads", "kv_heads", "head_dim",
-              "v_head_dim", "project", "bias", "out_dim", "scale", "score", "mask", "rope",
-              "cache")
-ROPE_KEYS = ("theta", "dim", "interleaved")
+# the block settings: the core ones, then one per block feature (``features/blocks/``)
+CORE_KEYS = ("query", "key_value", "key", "value", "heads", "kv_heads", "head_dim",
+             "v_head_dim", "project", "bias", "out_dim", "scale", "score", "mask", "cache")
+BLOCK_KEYS = CORE_KEYS[:-1] + tuple(BLOCKS) + CORE_KEYS[-1:]
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -337,7 +340,9 @@ class Builder:
                 self.err("scale must be a positive number",
                          s["scale"].value_span or s["scale"].span)
         self_attn = (k_stream.name == q.name) if project else True
-        rope = self.rope(s.get("rope"), head_dim)
+        facts = BlockCheck(self, b.name, heads, kv_heads, head_dim, v_head_dim, project, cache,
+                           self_attn, self.dtype)
+        features = self.block_features(s, facts, b)
         mask = self.mask(s.get("mask"), b, heads, self_attn, cache, q, k_stream)
         score = self.scores(s.get("score"), b, heads)
         if len(self.errors.errors) > n_err:
@@ -346,7 +351,7 @@ class Builder:
             name=b.name, query=q.name, key=k_stream.name, value=v_stream.name, heads=heads,
             kv_heads=kv_heads, head_dim=head_dim, v_head_dim=v_head_dim, width_q=width_q,
             width_kv=width_k, out_dim=out_dim, project=project, bias=bias, scale=scale, mask=mask,
-            score=score, rope=rope, cache=cache, self_attention=self_attn, span=b.span)
+            score=score, features=features, cache=cache, self_attention=self_attn, span=b.span)
 
     def names_only(self, s: dict[str, ast.Setting]) -> None:
         """Report unknown primitive names of a block that cannot be built further."""
@@ -393,43 +398,75 @@ class Builder:
         self.err(f"'{key}' must be a positive integer, got {st.value!r}", st.value_span or st.span)
         return None
 
-    def rope(self, st: ast.Setting | None, head_dim: int) -> Rope | None:
-        if st is None or st.value is False:
+    def block_features(self, s: dict[str, ast.Setting], facts: BlockCheck,
+                       b: ast.BlockDecl) -> tuple[BlockNode, ...]:
+        """The block's feature nodes (registry order); ``false`` means absent."""
+        out = []
+        for key, feature in BLOCKS.items():
+            st = s.get(key)
+            if st is None or st.value is False:
+                continue
+            node = self.block_feature(feature, st, facts)
+            if node is not None:
+                out.append(node)
+        nodes = block_order(out)
+        for engine in ("reference", "portable"):
+            for hook in REPLACING_HOOKS:
+                rules = block_rules(engine, hook, nodes)
+                if len(rules) > 1:
+                    keys = [BLOCKS_BY_NODE[type(n)] for n, _ in rules]
+                    self.err(f"block '{b.name}': {' and '.join(keys)} both replace the "
+                             f"'{hook}' step", s[keys[1]].span, f"keep one of {', '.join(keys)}")
+                    return ()
+        return nodes
+
+    def block_feature(self, f: BlockFeature, st: ast.Setting,
+                      facts: BlockCheck) -> BlockNode | None:
+        """Check one block feature setting against the feature's options and build its node
+        (the feature's ``make`` does the cross-checks against the block)."""
+        options = {o.name: o for o in f.options}
+        given: dict[str, ast.Setting] = {}
+        if isinstance(st.value, tuple):  # a mapping
+            for kw in st.value:
+                if kw.key not in options:
+                    self.err(f"unknown {f.key} key '{kw.key}'", kw.span,
+                             did_you_mean(kw.key, options)
+                             or f"valid keys: {', '.join(options)}")
+                elif kw.key in given:
+                    self.err(f"duplicate key '{kw.key}' in {f.key}", kw.span)
+                else:
+                    given[kw.key] = kw
+        else:
+            short = f.shorthand(st.value)
+            if short is None:
+                choices = [c for o in f.options for c in o.choices]
+                hint = did_you_mean(str(st.value), choices) if isinstance(st.value, str) else None
+                self.err(f"{f.key} must be a mapping like {f.example}", st.value_span or st.span,
+                         hint or (f"or one of true, false, {', '.join(choices)}" if choices
+                                  else "or true (the defaults) or false (none)"))
+                return None
+            given = {k: ast.Setting(k, v, st.span, st.value_span or st.span)
+                     for k, v in short.items()}
+        values: dict[str, object] = {}
+        ok = True
+        for name, opt in options.items():
+            kw = given.get(name)
+            if kw is None:
+                values[name] = opt.default
+            elif opt.accepts(kw.value):
+                values[name] = opt.convert(kw.value)
+            else:
+                ok = False
+                hint = (did_you_mean(kw.value, opt.choices)
+                        if opt.kind == "choice" and isinstance(kw.value, str) else None)
+                self.err(f"{f.key} {name} must be {opt.describe()}, got {kw.value!r}"
+                         if opt.kind in ("int", "choice") else
+                         f"{f.key} {name} must be {opt.describe()}",
+                         kw.value_span or kw.span, hint)
+        if not ok:
             return None
-        if not isinstance(st.value, tuple):
-            self.err("rope must be a mapping like {theta: 10000.0}", st.value_span or st.span)
-            return None
-        vals = {}
-        for kw in st.value:
-            if kw.key not in ROPE_KEYS:
-                self.err(f"unknown rope key '{kw.key}'", kw.span,
-                         did_you_mean(kw.key, ROPE_KEYS) or f"valid keys: {', '.join(ROPE_KEYS)}")
-            vals[kw.key] = kw
-        theta = 10000.0
-        if "theta" in vals:
-            v = vals["theta"].value
-            if _is_number(v) and v > 0:
-                theta = float(v)
-            else:
-                self.err("rope theta must be a positive number", vals["theta"].value_span)
-        dim = head_dim
-        if "dim" in vals:
-            v = vals["dim"].value
-            if _is_int(v) and 0 < v <= head_dim and v % 2 == 0:
-                dim = v
-            else:
-                self.err(f"rope dim must be an even integer in 2..{head_dim}, got {v!r}",
-                         vals["dim"].value_span)
-        elif head_dim % 2:
-            self.err(f"rope needs an even head_dim (got {head_dim})", st.span, "set rope dim")
-        inter = False
-        if "interleaved" in vals:
-            v = vals["interleaved"].value
-            if isinstance(v, bool):
-                inter = v
-            else:
-                self.err("rope interleaved must be true or false", vals["interleaved"].value_span)
-        return Rope(theta, dim, inter)
+        spans = {k: kw.value_span or kw.span for k, kw in given.items()}
+        return f.make(values, dataclasses.replace(facts, setting=st, spans=spans))
 
     def check_input(self, name: str, span, what: str, kinds: tuple[str, ...],
                     rank: tuple[int, ...]):
@@ -549,6 +586,50 @@ class NodeCheck:
 
     def check_ids_length(self, ids: Input, span, k_seq: str | int, cache: bool) -> None:
         self.builder.check_ids_length(ids, span, k_seq, cache)
+
+
+@dataclass(frozen=True)
+class BlockCheck:
+    """What a block feature's ``make`` receives: the block's facts and the builder's error
+    report. ``span(option)`` is where an option's value was written (the setting's span
+    when the option was not given, or for ``span(None)``)."""
+
+    builder: Builder
+    block: str
+    heads: int
+    kv_heads: int
+    head_dim: int
+    v_head_dim: int
+    project: bool
+    cache: bool
+    self_attn: bool
+    dtype: str
+    setting: ast.Setting | None = None
+    spans: Mapping[str, Span] = dataclasses.field(default_factory=dict)
+
+    def err(self, msg: str, span: Span | None, hint: str | None = None) -> None:
+        self.builder.err(msg, span, hint)
+
+    def span(self, option: str | None) -> Span | None:
+        if option is not None and option in self.spans:
+            return self.spans[option]
+        st = self.setting
+        return None if st is None else st.span
+
+    def given(self, option: str) -> bool:
+        """Whether the spec gave ``option`` (not its default)."""
+        return option in self.spans
+
+
+BLOCKS_BY_NODE = {f.node: key for key, f in BLOCKS.items()}
+
+
+def feature_setting(node: BlockNode) -> ast.Setting:
+    """A block feature node as the syntax tree setting that builds it again (every option
+    written out), for the writers: ``write_yaml`` / ``write_dsl`` print it like any
+    setting."""
+    feature = BLOCKS[BLOCKS_BY_NODE[type(node)]]
+    return ast.Setting(feature.key, tuple(ast.Setting(k, v) for k, v in feature.format(node)))
 
 
 def build_ir(spec: ast.SpecAST) -> Model:

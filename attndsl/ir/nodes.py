@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..features.base import Mask, Score
-from ..features.registry import rule
+from ..features.block_base import BlockNode
+from ..features.blocks.rope import Rope
+from ..features.masks.all import All
+from ..features.registry import block_feature_of, rule
 from ..source import Span
 
 FLOAT_DTYPES = ("float32", "float16")
@@ -36,16 +39,11 @@ class Input:
 
 
 @dataclass(frozen=True, slots=True)
-class Rope:
-    theta: float = 10000.0
-    dim: int = 0  # features rotated per head (<= head_dim, even)
-    interleaved: bool = False
-
-
-@dataclass(frozen=True, slots=True)
 class Block:
     """One attention block. ``project=False`` is core mode: ``query``/``key``/``value`` are
-    already per-head-packed streams and no weights exist."""
+    already per-head-packed streams and no weights exist. ``features`` holds the block
+    features (``rope``, ``qk_norm``, ...: ``features/blocks/``), at most one per key, in the
+    registry's order; ``mask`` is always an expression (``all`` when the spec has none)."""
 
     name: str
     query: str
@@ -61,9 +59,9 @@ class Block:
     project: bool = True
     bias: bool = False
     scale: float = 1.0
-    mask: Mask | None = None
+    mask: Mask = All()
     score: tuple[Score, ...] = ()
-    rope: Rope | None = None
+    features: tuple[BlockNode, ...] = ()
     cache: bool = False
     self_attention: bool = True  # query positions are past_len + i (else i)
     fused_qkv: bool = False  # one weight <block>.qkv_proj.{weight,bias} = [q; k; v] rows
@@ -73,6 +71,15 @@ class Block:
     def group(self) -> int:
         """Query heads per kv head."""
         return self.heads // self.kv_heads
+
+    def feature(self, key: str) -> BlockNode | None:
+        """The block's feature node for setting ``key`` (``"rope"``), or None."""
+        return next((f for f in self.features if block_feature_of(f).key == key), None)
+
+    @property
+    def rope(self) -> Rope | None:
+        """The RoPE feature, or None (read-only convenience over ``features``)."""
+        return self.feature("rope")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,4 +170,6 @@ class Model:
                         out[f"{b.name}.{proj}_proj.bias"] = shape[:1]
             for s in b.score:
                 out.update(rule("weights", s)(s, b))
+            for f in b.features:
+                out.update(block_feature_of(f).weights(f, b))
         return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..features.block_base import format_node
+from ..features.registry import block_feature_of
 from ..features.text import format_leaf, format_mask
 from .nodes import Model
 
@@ -34,9 +36,9 @@ def print_ir(model: Model) -> str:
         lines.append(f"    mask {format_mask(b.mask)}")
         if b.score:
             lines.append(f"    score {', '.join(format_leaf(s) for s in b.score)}")
-        if b.rope:
-            lines.append(f"    rope theta={_num(b.rope.theta)}, dim={b.rope.dim}, "
-                         f"interleaved={str(b.rope.interleaved).lower()}")
+        for f in b.features:
+            feature = block_feature_of(f)
+            lines.append(f"    {format_node(feature.key, feature.format(f))}")
         if b.cache:
             lines.append("    cache")
         if b.fused_qkv:

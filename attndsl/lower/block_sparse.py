@@ -34,7 +34,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..features import nodes as mn
 from ..ir.nodes import Block
 from .builder import GraphBuilder
 from .mask_ops import MaskLowering, lower_scores, zero_empty_rows
@@ -60,6 +59,9 @@ class Context:
     static_lens: tuple[int | None, int | None]
     float32: Callable[[str], str]
     guard: bool  # some query row may have no allowed key
+    # the row softmax (logits with -inf cells, the bool mask or None): a block feature's
+    # ``softmax`` rule (sinks), else None for ``Softmax``
+    softmax: Callable[[str, str | None], str] | None = None
 
     def i64(self, value: int) -> str:
         return self.g.scalar(value, "int64")
@@ -87,8 +89,7 @@ def _attend(ctx: Context, q: str, kt: str, v: str, pp: PairPositions,
     g, b = ctx.g, ctx.block
     s = _grouped_matmul(ctx, q, kt)
     s = lower_scores(g, b, pp, s, ctx.float32)
-    mask = b.mask if b.mask is not None else mn.All()
-    allowed = MaskLowering(g, b, pp, ctx.input_types, ctx.static_lens).lower(mask)
+    allowed = MaskLowering(g, b, pp, ctx.input_types, ctx.static_lens).lower(b.mask)
     if valid is not None and allowed is not False:
         allowed = valid if allowed is True else g.and_(allowed, valid)
     if allowed is False:  # never planned (the plan keeps such blocks dense); still exact
@@ -96,7 +97,9 @@ def _attend(ctx: Context, q: str, kt: str, v: str, pp: PairPositions,
     if allowed is not True:
         zero, minus_inf = g.scalar(0.0, np.float32), g.scalar(-np.inf, np.float32)
         s = g.add(s, g.where(allowed, zero, minus_inf))
-    o = _grouped_matmul(ctx, g.op("Softmax", s, axis=-1), v)
+    p = (g.op("Softmax", s, axis=-1) if ctx.softmax is None
+         else ctx.softmax(s, None if allowed is True else allowed))
+    o = _grouped_matmul(ctx, p, v)
     if ctx.guard and allowed is not True:  # rows with no allowed key: 0, not NaN
         o = zero_empty_rows(g, allowed, o, empty_safe=True)
     return o

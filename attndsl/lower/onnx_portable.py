@@ -15,17 +15,15 @@ what a step without one would.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from ..features import nodes as mn
-from ..features.registry import rule
-from ..features.rope import rope_inv_freq
-from ..ir.nodes import Block, Model, Rope
+from ..features.registry import block_rules, replacing, rule
+from ..ir.nodes import Block, Model
 from ..weights import check_weights
 from . import block_sparse as bs
 from .builder import FLOAT, ONNX_TYPES, GraphBuilder
@@ -70,7 +68,7 @@ class PortableLowering:
         self.streams: dict[str, str] = {}
         self.results: dict[str, dict[str, str]] = {}
         self._f32: dict[str, str] = {}
-        self._rope: dict[tuple[str, float, int], tuple[str, str]] = {}
+        self._memo: dict[object, object] = {}
         self.explain: list[BlockExplanation] = []
 
     # ------------------------------------------------------------ model
@@ -134,6 +132,14 @@ class PortableLowering:
             self._f32[name] = self.g.cast(name, FLOAT)
         return self._f32[name]
 
+    FLOAT = FLOAT  # the float32 element type, for rules that cannot import onnx
+
+    def memo(self, key: object, build: Callable[[], object]) -> object:
+        """``build()``, once per ``key`` for the whole graph (RoPE tables per positions)."""
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
     def to_float32(self, x: str) -> str:
         return x if self.dtype == FLOAT else self.g.cast(x, FLOAT)
 
@@ -150,7 +156,26 @@ class PortableLowering:
         else:
             o, p = self.attend_sparse(b, plan, q, k, v, pos), None
         self.explain.append(BlockExplanation(b.name, plan.lowering, plan.reason))
+        if block_rules("portable", "attended", b.features):
+            st = BlockLowering(self, b, pos=pos, o=o)
+            self.hooks(st, "attended")
+            o = st.o
         self.finish(b, o, p, result)
+
+    def hooks(self, st: BlockLowering, hook: str) -> None:
+        """Run the ``portable`` rules of the block's features at ``hook`` (registry order)."""
+        for node, r in block_rules("portable", hook, st.block.features):
+            r(node, st)
+
+    def softmax(self, b: Block, pos: Positions) -> Callable[[str, str | None], str]:
+        """The row softmax of the logits (disallowed cells -inf; ``allowed`` the bool mask,
+        None when every cell is allowed): a block feature's ``softmax`` rule, else
+        ``Softmax``. The dense and the block-sparse strategies both call it."""
+        own = replacing("portable", "softmax", b.features)
+        if own is None:
+            return lambda s, allowed: self.g.op("Softmax", s, axis=-1)
+        node, r = own
+        return lambda s, allowed: r(node, BlockLowering(self, b, pos=pos), s, allowed)
 
     def plan(self, b: Block) -> Plan:
         """Dense or block-sparse for block ``b`` (``--sparse``, cost model: ``plan.py``)."""
@@ -161,10 +186,10 @@ class PortableLowering:
     def attend_sparse(self, b: Block, plan: Plan, q: str, k: str, v: str,
                       pos: Positions) -> str:
         """Block-sparse attention (``block_sparse.py``): output [B, H, Sq, Dv] (float32)."""
-        mask = b.mask if b.mask is not None else mn.All()
         lens = self.model.static_lens(b)
         ctx = bs.Context(self.g, b, self.input_types, lens, self.float32,
-                         guard=not row_witnesses(mask, self.model.has_diagonal(b)))
+                         guard=not row_witnesses(b.mask, self.model.has_diagonal(b)),
+                         softmax=self.softmax(b, pos))
         with self.g.scope(plan.kind):
             if plan.kind == "band":
                 return bs.attend_band(ctx, q, k, v, pos, plan.tile, plan.lo, plan.hi,
@@ -195,14 +220,18 @@ class PortableLowering:
         [B, G, Sk, D] and v [B, G, Sk, Dv] in float32 (past keys first), the block's positions,
         and the present key/value values (``result``) when the block has a cache."""
         g = self.g
-        q, k, v = self.project(b)
-        q = self.to_float32(self.split_heads(q, b.heads, b.head_dim))
-        k = self.to_float32(self.split_heads(k, b.kv_heads, b.head_dim))
-        v = self.split_heads(v, b.kv_heads, b.v_head_dim)
-        pos = self.positions(b)
-        if b.rope is not None:
-            q = self.rope(q, pos.q, b.rope, b.head_dim)
-            k = self.rope(k, pos.k_new, b.rope, b.head_dim)
+        st = BlockLowering(self, b)
+        own = replacing("portable", "project", b.features)
+        st.q, st.k, st.v = own[1](own[0], st) if own else self.project(b)
+        self.hooks(st, "projected")
+        q = self.to_float32(self.split_heads(st.q, b.heads, b.head_dim))
+        k = self.to_float32(self.split_heads(st.k, b.kv_heads, b.head_dim))
+        v = self.split_heads(st.v, b.kv_heads, b.v_head_dim)
+        st.pos = pos = self.positions(b)
+        st.q, st.k, st.v = q, k, v
+        for hook in ("heads", "rope", "post_rope"):
+            self.hooks(st, hook)
+        q, k, v = st.q, st.k, st.v
         if b.scale != 1.0:  # (fold-scale moves the scale into the query projection)
             q = g.mul(q, g.scalar(b.scale, np.float32))
         result: dict[str, str] = {}
@@ -235,7 +264,7 @@ class PortableLowering:
             allowed if isinstance(allowed, str) else g.const([False], bool))
         if mask is not None:
             s = g.where(mask, s, g.scalar(-np.inf, np.float32))
-        p = g.op("Softmax", s, axis=-1)
+        p = self.softmax(b, pos)(s, mask)
         if mask is not None and guard:  # rows with no allowed key: probabilities 0, not NaN
             p = zero_empty_rows(g, mask, p)
         return self.per_group(b, p, v), p
@@ -245,6 +274,10 @@ class PortableLowering:
         g = self.g
         o = g.reshape(g.transpose(o, [0, 2, 1, 3]), [0, 0, b.heads * b.v_head_dim])
         o = self.to_model_dtype(o)
+        if block_rules("portable", "merged", b.features):
+            st = BlockLowering(self, b, o=o)
+            self.hooks(st, "merged")
+            o = st.o
         if b.project:
             o = self.linear(o, f"{b.name}.o_proj", b.bias)
         self.streams[b.name] = o
@@ -268,44 +301,12 @@ class PortableLowering:
         h // group (one batched MatMul; K/V are never repeated)."""
         return self.g.grouped_matmul(a, kv, b.heads, b.kv_heads)
 
-    def rope(self, x: str, positions: str, rope: Rope, head_dim: int) -> str:
-        """Rotate the first ``rope.dim`` features of each head of x [B, n, S, D] (float32)."""
-        g = self.g
-        dim, half = rope.dim, rope.dim // 2
-        with g.scope("rope"):
-            cos, sin = self.rope_tables(positions, rope)  # [S, dim/2]
-            rot = x if dim == head_dim else g.slice(x, [0], [dim], [3])
-            if rope.interleaved:
-                pairs = g.reshape(rot, [0, 0, 0, half, 2])
-                a, c = g.slice(pairs, [0], [1], [4]), g.slice(pairs, [1], [2], [4])
-                cos, sin = g.unsqueeze(cos, [2]), g.unsqueeze(sin, [2])  # [S, dim/2, 1]
-            else:
-                a, c = g.slice(rot, [0], [half], [3]), g.slice(rot, [half], [dim], [3])
-            first = g.sub(g.mul(a, cos), g.mul(c, sin))
-            second = g.add(g.mul(c, cos), g.mul(a, sin))
-            out = g.concat([first, second], axis=-1)
-            if rope.interleaved:
-                out = g.reshape(out, [0, 0, 0, dim])
-            if dim < head_dim:
-                out = g.concat([out, g.slice(x, [dim], [head_dim], [3])], axis=-1)
-            return out
-
-    def rope_tables(self, positions: str, rope: Rope) -> tuple[str, str]:
-        """cos and sin of the rotation angles [S, dim/2], built once per positions tensor."""
-        key = (positions, rope.theta, rope.dim)
-        if key not in self._rope:
-            g = self.g
-            inv = g.const(rope_inv_freq(rope.dim, rope.theta).astype(np.float32), np.float32)
-            angles = g.mul(g.unsqueeze(g.cast(positions, FLOAT), [1]), inv)
-            self._rope[key] = (g.op("Cos", angles), g.op("Sin", angles))
-        return self._rope[key]
-
     def allowed(self, b: Block, pos: Positions) -> tuple[str | bool, bool]:
         """The block's bool mask with bias(t) -inf cells removed, and whether some query row
         may end up with no key (then the guard zeroes it)."""
         g = self.g
         lens = self.model.static_lens(b)
-        mask = b.mask if b.mask is not None else mn.All()
+        mask = b.mask
         allowed = MaskLowering(g, b, pos, self.input_types, lens).lower(mask)
         guard = not row_witnesses(mask, self.model.has_diagonal(b))
         # scores that add an input over the cells (bias(t)): its -inf cells are masked out
@@ -318,3 +319,53 @@ class PortableLowering:
                 break
             allowed = finite if allowed is True else g.and_(allowed, finite)
         return allowed, guard and allowed is not True
+
+
+@dataclass
+class BlockLowering:
+    """The state of one block in the portable lowering, handed to the block features'
+    ``portable`` rules (docs/architecture.md, "Block features"). ``q``, ``k``, ``v``: at
+    ``project`` / ``projected`` the projected streams [B, S, H*D], [B, S, G*D], [B, S, G*Dv]
+    in the model dtype; from ``heads`` to ``post_rope`` per head in float32, [B, H, Sq, D],
+    [B, G, Sk, D] (new keys) and [B, G, Sk, Dv] (model dtype). ``pos`` the block's
+    positions (``pos.q``, ``pos.k_new``, ``pos.q_col``...); ``o`` the attention output [B, H,
+    Sq, Dv] float32 at ``attended``, [B, Sq, H*Dv] in the model dtype at ``merged``.
+
+    ``g`` is the graph builder; ``float32(name)`` reads a weight or input as float32,
+    ``to_float32`` / ``to_model_dtype`` cast values, ``linear(x, name, bias)`` applies a
+    Linear weight, ``memo(key, build)`` builds a value once per graph, ``FLOAT`` is the
+    float32 element type and ``float16`` whether the model is float16."""
+
+    low: PortableLowering
+    block: Block
+    q: str = ""
+    k: str = ""
+    v: str = ""
+    pos: Positions | None = None
+    o: str = ""
+    extra: dict[str, object] = field(default_factory=dict)
+
+    FLOAT = FLOAT
+
+    @property
+    def g(self) -> GraphBuilder:
+        return self.low.g
+
+    @property
+    def float16(self) -> bool:
+        return self.low.dtype != FLOAT
+
+    def memo(self, key: object, build: Callable[[], object]) -> object:
+        return self.low.memo(key, build)
+
+    def float32(self, name: str) -> str:
+        return self.low.float32(name)
+
+    def to_float32(self, x: str) -> str:
+        return self.low.to_float32(x)
+
+    def to_model_dtype(self, x: str) -> str:
+        return self.low.to_model_dtype(x)
+
+    def linear(self, x: str, name: str, bias: bool) -> str:
+        return self.low.linear(x, name, bias)

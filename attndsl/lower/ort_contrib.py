@@ -51,7 +51,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from ..features import nodes as mn
-from ..features.registry import rule
+from ..features.blocks.rope import rope_tables
+from ..features.registry import block_feature_of, rule
 from ..features.text import format_leaf, format_mask
 from ..ir.nodes import Block
 from .builder import FLOAT
@@ -83,15 +84,13 @@ class Pattern:
     inputs: tuple[mn.Mask, ...] = ()
 
 
-def _terms(m: mn.Mask | None) -> list[mn.Mask]:
-    if m is None:
-        return []
+def _terms(m: mn.Mask) -> list[mn.Mask]:
     if isinstance(m, mn.And):
         return [t for term in m.terms for t in _terms(term)]
     return [m]
 
 
-def mask_pattern(mask: mn.Mask | None) -> Pattern | str:
+def mask_pattern(mask: mn.Mask) -> Pattern | str:
     """The block's mask as a Pattern, or why no fused kernel expresses it."""
     lo, hi = -np.inf, np.inf  # bounds on q - k
     inputs: list[mn.Mask] = []
@@ -103,7 +102,7 @@ def mask_pattern(mask: mn.Mask | None) -> Pattern | str:
             inputs.append(t)
         else:
             lo, hi = max(lo, fused[0]), min(hi, fused[1])
-    text = format_mask(mask) if mask is not None else "all"
+    text = format_mask(mask)
     if lo > hi or lo > 0:
         return f"mask {text} excludes the query's own position (rows may be empty)"
     if lo < 0 and (lo > -np.inf or hi < np.inf):
@@ -127,6 +126,16 @@ def split_scores(score: tuple[mn.Score, ...]) -> tuple[float | None, tuple[mn.Sc
         else:
             additive.append(s)
     return cap, tuple(additive)
+
+
+def feature_reason(b: Block) -> str | None:
+    """Why a block feature keeps the block off the fused kernels (its ``ort`` rule), or
+    None when every feature maps (RoPE: the kernels' rotary embedding)."""
+    for f in b.features:
+        why = block_feature_of(f).ort(f, b)
+        if why != "rotary":
+            return why
+    return None
 
 
 def _wants_weights(low: PortableLowering, b: Block) -> bool:
@@ -165,6 +174,8 @@ class GqaPlan:
 
 def match_gqa(low: PortableLowering, b: Block) -> GqaPlan | str:
     """GroupQueryAttention when the block maps exactly, else why not."""
+    if (why := feature_reason(b)) is not None:
+        return why
     if not low.model.has_diagonal(b):
         return ("cross-attention" if not b.self_attention else
                 "query and key streams may differ in length")
@@ -243,6 +254,8 @@ class MhaPlan:
 
 def match_mha(low: PortableLowering, b: Block) -> MhaPlan | str:
     """MultiHeadAttention when the block maps exactly, else why not."""
+    if (why := feature_reason(b)) is not None:
+        return why
     if b.kv_heads != b.heads:
         return f"kv_heads {b.kv_heads} != heads {b.heads}"
     if _wants_weights(low, b):
@@ -313,6 +326,8 @@ class AttentionPlan:
 
 def match_attention(low: PortableLowering, b: Block) -> AttentionPlan | str:
     """ONNX Attention (the model's opset, 23 or 24) when the block maps exactly."""
+    if (why := feature_reason(b)) is not None:
+        return why
     if low.opset < ATTENTION_OPSET:
         return f"needs opset >= {ATTENTION_OPSET} (the model uses {low.opset})"
     pattern = mask_pattern(b.mask)
@@ -389,7 +404,7 @@ def _rope_cache(low: PortableLowering, b: Block, rows: str) -> tuple[str, str]:
     """cos and sin [rows, dim/2] for positions 0..rows-1, in the model dtype."""
     g = low.g
     positions = g.range(g.scalar(0, "int64"), rows, g.scalar(1, "int64"))
-    cos, sin = low.rope_tables(positions, b.rope)
+    cos, sin = rope_tables(low, positions, b.rope)
     return low.to_model_dtype(cos), low.to_model_dtype(sin)
 
 

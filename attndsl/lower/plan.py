@@ -137,7 +137,7 @@ def _dense_reason(b: Block, wants_weights: bool) -> str | None:
     for mod in b.score:
         if _cell_inputs(mod):
             return f"score {format_leaf(mod)} is an input over every (query, key) cell"
-    if b.mask is None or simplify(b.mask, b.heads) == mn.All():
+    if simplify(b.mask, b.heads) == mn.All():
         return "no mask: every (query, key) pair is attended"
     for node in mn.walk(b.mask):
         if _cell_inputs(node):

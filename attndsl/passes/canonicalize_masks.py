@@ -23,9 +23,7 @@ class CanonicalizeMasks(IRPass):
     def run(self, program: Program) -> PassResult[Program]:
         blocks = []
         for b in program.model.blocks:
-            mask = b.mask
-            if mask is not None:
-                mask = simplify(mask, b.heads if self.options.use_heads else None)
+            mask = simplify(b.mask, b.heads if self.options.use_heads else None)
             blocks.append(b if mask == b.mask else replace(b, mask=mask))
         changed = any(new is not old for new, old in zip(blocks, program.model.blocks,
                                                          strict=True))

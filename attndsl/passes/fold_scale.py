@@ -3,7 +3,8 @@
 ``s = scale * (q . k)`` and q is linear in the query projection's weight and bias, and RoPE
 rotates q linearly, so scaling the query rows of the weight (and the bias) by ``scale`` and
 setting the block's scale to 1.0 gives the same logits without the per-step multiply. Only
-blocks with projections (core mode has no weight to fold into)."""
+blocks with projections (core mode has no weight to fold into), and only when every block
+feature lists this pass (QK-norm, for one, undoes a scaled projection)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..features.registry import pass_allowed
 from .base import IRPass, PassResult, Program
 
 
@@ -35,7 +37,7 @@ class FoldScale(IRPass):
         weights = dict(program.weights)
         blocks = []
         for b in program.model.blocks:
-            if not (b.project and self.foldable(b.scale)):
+            if not (b.project and self.foldable(b.scale) and pass_allowed(self.name, b.features)):
                 blocks.append(b)
                 continue
             proj = f"{b.name}.{'qkv' if b.fused_qkv else 'q'}_proj"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..features.registry import pass_allowed
 from .base import IRPass, PassResult, Program
 
 
@@ -28,7 +29,8 @@ class FuseQKV(IRPass):
         for b in program.model.blocks:
             one_stream = b.query == b.key == b.value
             if (not b.project or b.fused_qkv or not one_stream
-                    or (wanted and b.name not in wanted)):
+                    or (wanted and b.name not in wanted)
+                    or not pass_allowed(self.name, b.features)):
                 blocks.append(b)
                 continue
             for part in ("weight", "bias") if b.bias else ("weight",):

@@ -55,7 +55,7 @@ def _roles(model: Model) -> dict[str, str]:
         for stream in (b.query, b.key, b.value):
             if model.has_input(stream):
                 roles[stream] = "stream"
-        nodes = [*(mn.walk(b.mask) if b.mask is not None else ()), *b.score]
+        nodes = [*mn.walk(b.mask), *b.score]
         for node in nodes:
             for name, role in rule("inputs", node)(node):
                 if role in _STEP_ROLES:

@@ -1,0 +1,1 @@
+"""Block features: one module per block setting (``rope``, ``qk_norm``, ...)."""
