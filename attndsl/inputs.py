@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .features import nodes as mn
+from .features.registry import cache_shapes
 from .ir.nodes import Model
 
 DEFAULT_DYNAMIC = {"batch": 2}
@@ -66,9 +67,7 @@ def random_inputs(model: Model, sizes: Mapping[str, int] | None = None, seed: in
     for b in model.blocks:
         if b.cache:
             batch = shapes[model.root_stream(b.query)][0]
-            out[f"{b.name}.past_key"] = rng.standard_normal(
-                (batch, b.kv_heads, past_len, b.head_dim)).astype(model.dtype)
-            out[f"{b.name}.past_value"] = rng.standard_normal(
-                (batch, b.kv_heads, past_len, b.v_head_dim)).astype(model.dtype)
+            for what, shape in cache_shapes(b, batch, past_len).items():
+                out[f"{b.name}.past_{what}"] = rng.standard_normal(shape).astype(model.dtype)
     return out
 

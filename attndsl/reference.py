@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .features.blocks.rope import apply_rope as rope
-from .features.registry import block_rules, replacing, rule
+from .features.registry import block_rules, cache_axis, cache_layout, cache_shapes, replacing, rule
 from .ir.nodes import Block, Model
 from .masks.eval import eval_mask
 
@@ -58,10 +58,12 @@ class BlockState:
 
     ``q``, ``k``, ``v``: at ``project`` / ``projected`` the projected streams [B, S, H*D],
     [B, S, G*D], [B, S, G*Dv]; from ``heads`` on per head, [B, H, Sq, D], [B, G, Sk, D],
-    [B, G, Sk, Dv] (new keys only until the cache is joined after ``post_rope``).
+    [B, G, Sk, Dv] (new keys only until the cache is joined after ``post_rope``; at
+    ``values`` every key, past ones first, and a rule may change the values' width).
     ``q_pos`` [Sq] and ``k_pos_new`` [Sk] are the absolute positions of the queries and the
     new keys; ``o`` is the attention output [B, H, Sq, Dv] at ``attended`` and [B, Sq,
-    H*Dv] at ``merged``. ``weight(name)`` reads a parameter, ``inputs`` the graph inputs."""
+    H*Dv] at ``merged``. ``weight(name)`` reads a parameter, ``inputs`` the graph inputs;
+    ``past`` the past cache entries by name (``{}`` without a cache) for a ``cache`` rule."""
 
     block: Block
     weights: Mapping[str, np.ndarray]
@@ -75,6 +77,7 @@ class BlockState:
     q_pos: np.ndarray | None = None
     k_pos_new: np.ndarray | None = None
     o: np.ndarray | None = None
+    past: dict[str, np.ndarray] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
 
     def weight(self, name: str) -> np.ndarray:
@@ -111,7 +114,8 @@ def _softmax(s: np.ndarray, allowed: np.ndarray) -> np.ndarray:
 
 def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, np.ndarray],
               inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """One block: returns {'out', 'weights', and with a cache 'present_key'/'present_value'}.
+    """One block: returns {'out', 'weights', and with a cache 'present_<entry>' for each cache
+    entry ('present_key' / 'present_value', or a feature's layout)}.
 
     The block features run at the hook points of the pipeline (``_hooks``), in the
     registry's order."""
@@ -120,26 +124,33 @@ def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, n
     own = replacing("reference", "project", b.features)
     st.q, st.k, st.v = own[1](own[0], st) if own else _project(st)
     _hooks(st, "projected")
-    st.q, st.k, st.v = _heads(st.q, b.heads), _heads(st.k, b.kv_heads), _heads(st.v, b.kv_heads)
+    layout = cache_layout(b)  # a feature's own cache (MLA's latent), else per-head K/V
+    kv_heads = layout.kv[0] if layout is not None else b.kv_heads
+    st.q, st.k, st.v = _heads(st.q, b.heads), _heads(st.k, kv_heads), _heads(st.v, kv_heads)
     past = 0
     if b.cache:
-        past_k = np.asarray(inputs[f"{b.name}.past_key"], np.float64)
-        past_v = np.asarray(inputs[f"{b.name}.past_value"], np.float64)
-        past = past_k.shape[2]
+        st.past = {name: np.asarray(inputs[f"{b.name}.past_{name}"], np.float64)
+                   for name in cache_shapes(b, 0, 0)}
+        past = next(iter(st.past.values())).shape[cache_axis(b)]
     sq, sk = st.q.shape[2], st.k.shape[2]
     st.q_pos = q_pos = (past if b.self_attention else 0) + np.arange(sq)
     st.k_pos_new = past + np.arange(sk)
     for hook in ("heads", "rope", "post_rope"):
         _hooks(st, hook)
-    q, k, v = st.q, st.k, st.v
     out: dict[str, np.ndarray] = {}
-    if b.cache:
-        k = np.concatenate([past_k, k], axis=2)
-        v = np.concatenate([past_v, v], axis=2)
-        out["present_key"], out["present_value"] = k, v
+    own = replacing("reference", "cache", b.features)
+    if own:  # the feature joins its own cache and gives the keys and values attended over
+        present, _ = own[1](own[0], st)
+        out.update({f"present_{name}": x for name, x in present.items()})
+    elif b.cache:
+        st.k = np.concatenate([st.past["key"], st.k], axis=2)
+        st.v = np.concatenate([st.past["value"], st.v], axis=2)
+        out["present_key"], out["present_value"] = st.k, st.v
+    _hooks(st, "values")  # after the cache: what a feature does to the values is not cached
+    q, k, v = st.q, st.k, st.v
     k_pos = np.arange(k.shape[2])
-    kh = np.repeat(k, b.group, axis=1)  # query head h reads kv head h // group
-    vh = np.repeat(v, b.group, axis=1)
+    group = b.heads // k.shape[1]  # query head h reads kv head h // group
+    kh, vh = np.repeat(k, group, axis=1), np.repeat(v, group, axis=1)
     s = b.scale * (q @ kh.transpose(0, 1, 3, 2))  # [B, H, Sq, Sk]
     allowed = np.broadcast_to(
         eval_mask(b.mask, b.heads, q_pos, k_pos, q.shape[0], inputs), s.shape).copy()
@@ -180,6 +191,6 @@ def run_reference(model: Model, weights: Mapping[str, np.ndarray],
         out[o.name] = results[o.stream]["weights" if o.attr == "weights" else "out"]
     for b in model.blocks:
         if b.cache:
-            out[f"{b.name}.present_key"] = results[b.name]["present_key"]
-            out[f"{b.name}.present_value"] = results[b.name]["present_value"]
+            for name in cache_shapes(b, 0, 0):
+                out[f"{b.name}.present_{name}"] = results[b.name][f"present_{name}"]
     return out

@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import AttnDSLError, did_you_mean
 from .features import nodes as mn
-from .features.registry import BLOCK_FEATURES, block_feature_of
+from .features.registry import BLOCK_FEATURES, block_feature_of, cache_shapes, replacing
 from .features.text import format_leaf, format_mask
 from .inputs import random_inputs
 from .ir.nodes import Block, Model
@@ -109,7 +109,7 @@ def graph_input_names(model: Model) -> list[str]:
     names = [i.name for i in model.inputs]
     for b in model.blocks:
         if b.cache:
-            names += [f"{b.name}.past_key", f"{b.name}.past_value"]
+            names += [f"{b.name}.past_{what}" for what in cache_shapes(b, 0, 0)]
     return names
 
 
@@ -129,8 +129,9 @@ def _block_info(b: Block, streams: Mapping[str, StreamInfo], past_len: int,
     h, g, d, dv = b.heads, b.kv_heads, b.head_dim, b.v_head_dim
     proj = 0
     if b.project:
-        proj = 2 * batch * (q_len * b.width_q * h * d + new_k * b.width_kv * g * (d + dv)
-                            + q_len * h * dv * b.out_dim)
+        proj = 2 * batch * q_len * h * dv * b.out_dim
+        if not replacing("reference", "project", b.features):  # else the feature counts them
+            proj += 2 * batch * (q_len * b.width_q * h * d + new_k * b.width_kv * g * (d + dv))
     proj += sum(block_feature_of(f).flops(f, b, batch, q_len, new_k) for f in b.features)
     return BlockInfo(b, q_len, k_len, attended, cells,
                      (counts["full"], counts["partial"], counts["empty"]), proj,

@@ -449,9 +449,14 @@ def _export(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Pr
 
 
 # ------------------------------------------------------------------ the table of peers
+_MLA = "a core-attention peer; the mla case is a whole layer (see mla-plain, mla-full-kv)"
+
+
 def _only(*patterns: str) -> Callable[[Case], str | None]:
     def applies(case: Case) -> str | None:
-        return None if case.pattern in patterns else f"not for {case.pattern}"
+        if case.pattern in patterns:
+            return None
+        return _MLA if case.pattern == "mla" else f"not for {case.pattern}"
     return applies
 
 

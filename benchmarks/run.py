@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     __package__ = "benchmarks"  # noqa: A001
 
 from benchmarks import cases as case_mod  # noqa: E402
+from benchmarks.mla import MLA_RUNNERS  # noqa: E402
 from benchmarks.peers import PEERS, Runner, Settings, attndsl_runner  # noqa: E402
 from benchmarks.report import Report  # noqa: E402
 from benchmarks.variants import discover  # noqa: E402
@@ -49,7 +50,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dry", action="store_true",
                    help="tiny shapes, 2 repetitions, eager flex_attention: checks the harness")
     p.add_argument("--cases", nargs="*", default=[],
-                   help="patterns or case names (dense causal sliding bigbird decode, "
+                   help="patterns or case names (dense causal sliding bigbird decode mla, "
                         "causal-4096, sliding256-8192); default all")
     p.add_argument("--runners", nargs="*", default=[],
                    help="keep only runners whose name contains one of these")
@@ -126,7 +127,7 @@ class Harness:
         self.budget = _budget(args)
         self.cap = int(args.cap_gib * GIB)
         self.variants = discover(tuple(args.block_sizes))
-        runners = [attndsl_runner(v) for v in self.variants] + PEERS
+        runners = [attndsl_runner(v) for v in self.variants] + PEERS + MLA_RUNNERS
         if args.runners:  # the anchor (attndsl's default variant) always stays
             runners = runners[:1] + [r for r in runners[1:]
                                      if any(w in r.name for w in args.runners)]

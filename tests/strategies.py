@@ -61,6 +61,7 @@ SCORE_ITEMS = ("alibi", "softcap(20.0)", "softcap(3.5)",
 TOPOLOGIES = ("single", "chain", "cross", "core")
 QK_NORMS = (None, None, "rms", "l2", "{kind: layer, weight: per_head, bias: true}",
             "{scope: width, eps: 1e-5}", "{offset: 1.0, after_rope: true}")
+SINKS = (None, None, "true", "constant")
 MASK_INPUTS = {"lengths": "  lengths: {shape: [batch], dtype: int64}",
                "doc": "  doc: {shape: [batch, seq], dtype: int64}",
                "m": "  m: {shape: [seq, seq], dtype: bool}",
@@ -89,6 +90,12 @@ def _block(draw, name: str, query: str, fixed_lengths: bool, *,
     qk_norm = draw(st.sampled_from(QK_NORMS))
     if core and qk_norm is not None:
         qk_norm = "l2"  # core mode has no weights: the weightless norm only
+    sinks = draw(st.sampled_from(SINKS))
+    if core and sinks is not None:
+        sinks = "constant"  # core mode has no weights: the sink of logit 0 only
+    # DIFF attention pairs heads and kv heads by halves (both even) and has weights
+    diff = (not core and heads % 2 == 0 and kv % 2 == 0
+            and draw(st.sampled_from([None, None, "true", "{layer: 2, eps: 1e-6}"])))
     lines = [f"  {name}:", f"    query: {query}"]
     if core:
         lines += ["    project: false", "    key: kc", "    value: vc"]
@@ -110,6 +117,10 @@ def _block(draw, name: str, query: str, fixed_lengths: bool, *,
         lines.append(f"    rope: {rope}")
     if qk_norm:
         lines.append(f"    qk_norm: {qk_norm}")
+    if sinks:
+        lines.append(f"    sinks: {sinks}")
+    if diff:
+        lines.append(f"    diff: {diff}")
     if cache:
         lines.append("    cache: true")
     return lines, {"heads": heads, "kv": kv, "head_dim": head_dim}

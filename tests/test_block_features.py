@@ -27,15 +27,21 @@ from attndsl.weights import load_weights
 BLOCK = "    heads: 4\n    kv_heads: 2\n    mask: causal\n"
 
 
+# features that need more than `key: true` on BLOCK: (the block, the feature's setting)
+SAMPLES = {"mla": ("    heads: 4\n    head_dim: 12\n    mask: causal\n    rope: {dim: 4}\n",
+                   "    mla: {kv_lora_rank: 8}\n")}
+
+
 @pytest.mark.parametrize("feature", BLOCK_FEATURES, ids=lambda f: f.key)
 def test_default_node_round_trips_through_both_writers(feature):
-    model = parse_spec(one_block_yaml(BLOCK + f"    {feature.key}: true\n"), "t.yaml")
+    base, line = SAMPLES.get(feature.key, (BLOCK, f"    {feature.key}: true\n"))
+    model = parse_spec(one_block_yaml(base + line), "t.yaml")
     node = model.block("attn").feature(feature.key)
     assert node is not None and block_feature_of(node) is feature
     items = feature.format(node)
     assert [k for k, _ in items] == [o.name for o in feature.options]
     assert f"    {format_node(feature.key, items)}\n" in print_ir(model)
-    spec = parse_source(Source(one_block_yaml(BLOCK), "t.yaml"))
+    spec = parse_source(Source(one_block_yaml(base), "t.yaml"))
     block = spec.blocks[0]
     spec = dataclasses.replace(spec, blocks=(dataclasses.replace(
         block, settings=(*block.settings, feature_setting(node))),))
@@ -102,6 +108,10 @@ _ATT, _MERGED = _scale(2.0), _scale(0.5)
 PROBE = BlockFeature(
     key="probe", node=_Probe, options=(), doc="test only", example="{}",
     make=lambda values, ctx: _Probe(), format=lambda n: (),
+    # it replaces the projections but reuses the standard ones, so it lists their weights
+    weights=lambda n, b: {f"{b.name}.{p}_proj.weight": shape for p, shape in (
+        ("q", (b.heads * b.head_dim, b.width_q)), ("k", (b.kv_heads * b.head_dim, b.width_kv)),
+        ("v", (b.kv_heads * b.v_head_dim, b.width_kv)))},
     summary=lambda n, b: "probe",
     reference={"project": _ref_project, "softmax": _ref_softmax, "attended": _ATT[0],
                "merged": _MERGED[0]},

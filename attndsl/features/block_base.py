@@ -23,12 +23,13 @@ from ..source import Span
 
 # the hook points of the block pipeline, in pipeline order (docs/architecture.md, "Block
 # features"): every engine runs a block as
-#   project -> projected -> [split heads] -> heads -> rope -> post_rope -> [scale, cache,
-#   logits, score modifiers, mask] -> softmax -> [@ V] -> attended -> [merge heads] -> merged
-#   -> [output projection]
-HOOKS = ("project", "projected", "heads", "rope", "post_rope", "softmax", "attended", "merged")
+#   project -> projected -> [split heads] -> heads -> rope -> post_rope -> [scale] -> cache
+#   -> values -> [logits, score modifiers, mask] -> softmax -> [@ V] -> attended -> [merge
+#   heads] -> merged -> [output projection]
+HOOKS = ("project", "projected", "heads", "rope", "post_rope", "cache", "values", "softmax",
+         "attended", "merged")
 # hooks whose rule replaces the engine's own step (at most one feature of a block may do so)
-REPLACING_HOOKS = ("project", "softmax")
+REPLACING_HOOKS = ("project", "cache", "softmax")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,21 @@ class Option:
 
 
 @dataclass(frozen=True)
+class CacheLayout:
+    """What a block caches when a feature replaces its per-head keys and values (MLA's
+    latent): each entry ``(name, width)`` is a graph input ``<block>.past_<name>`` ``[batch,
+    past_len, width]`` and an output ``<block>.present_<name>`` ``[batch, present_len,
+    width]`` in the model dtype (time on axis 1). ``kv`` is ``(heads, key width, value
+    width)`` of the new keys and values the feature's ``project`` rule returns: the engine
+    splits them into that many heads, runs ``heads`` .. ``post_rope`` on them, and the
+    feature's ``cache`` rule turns them (and the past entries) into what the attention
+    reads."""
+
+    entries: tuple[tuple[str, int], ...]
+    kv: tuple[int, int, int]
+
+
+@dataclass(frozen=True)
 class BlockFeature:
     """One block feature, declared once in ``features/blocks/<name>.py``.
 
@@ -122,10 +138,14 @@ class BlockFeature:
       q stays linear in the query projection; ``fuse-qkv``: the projections may become one);
       a pass skips a block with a feature that does not list it;
     - ``ort(node, block) -> str``: ``"rotary"`` (the fused kernels apply it as their
-      rotary embedding) or the reason no fused kernel computes it (the block then keeps the
-      portable lowering and ``--explain`` prints the reason);
-    - ``cache``: reserved for features that change what a block caches (MLA's latent);
-      None: the block caches its per-head keys and values.
+      rotary embedding), ``"head_sink"`` (GroupQueryAttention's sink: its ``head_sink``
+      input, the feature's one weight, or ``smooth_softmax`` without a weight) or the reason
+      no fused kernel computes it (the block then keeps the portable lowering and
+      ``--explain`` prints the reason);
+    - ``cache(node, block) -> CacheLayout``: for a feature that changes what a block caches
+      (MLA's latent); None: the block caches its per-head keys and values. Such a feature
+      also has a ``cache`` hook rule in both engines, which replaces the engine's join of
+      the cache (docs/architecture.md).
     """
 
     key: str
@@ -148,7 +168,7 @@ class BlockFeature:
     portable: Mapping[str, Callable] = field(default_factory=dict)
     ort: Callable[[BlockNode, object], str] | None = None
     passes: frozenset[str] = frozenset()
-    cache: Callable | None = None
+    cache: Callable[[BlockNode, object], CacheLayout] | None = None
 
     def problems(self) -> list[str]:
         """What is missing or wrong in the declaration, one line each."""
@@ -162,6 +182,9 @@ class BlockFeature:
                     for h in rules if h not in HOOKS]
             if not rules:
                 out.append(f"block feature '{self.key}' has no {engine} rule")
+            if (self.cache is None) != ("cache" not in rules):
+                out.append(f"block feature '{self.key}': a cache layout and a {engine} "
+                           "'cache' rule go together")
         if set(self.reference) != set(self.portable):
             out.append(f"block feature '{self.key}': reference hooks "
                        f"{sorted(self.reference)} != portable hooks {sorted(self.portable)}")

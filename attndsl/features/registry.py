@@ -19,7 +19,7 @@ from . import blocks as _blocks
 from . import masks as _masks
 from . import scores as _scores
 from .base import STAGES, Feature
-from .block_base import REPLACING_HOOKS, BlockFeature, BlockNode
+from .block_base import REPLACING_HOOKS, BlockFeature, BlockNode, CacheLayout
 
 
 def _discover(package: ModuleType) -> tuple:
@@ -135,3 +135,30 @@ def replacing(engine: str, hook: str, features: tuple[BlockNode, ...]):
     assert hook in REPLACING_HOOKS
     rules = block_rules(engine, hook, features)
     return rules[0] if rules else None
+
+
+def cache_layout(block) -> CacheLayout | None:
+    """The cache layout a feature of ``block`` (an ``ir.nodes.Block``) declares, or None: the
+    block caches per-head keys and values (``past_key`` / ``past_value``)."""
+    for node in block.features:
+        f = block_feature_of(node)
+        if f.cache is not None:
+            return f.cache(node, block)
+    return None
+
+
+def cache_shapes(block, batch, length) -> dict[str, tuple]:
+    """The cache entries of a cached ``block``: name -> shape of ``<block>.past_<name>`` /
+    ``present_<name>`` with ``length`` cached tokens: ``key`` [batch, kv_heads, length,
+    head_dim] and ``value`` (.., v_head_dim), or a feature's layout, ``[batch, length,
+    width]`` each."""
+    layout = cache_layout(block)
+    if layout is None:
+        return {"key": (batch, block.kv_heads, length, block.head_dim),
+                "value": (batch, block.kv_heads, length, block.v_head_dim)}
+    return {name: (batch, length, width) for name, width in layout.entries}
+
+
+def cache_axis(block) -> int:
+    """The time axis of ``block``'s cache entries (2 for per-head K/V, 1 for a feature's)."""
+    return 2 if cache_layout(block) is None else 1

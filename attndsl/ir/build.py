@@ -252,6 +252,50 @@ class Builder:
 
     def build_block(self, b: ast.BlockDecl) -> Block | None:
         n_err = len(self.errors.errors)
+        s = self.block_settings(b)
+        project = self.flag(s, "project", True)
+        streams = self.block_streams(s, b, project)
+        heads = self.pos_int(s, "heads", None, b)
+        kv_heads = self.pos_int(s, "kv_heads", heads, b)
+        if heads and kv_heads and heads % kv_heads:
+            self.err(f"kv_heads {kv_heads} does not divide heads {heads}",
+                     s["kv_heads"].value_span or s["kv_heads"].span,
+                     "GQA needs heads to be a multiple of kv_heads")
+        if streams is None or not heads or not kv_heads:
+            self.names_only(s)
+            return None
+        q, k_stream, v_stream = streams
+        if not self.check_streams(b, q, k_stream, v_stream, s) or len(self.errors.errors) > n_err:
+            return None
+        dims = self.head_dims(s, b, project, heads, kv_heads, q, v_stream)
+        if dims is None:
+            return None
+        head_dim, v_head_dim = dims
+        if not project:
+            self.check_core_mode(s, b, heads, kv_heads, head_dim, v_head_dim, q, k_stream,
+                                 v_stream)
+        out_dim = self.pos_int(s, "out_dim", q.width, b) if project else heads * v_head_dim
+        bias = self.flag(s, "bias", False)
+        cache = self.flag(s, "cache", False)
+        scale = self.block_scale(s, head_dim)
+        self_attn = (k_stream.name == q.name) if project else True
+        facts = BlockCheck(self, b.name, heads, kv_heads, head_dim, v_head_dim, project, cache,
+                           self_attn, self.dtype, settings=s)
+        features = self.block_features(s, facts, b)
+        mask = self.mask(s.get("mask"), b, heads, self_attn, cache, q, k_stream)
+        score = self.scores(s.get("score"), b, heads)
+        if len(self.errors.errors) > n_err:
+            return None
+        return Block(
+            name=b.name, query=q.name, key=k_stream.name, value=v_stream.name, heads=heads,
+            kv_heads=kv_heads, head_dim=head_dim, v_head_dim=v_head_dim, width_q=q.width,
+            width_kv=k_stream.width, out_dim=out_dim, project=project, bias=bias, scale=scale,
+            mask=mask, score=score, features=features, cache=cache, self_attention=self_attn,
+            span=b.span)
+
+    def block_settings(self, b: ast.BlockDecl) -> dict[str, ast.Setting]:
+        """The block's settings by key; unknown and repeated keys and an unknown kind are
+        reported."""
         s: dict[str, ast.Setting] = {}
         for st in b.settings:
             if st.key not in BLOCK_KEYS:
@@ -263,7 +307,12 @@ class Builder:
                 s[st.key] = st
         if b.kind != "attention":
             self.err(f"unknown block kind '{b.kind}'", b.span, "blocks are attention(...)")
-        project = self.flag(s, "project", True)
+        return s
+
+    def block_streams(self, s: dict[str, ast.Setting], b: ast.BlockDecl,
+                      project: bool) -> tuple[Stream, Stream, Stream] | None:
+        """The query, key and value streams: ``key_value`` with projections, ``key`` and
+        ``value`` (or ``key_value``) in core mode; None when one is missing or unknown."""
         q = self.stream(s, "query", b)
         if project:
             for k in ("key", "value"):
@@ -279,15 +328,14 @@ class Builder:
             kvkey = "key_value" if "key_value" in s else "key"
             k_stream = self.stream(s, "key" if "key" in s else kvkey, b, default=kv_default)
             v_stream = self.stream(s, "value" if "value" in s else kvkey, b, default=kv_default)
-        heads = self.pos_int(s, "heads", None, b)
-        kv_heads = self.pos_int(s, "kv_heads", heads, b)
-        if heads and kv_heads and heads % kv_heads:
-            self.err(f"kv_heads {kv_heads} does not divide heads {heads}",
-                     s["kv_heads"].value_span or s["kv_heads"].span,
-                     "GQA needs heads to be a multiple of kv_heads")
-        if q is None or k_stream is None or v_stream is None or not heads or not kv_heads:
-            self.names_only(s)
+        if q is None or k_stream is None or v_stream is None:
             return None
+        return q, k_stream, v_stream
+
+    def check_streams(self, b: ast.BlockDecl, q: Stream, k_stream: Stream, v_stream: Stream,
+                      s: dict[str, ast.Setting]) -> bool:
+        """Batch dims agree, key and value are as long, every width is fixed; False when a
+        width is unknown (the block cannot be built further)."""
         for other in {k_stream.name: k_stream, v_stream.name: v_stream}.values():
             if other.batch != q.batch:
                 ref = next(x for x in self.stream_refs(b) if x.value == other.name)
@@ -303,55 +351,50 @@ class Builder:
                 if st.name not in self.bad_streams:  # else its shape was reported
                     self.err(f"stream '{st.name}' needs a fixed width (its last dim)", b.span,
                              "widths are integers, not dynamic dims")
-        if not widths_known or len(self.errors.errors) > n_err:
-            return None
-        width_q, width_k, width_v = q.width, k_stream.width, v_stream.width
+        return widths_known
+
+    def head_dims(self, s: dict[str, ast.Setting], b: ast.BlockDecl, project: bool, heads: int,
+                  kv_heads: int, q: Stream, v_stream: Stream) -> tuple[int, int] | None:
+        """``head_dim`` (default: query width / heads) and ``v_head_dim`` (default head_dim; in
+        core mode the value width / kv_heads)."""
         head_dim = self.pos_int(s, "head_dim", None, b)
         if head_dim is None:
-            if width_q % heads:
-                self.err(f"query width {width_q} is not divisible by heads {heads}",
+            if q.width % heads:
+                self.err(f"query width {q.width} is not divisible by heads {heads}",
                          s["heads"].value_span or s["heads"].span, "set head_dim explicitly")
                 return None
-            head_dim = width_q // heads
+            head_dim = q.width // heads
         v_default = head_dim
-        if not project and "v_head_dim" not in s and width_v % kv_heads == 0:
-            v_default = width_v // kv_heads
+        if not project and "v_head_dim" not in s and v_stream.width % kv_heads == 0:
+            v_default = v_stream.width // kv_heads
         v_head_dim = self.pos_int(s, "v_head_dim", v_default, b)
-        if not project:
-            for st, want, what in ((q, heads * head_dim, "heads * head_dim"),
-                                   (k_stream, kv_heads * head_dim, "kv_heads * head_dim"),
-                                   (v_stream, kv_heads * v_head_dim, "kv_heads * v_head_dim")):
-                if st.width != want:
-                    self.err(f"width mismatch: stream '{st.name}' has width {st.width}, core mode "
-                             f"needs {what} = {want}", b.span)
-            if "out_dim" in s:
-                self.err("out_dim needs projections (project: true)", s["out_dim"].span)
-            if "bias" in s and s["bias"].value is True:
-                self.err("bias needs projections (project: true)", s["bias"].span)
-        out_dim = self.pos_int(s, "out_dim", width_q, b) if project else heads * v_head_dim
-        bias = self.flag(s, "bias", False)
-        cache = self.flag(s, "cache", False)
-        scale = 1.0 / math.sqrt(head_dim)
-        if "scale" in s:
-            v = s["scale"].value
-            if _is_number(v) and v > 0:
-                scale = float(v)
-            else:
-                self.err("scale must be a positive number",
-                         s["scale"].value_span or s["scale"].span)
-        self_attn = (k_stream.name == q.name) if project else True
-        facts = BlockCheck(self, b.name, heads, kv_heads, head_dim, v_head_dim, project, cache,
-                           self_attn, self.dtype)
-        features = self.block_features(s, facts, b)
-        mask = self.mask(s.get("mask"), b, heads, self_attn, cache, q, k_stream)
-        score = self.scores(s.get("score"), b, heads)
-        if len(self.errors.errors) > n_err:
-            return None
-        return Block(
-            name=b.name, query=q.name, key=k_stream.name, value=v_stream.name, heads=heads,
-            kv_heads=kv_heads, head_dim=head_dim, v_head_dim=v_head_dim, width_q=width_q,
-            width_kv=width_k, out_dim=out_dim, project=project, bias=bias, scale=scale, mask=mask,
-            score=score, features=features, cache=cache, self_attention=self_attn, span=b.span)
+        return head_dim, v_head_dim
+
+    def check_core_mode(self, s: dict[str, ast.Setting], b: ast.BlockDecl, heads: int,
+                        kv_heads: int, head_dim: int, v_head_dim: int, q: Stream,
+                        k_stream: Stream, v_stream: Stream) -> None:
+        """Core mode (``project: false``): the streams are the per-head-packed q, k, v, and
+        the settings that need projections are errors."""
+        for st, want, what in ((q, heads * head_dim, "heads * head_dim"),
+                               (k_stream, kv_heads * head_dim, "kv_heads * head_dim"),
+                               (v_stream, kv_heads * v_head_dim, "kv_heads * v_head_dim")):
+            if st.width != want:
+                self.err(f"width mismatch: stream '{st.name}' has width {st.width}, core mode "
+                         f"needs {what} = {want}", b.span)
+        if "out_dim" in s:
+            self.err("out_dim needs projections (project: true)", s["out_dim"].span)
+        if "bias" in s and s["bias"].value is True:
+            self.err("bias needs projections (project: true)", s["bias"].span)
+
+    def block_scale(self, s: dict[str, ast.Setting], head_dim: int) -> float:
+        """``scale`` (default 1 / sqrt(head_dim))."""
+        if "scale" not in s:
+            return 1.0 / math.sqrt(head_dim)
+        v = s["scale"].value
+        if _is_number(v) and v > 0:
+            return float(v)
+        self.err("scale must be a positive number", s["scale"].value_span or s["scale"].span)
+        return 1.0 / math.sqrt(head_dim)
 
     def names_only(self, s: dict[str, ast.Setting]) -> None:
         """Report unknown primitive names of a block that cannot be built further."""
@@ -606,6 +649,9 @@ class BlockCheck:
     dtype: str
     setting: ast.Setting | None = None
     spans: Mapping[str, Span] = dataclasses.field(default_factory=dict)
+    # the block's settings by key as written (a feature's cross-checks against another
+    # setting of the block, e.g. MLA against the block's rope)
+    settings: Mapping[str, ast.Setting] = dataclasses.field(default_factory=dict)
 
     def err(self, msg: str, span: Span | None, hint: str | None = None) -> None:
         self.builder.err(msg, span, hint)

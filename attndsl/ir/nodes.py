@@ -12,7 +12,7 @@ from ..features.base import Mask, Score
 from ..features.block_base import BlockNode
 from ..features.blocks.rope import Rope
 from ..features.masks.all import All
-from ..features.registry import block_feature_of, rule
+from ..features.registry import block_feature_of, replacing, rule
 from ..source import Span
 
 FLOAT_DTYPES = ("float32", "float16")
@@ -160,7 +160,9 @@ class Model:
                 h, g, d, dv = b.heads, b.kv_heads, b.head_dim, b.v_head_dim
                 shapes = {"q": (h * d, b.width_q), "k": (g * d, b.width_kv),
                           "v": (g * dv, b.width_kv)}
-                if b.fused_qkv:  # one stream: the q, k, v rows stacked in one Linear
+                if replacing("reference", "project", b.features):
+                    shapes = {}  # the feature that replaces the projections lists its weights
+                elif b.fused_qkv:  # one stream: the q, k, v rows stacked in one Linear
                     shapes = {"qkv": (h * d + g * d + g * dv, b.width_q)}
                 shapes["o"] = (b.out_dim, h * dv)
                 for proj, shape in shapes.items():

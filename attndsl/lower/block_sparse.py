@@ -62,6 +62,9 @@ class Context:
     # the row softmax (logits with -inf cells, the bool mask or None): a block feature's
     # ``softmax`` rule (sinks), else None for ``Softmax``
     softmax: Callable[[str, str | None], str] | None = None
+    # the width of the values when a block feature's ``values`` rule changed it (DIFF
+    # attention's [v_g | v_g'] pairs), else None: the block's v_head_dim
+    v_width: int | None = None
 
     def i64(self, value: int) -> str:
         return self.g.scalar(value, "int64")
@@ -120,7 +123,8 @@ def _merge_tiles(ctx: Context, o: str) -> str:
     """[B, H, n, t, Dv] -> [B, H, n*t, Dv] (explicit shape with allowzero: batch may be 0)."""
     g = ctx.g
     rows = g.mul(g.shape(o, 2, 3), g.shape(o, 3, 4))
-    shape = g.concat([g.shape(o, 0, 2), rows, g.i64(ctx.block.v_head_dim)], axis=0)
+    shape = g.concat([g.shape(o, 0, 2), rows, g.i64(ctx.v_width or ctx.block.v_head_dim)],
+                     axis=0)
     return g.op("Reshape", o, shape, allowzero=1)
 
 

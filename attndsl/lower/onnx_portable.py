@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..features.registry import block_rules, replacing, rule
+from ..features.registry import block_rules, cache_axis, cache_layout, cache_shapes, replacing, rule
 from ..ir.nodes import Block, Model
 from ..weights import check_weights
 from . import block_sparse as bs
@@ -69,6 +69,8 @@ class PortableLowering:
         self.results: dict[str, dict[str, str]] = {}
         self._f32: dict[str, str] = {}
         self._memo: dict[object, object] = {}
+        self.cores: dict[str, Block] = {}  # block -> the geometry its attention reads
+        self._v_width: dict[str, int] = {}  # block -> value width a ``values`` rule gave
         self.explain: list[BlockExplanation] = []
 
     # ------------------------------------------------------------ model
@@ -81,9 +83,8 @@ class PortableLowering:
         for b in m.blocks:
             if b.cache:
                 batch = self.onnx_dim(self.model.stream_dims(b.query)[0])
-                for what, d in (("key", b.head_dim), ("value", b.v_head_dim)):
-                    g.add_input(f"{b.name}.past_{what}", self.dtype,
-                                [batch, b.kv_heads, PAST_LEN, d])
+                for what, shape in cache_shapes(b, batch, PAST_LEN).items():
+                    g.add_input(f"{b.name}.past_{what}", self.dtype, list(shape))
         for name, arr in self.weights.items():
             g.add_initializer(name, np.asarray(arr, dtype=m.dtype))  # no copy if same dtype
         for b in m.blocks:
@@ -113,9 +114,9 @@ class PortableLowering:
         for b in m.blocks:
             if b.cache:
                 batch = self.onnx_dim(self.model.stream_dims(b.query)[0])
-                for what, d in (("key", b.head_dim), ("value", b.v_head_dim)):
+                for what, shape in cache_shapes(b, batch, PRESENT_LEN).items():
                     g.add_output(f"{b.name}.present_{what}", self.results[b.name][what],
-                                 self.dtype, [batch, b.kv_heads, PRESENT_LEN, d])
+                                 self.dtype, list(shape))
 
     def onnx_dim(self, entry: str | int) -> str | int:
         """A shape entry as ONNX sees it: fixed dims are numbers, dynamic ones dim_params."""
@@ -150,11 +151,12 @@ class PortableLowering:
     def block(self, b: Block) -> None:
         """Lower one block with the strategy the plan picks (``--explain`` reports it)."""
         q, k, v, pos, result = self.prepare(b)
-        plan = self.plan(b)
+        core = self.cores.get(b.name, b)  # a feature's cache rule may attend in other shapes
+        plan = self.plan(core)
         if plan.kind == "dense":
-            o, p = self.attend_dense(b, q, k, v, pos)
+            o, p = self.attend_dense(core, q, k, v, pos)
         else:
-            o, p = self.attend_sparse(b, plan, q, k, v, pos), None
+            o, p = self.attend_sparse(core, plan, q, k, v, pos), None
         self.explain.append(BlockExplanation(b.name, plan.lowering, plan.reason))
         if block_rules("portable", "attended", b.features):
             st = BlockLowering(self, b, pos=pos, o=o)
@@ -189,7 +191,7 @@ class PortableLowering:
         lens = self.model.static_lens(b)
         ctx = bs.Context(self.g, b, self.input_types, lens, self.float32,
                          guard=not row_witnesses(b.mask, self.model.has_diagonal(b)),
-                         softmax=self.softmax(b, pos))
+                         softmax=self.softmax(b, pos), v_width=self._v_width.get(b.name))
         with self.g.scope(plan.kind):
             if plan.kind == "band":
                 return bs.attend_band(ctx, q, k, v, pos, plan.tile, plan.lo, plan.hi,
@@ -224,9 +226,11 @@ class PortableLowering:
         own = replacing("portable", "project", b.features)
         st.q, st.k, st.v = own[1](own[0], st) if own else self.project(b)
         self.hooks(st, "projected")
+        layout = cache_layout(b)  # a feature's own cache (MLA's latent), else per-head K/V
+        kv_heads, k_dim, v_dim = layout.kv if layout else (b.kv_heads, b.head_dim, b.v_head_dim)
         q = self.to_float32(self.split_heads(st.q, b.heads, b.head_dim))
-        k = self.to_float32(self.split_heads(st.k, b.kv_heads, b.head_dim))
-        v = self.split_heads(st.v, b.kv_heads, b.v_head_dim)
+        k = self.to_float32(self.split_heads(st.k, kv_heads, k_dim))
+        v = self.split_heads(st.v, kv_heads, v_dim)
         st.pos = pos = self.positions(b)
         st.q, st.k, st.v = q, k, v
         for hook in ("heads", "rope", "post_rope"):
@@ -235,18 +239,33 @@ class PortableLowering:
         if b.scale != 1.0:  # (fold-scale moves the scale into the query projection)
             q = g.mul(q, g.scalar(b.scale, np.float32))
         result: dict[str, str] = {}
-        if b.cache:
+        own = replacing("portable", "cache", b.features)
+        if own:  # the feature joins its own cache and gives the keys and values attended over
+            st.q = q
+            result, self.cores[b.name] = own[1](own[0], st)
+            q, k, v = st.q, st.k, st.v
+        elif b.cache:
             result["key"] = g.concat([f"{b.name}.past_key", self.to_model_dtype(k)], axis=2)
             result["value"] = g.concat([f"{b.name}.past_value", v], axis=2)
             k, v = result["key"], result["value"]
-        return q, self.to_float32(k), self.to_float32(v), pos, result
+        k, v = self.to_float32(k), self.to_float32(v)
+        if block_rules("portable", "values", b.features):  # after the cache: not cached
+            st.k, st.v = k, v
+            self.hooks(st, "values")
+            v = st.v
+            if st.v_width:
+                self._v_width[b.name] = st.v_width
+        return q, k, v, pos, result
 
     def positions(self, b: Block) -> Positions:
         """The query and key positions of block ``b`` (absolute: past keys first). Lengths
         come from the root input of each stream (``Model.root_stream``), so the blocks of one
         chain build their positions from the same value and ``share-computations`` builds
         them once."""
-        past = self.g.dim(f"{b.name}.past_key", 2) if b.cache else None
+        past = None
+        if b.cache:  # past length: the time axis of the block's first cached tensor
+            first = next(iter(cache_shapes(b, 0, 0)))  # (per-head K/V, or MLA's latent)
+            past = self.g.dim(f"{b.name}.past_{first}", cache_axis(b))
         return Positions(self.g, b.self_attention, past,
                          self.streams[self.model.root_stream(b.query)],
                          self.streams[self.model.root_stream(b.key)],
@@ -327,9 +346,15 @@ class BlockLowering:
     ``portable`` rules (docs/architecture.md, "Block features"). ``q``, ``k``, ``v``: at
     ``project`` / ``projected`` the projected streams [B, S, H*D], [B, S, G*D], [B, S, G*Dv]
     in the model dtype; from ``heads`` to ``post_rope`` per head in float32, [B, H, Sq, D],
-    [B, G, Sk, D] (new keys) and [B, G, Sk, Dv] (model dtype). ``pos`` the block's
+    [B, G, Sk, D] (new keys) and [B, G, Sk, Dv] (model dtype); at ``values`` k and v hold
+    every key (past ones first) in float32, and a rule that changes the values' width sets
+    ``v_width`` to it (the block-sparse strategies need it as a number). ``pos`` the block's
     positions (``pos.q``, ``pos.k_new``, ``pos.q_col``...); ``o`` the attention output [B, H,
-    Sq, Dv] float32 at ``attended``, [B, Sq, H*Dv] in the model dtype at ``merged``.
+    Sq, Dv] float32 at ``attended``, [B, Sq, H*Dv] in the model dtype at ``merged``. A
+    ``cache`` rule (a feature with its own cache layout) reads ``q`` (scaled), ``k``, ``v``
+    (the new ones) and the graph inputs ``<block>.past_<entry>``, sets ``q``, ``k``, ``v`` to
+    what the attention reads and returns (present entries by name, the block geometry the
+    attention runs with: ``heads``, ``kv_heads``, ``head_dim``, ``v_head_dim``).
 
     ``g`` is the graph builder; ``float32(name)`` reads a weight or input as float32,
     ``to_float32`` / ``to_model_dtype`` cast values, ``linear(x, name, bias)`` applies a
@@ -343,6 +368,7 @@ class BlockLowering:
     v: str = ""
     pos: Positions | None = None
     o: str = ""
+    v_width: int = 0
     extra: dict[str, object] = field(default_factory=dict)
 
     FLOAT = FLOAT

@@ -128,14 +128,29 @@ def split_scores(score: tuple[mn.Score, ...]) -> tuple[float | None, tuple[mn.Sc
     return cap, tuple(additive)
 
 
-def feature_reason(b: Block) -> str | None:
-    """Why a block feature keeps the block off the fused kernels (its ``ort`` rule), or
-    None when every feature maps (RoPE: the kernels' rotary embedding)."""
+def feature_reason(b: Block, fused: tuple[str, ...] = ("rotary",)) -> str | None:
+    """Why a block feature keeps the block off a fused kernel (its ``ort`` rule), or None
+    when every feature maps onto what the kernel computes: ``fused`` lists the ``ort``
+    answers it takes ("rotary": the kernels' rotary embedding; "head_sink": attention sinks,
+    GroupQueryAttention only)."""
     for f in b.features:
         why = block_feature_of(f).ort(f, b)
-        if why != "rotary":
+        if why == "head_sink" and why not in fused:
+            return "attention sinks (only GroupQueryAttention has a sink input)"
+        if why not in fused:
             return why
     return None
+
+
+def _head_sink(b: Block) -> tuple[str, bool]:
+    """GroupQueryAttention's ``head_sink`` input (the feature's one weight, [heads]) and
+    ``smooth_softmax`` (a sink without weight: logit 0) for a block with sinks."""
+    for f in b.features:
+        feature = block_feature_of(f)
+        if feature.ort(f, b) == "head_sink":
+            names = list(feature.weights(f, b))
+            return (names[0], False) if names else ("", True)
+    return "", False
 
 
 def _wants_weights(low: PortableLowering, b: Block) -> bool:
@@ -174,7 +189,7 @@ class GqaPlan:
 
 def match_gqa(low: PortableLowering, b: Block) -> GqaPlan | str:
     """GroupQueryAttention when the block maps exactly, else why not."""
-    if (why := feature_reason(b)) is not None:
+    if (why := feature_reason(b, ("rotary", "head_sink"))) is not None:
         return why
     if not low.model.has_diagonal(b):
         return ("cross-attention" if not b.self_attention else
@@ -229,8 +244,9 @@ def emit_gqa(low: PortableLowering, b: Block, plan: GqaPlan) -> None:
     if b.cache and low.model.static_size(low.model.stream_dims(b.query)[0]) != 1:
         qsl = g.op("Expand", g.cast(g.dim(low.streams[b.query], 1), INT32), batch)
     pk, pv = (f"{b.name}.past_key", f"{b.name}.past_value") if b.cache else ("", "")
+    sink, smooth = _head_sink(b)
     inputs = [q, k, v, pk, pv, seqlens, g.cast(total, INT32), cos, sin, "", bias,
-              "", "", "", "", "", qsl]
+              sink, "", "", "", "", qsl]
     while not inputs[-1]:
         inputs.pop()
     # present_key/present_value always: without them ORT 1.32's CPU kernel takes a slower
@@ -240,7 +256,8 @@ def emit_gqa(low: PortableLowering, b: Block, plan: GqaPlan) -> None:
         num_heads=b.heads, kv_num_heads=b.kv_heads, scale=float(b.scale),
         softcap=plan.softcap, local_window_size=plan.window,
         causal=None if plan.causal else 0, do_rotary=1 if cos else None,
-        rotary_interleaved=1 if cos and b.rope.interleaved else None)
+        rotary_interleaved=1 if cos and b.rope.interleaved else None,
+        smooth_softmax=1 if smooth else None)
     _finish(low, b, outs[0], None, outs[1:] if b.cache else [])
 
 

@@ -1,5 +1,6 @@
 """Incremental decoding with the KV cache: prefill, then one token at a time, each step
-feeding ``present_key`` / ``present_value`` back as ``past_key`` / ``past_value``.
+feeding ``present_key`` / ``present_value`` back as ``past_key`` / ``past_value`` (or the
+entries of a feature's own cache layout, MLA's ``present_latent`` / ``present_rope``).
 
 ``decode_steps`` runs the prefill and the steps on a session (a generation loop: what the
 benchmarks time); ``decode_loop`` runs a compiled model both ways (step by step, and once over
@@ -23,7 +24,7 @@ import onnx
 
 from ..errors import AttnDSLError
 from ..features import nodes as mn
-from ..features.registry import rule
+from ..features.registry import cache_shapes, rule
 from ..ir.nodes import Model
 from . import make_session, run_session
 
@@ -89,8 +90,8 @@ def sequence_length(model: Model, inputs: Mapping[str, np.ndarray]) -> int:
 def _empty_caches(model: Model, batch: int) -> dict[str, np.ndarray]:
     out = {}
     for b in model.blocks:
-        out[f"{b.name}.past_key"] = np.zeros((batch, b.kv_heads, 0, b.head_dim), model.dtype)
-        out[f"{b.name}.past_value"] = np.zeros((batch, b.kv_heads, 0, b.v_head_dim), model.dtype)
+        for what, shape in cache_shapes(b, batch, 0).items():
+            out[f"{b.name}.past_{what}"] = np.zeros(shape, model.dtype)
     return out
 
 
@@ -115,7 +116,7 @@ def decode_steps(model: Model, session, inputs: Mapping[str, np.ndarray], prompt
     spans = ([(0, prompt_len)] if prompt_len else []) + [(t, t + 1)
                                                         for t in range(prompt_len, total)]
     caches = _empty_caches(model, batch)
-    present = {f"{b.name}.present_{w}" for b in model.blocks for w in ("key", "value")}
+    present = {f"{b.name}.present_{w}" for b in model.blocks for w in cache_shapes(b, 0, 0)}
     steps: list[dict[str, np.ndarray]] = []
     for start, end in spans:
         feed = {n: _slice(v, roles[n], start, end) for n, v in spec_inputs.items()}
@@ -124,7 +125,7 @@ def decode_steps(model: Model, session, inputs: Mapping[str, np.ndarray], prompt
             steps[-1] = {n: v for n, v in steps[-1].items() if n not in present}
         steps.append(out)
         caches = {f"{b.name}.past_{w}": out[f"{b.name}.present_{w}"]
-                  for b in model.blocks for w in ("key", "value")}
+                  for b in model.blocks for w in cache_shapes(b, 0, 0)}
     return steps, spans
 
 
@@ -158,7 +159,7 @@ def stitch(model: Model, run: DecodeRun) -> dict[str, np.ndarray]:
         else:
             out[o.name] = np.concatenate(parts, axis=1)
     for b in model.blocks:
-        for w in ("key", "value"):
+        for w in cache_shapes(b, 0, 0):
             name = f"{b.name}.present_{w}"
             out[name] = run.steps[-1][name]
     return out
