@@ -29,6 +29,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 
 from .errors import AttnDSLError, LimitError
 from .features import nodes as fn
+from .features.registry import cache_shapes
 from .ir.nodes import Block, Model
 from .source import Source, Span
 
@@ -346,6 +347,6 @@ def input_shapes(model: Model, dims: Mapping[str, int],
     for b in model.blocks:
         if b.cache:
             batch = shapes[model.root_stream(b.query)][0]
-            shapes[f"{b.name}.past_key"] = (batch, b.kv_heads, past_len, b.head_dim)
-            shapes[f"{b.name}.past_value"] = (batch, b.kv_heads, past_len, b.v_head_dim)
+            for what, shape in cache_shapes(b, batch, past_len).items():
+                shapes[f"{b.name}.past_{what}"] = tuple(shape)
     return shapes
