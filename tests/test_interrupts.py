@@ -13,7 +13,6 @@ from pathlib import Path
 import onnx
 import pytest
 
-from attndsl import fileio
 from attndsl.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +27,7 @@ def _leftovers(folder: Path, keep: set[str]) -> list[str]:
 
 @pytest.mark.parametrize("where", ["write", "fsync", "replace"])
 def test_interrupt_while_writing_the_model(tmp_path, capsys, monkeypatch, where):
-    """KeyboardInterrupt at three moments of the atomic write: the old model stays as it
+    """KeyboardInterrupt at three moments of the atomic write (``fileio``): the old model stays as it
     was, no temporary file is left, the CLI says 'interrupted' and exits 130."""
     spec = tmp_path / "g.yaml"
     spec.write_text((ROOT / "examples" / "gpt2_causal.yaml").read_text(), encoding="utf-8")
@@ -38,20 +37,27 @@ def test_interrupt_while_writing_the_model(tmp_path, capsys, monkeypatch, where)
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    if where == "write":
-        real = fileio.open_atomic
+    if where == "write":  # the temporary file gets some bytes, then Ctrl-C
+        real = os.fdopen
 
-        def open_then_interrupt(path):
-            cm = real(path)
-            f = cm.__enter__()
-            f.write(b"partial")
-            try:
+        class Interrupted:
+            def __init__(self, f):
+                self.f = f
+
+            def __getattr__(self, name):
+                return getattr(self.f, name)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return self.f.__exit__(*exc)
+
+            def write(self, data):
+                self.f.write(data[:100])
                 raise KeyboardInterrupt
-            except KeyboardInterrupt:
-                cm.__exit__(*sys.exc_info())
-                raise
 
-        monkeypatch.setattr(fileio, "open_atomic", open_then_interrupt)
+        monkeypatch.setattr(os, "fdopen", lambda *a, **k: Interrupted(real(*a, **k)))
     else:
         monkeypatch.setattr(os, where, interrupt)
     code = main(["compile", str(spec), "-o", str(out)])

@@ -71,13 +71,15 @@ def test_check_and_run_refuse_too(tmp_path, capsys):
 
 
 def test_the_cli_on_typos_is_quick_and_small(tmp_path):
-    """The command itself: exit 2 within 2 s of its start (after the imports), peak RSS
-    small."""
+    """The command itself: exit 2 within seconds of its start (after the imports), peak
+    RSS small (64 MB measured)."""
     spec = tmp_path / "h.yaml"
     spec.write_text(TYPOS[1][1], encoding="utf-8")
-    code = ("import resource, sys, time; import attndsl.cli as c; t = time.monotonic(); "
-            "r = c.main(sys.argv[1:]); print(time.monotonic() - t, "
-            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(r)")
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking (pytest) process
+    code = ("import re, sys, time; import attndsl.cli as c; t = time.monotonic(); "
+            "r = c.main(sys.argv[1:]); hwm = re.search(r'VmHWM:\\s*(\\d+)', "
+            "open('/proc/self/status').read()).group(1); "
+            "print(time.monotonic() - t, hwm); sys.exit(r)")
     p = subprocess.run([sys.executable, "-c", code, "compile", str(spec), "-o",
                         str(tmp_path / "o.onnx")], capture_output=True, text=True,
                        cwd=ROOT, timeout=120)
