@@ -27,8 +27,8 @@ def _leftovers(folder: Path, keep: set[str]) -> list[str]:
 
 @pytest.mark.parametrize("where", ["write", "fsync", "replace"])
 def test_interrupt_while_writing_the_model(tmp_path, capsys, monkeypatch, where):
-    """KeyboardInterrupt at three moments of the atomic write (``fileio``): the old model stays as it
-    was, no temporary file is left, the CLI says 'interrupted' and exits 130."""
+    """KeyboardInterrupt at three moments of the atomic write (``fileio``): the old model
+    stays as it was, no temporary file is left, the CLI says 'interrupted' and exits 130."""
     spec = tmp_path / "g.yaml"
     spec.write_text((ROOT / "examples" / "gpt2_causal.yaml").read_text(), encoding="utf-8")
     out = tmp_path / "g.onnx"
