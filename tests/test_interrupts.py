@@ -118,12 +118,16 @@ def test_sigint_at_various_moments(tmp_path, command):
         p.send_signal(signal.SIGINT)
         stdout, stderr = p.communicate(timeout=300)
         seen.add(p.returncode)
-        assert p.returncode in (0, 130), stderr
+        # -SIGINT: the command had finished (its last line printed) and the signal landed
+        # while the interpreter shut down, where Python no longer turns it into an exception
+        done = "wrote " in stdout
+        assert p.returncode in (0, 130) or (p.returncode == -signal.SIGINT and done), (
+            delay, p.returncode, stdout, stderr)
         assert "Traceback" not in stderr, stderr
         if p.returncode == 130:
             assert stderr.strip().endswith("interrupted")
             assert not out.exists()
-        elif command == "compile":
+        elif command == "compile":  # finished: the model is complete
             onnx.checker.check_model(onnx.load(out))
         assert _leftovers(tmp_path, {"g.yaml", out.name}) == [], delay
     assert 130 in seen
