@@ -244,29 +244,46 @@ def _static_cells(model: Model, b: Block) -> tuple[int, int] | None:
     return q_len, k_len
 
 
+def _global_table(model: Model, b: Block, m, static):
+    top = max(m.positions) if m.positions else None
+    if top is None:
+        return None
+    return f"the lookup table of global(...) up to position {top}", top + 1, (top,)
+
+
+def _random_table(model: Model, b: Block, m, static):
+    if static is None:
+        return None
+    q, k = static
+    return f"the {q} x {k} cell table of random(...)", q * k, static
+
+
+def _heads_table(model: Model, b: Block, m, static):
+    return f"the head table of heads(...) over {b.heads} heads", b.heads, (b.heads,)
+
+
+def _relative_bias_table(model: Model, b: Block, s, static):
+    reach = max(s.max_distance, s.buckets) + 1
+    return (f"the bucket table of relative_bias(...) over relative positions -{reach}..{reach}",
+            (2 * reach + 1) * 8, (s.buckets, s.max_distance))
+
+
+# the tables a spec number sizes, by node class (a table of rules, as features/registry.py)
+_TABLES = {fn.Global: _global_table, fn.Random: _random_table, fn.Heads: _heads_table,
+           fn.RelativeBias: _relative_bias_table}
+
+
 def block_constants(model: Model, b: Block) -> list[tuple[str, int, tuple[int, ...], object]]:
     """The tables the lowering of ``b`` would make whose size a spec number sets:
     (description, bytes, the numbers that set it, the node)."""
     out: list[tuple[str, int, tuple[int, ...], object]] = []
     nodes = list(fn.walk(b.mask)) if b.mask is not None else []
     static = _static_cells(model, b)
-    for m in nodes:
-        if isinstance(m, fn.Global) and m.positions:
-            top = max(m.positions)
-            out.append((f"the lookup table of global(...) up to position {top}", top + 1,
-                        (top,), m))
-        elif isinstance(m, fn.Random) and static is not None:
-            q, k = static
-            out.append((f"the {q} x {k} cell table of random(...)", q * k, static, m))
-        elif isinstance(m, fn.Heads):
-            out.append((f"the head table of heads(...) over {b.heads} heads", b.heads,
-                        (b.heads,), m))
-    for s in b.score:
-        if isinstance(s, fn.RelativeBias):
-            reach = max(s.max_distance, s.buckets) + 1
-            out.append((f"the bucket table of relative_bias(...) over relative positions "
-                        f"-{reach}..{reach}", (2 * reach + 1) * 8,
-                        (s.buckets, s.max_distance), s))
+    for node in [*nodes, *b.score]:
+        rule = _TABLES.get(type(node))
+        table = rule(model, b, node, static) if rule is not None else None
+        if table is not None:
+            out.append((*table, node))
     return out
 
 
