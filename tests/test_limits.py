@@ -166,3 +166,11 @@ def test_default_weights_limit_fits_the_machine():
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     got = limits.default_weights_bytes()
     assert got <= 16 << 30 and got <= max(memory // limits.WEIGHT_COPIES, 1 << 28)
+
+
+def test_random_block_larger_than_the_sequence(tmp_path, capsys):
+    """Regression (fuzzer mutant 7541 of seed 1): random(2, block=100000000) at seq 64 made
+    a block x block array (8.9 PiB) before cutting it to 64 x 64."""
+    spec = tmp_path / "r.attn"
+    spec.write_text(BIGBIRD.replace("block = 16", "block = 100000000"), encoding="utf-8")
+    assert main(["run", str(spec), "--verify"]) == 0, capsys.readouterr().err
