@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import __version__, api
+from . import __version__, api, limits
 from .errors import AttnDSLError
 
 PROVIDERS = ("cpu", "cuda", "auto")
@@ -188,6 +188,19 @@ def _compile_flags(c: argparse.ArgumentParser, when: str = "") -> None:
                      help=f"run no optimization passes{when}")
 
 
+def _amount(text: str) -> float:
+    try:
+        return limits.parse_amount(text, "the limit")
+    except AttnDSLError as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+
+
+def _limit_flags(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--max-weights-gib", type=_amount, metavar="G",
+                   help="refuse models whose weights are over G GiB (default 16, or "
+                   "ATTNDSL_MAX_WEIGHTS_GIB; other limits: docs/limits.md)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="attndsl",
@@ -210,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model size above which --external-data auto writes external data")
     c.add_argument("--explain", action="store_true",
                    help="say, per block, which lowering was chosen and why")
+    _limit_flags(c)
     c.set_defaults(func=cmd_compile)
 
     c = sub.add_parser("check", help="validate a spec and summarize it",
@@ -228,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tile size for the tile counts (default 64)")
     c.add_argument("--seed", type=_nonneg, default=0, metavar="S",
                    help="seed of the example inputs that input-dependent masks read")
+    _limit_flags(c)
     c.set_defaults(func=cmd_check)
 
     c = sub.add_parser("run", help="run a spec or an attndsl .onnx in ONNX Runtime",
@@ -247,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cached positions in random cache inputs (default 0)")
     c.add_argument("--seed", type=_nonneg, default=0, metavar="S", help="random input seed")
     _compile_flags(c, " (when compiling a spec)")
+    _limit_flags(c)
     c.set_defaults(func=cmd_run)
 
     c = sub.add_parser("ir", help="print the IR of a spec",
@@ -256,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("spec", metavar="SPEC")
     c.add_argument("--after", metavar="PASS", help="print after this pass of the default "
                    "pipeline")
+    _limit_flags(c)
     c.set_defaults(func=cmd_ir)
 
     c = sub.add_parser("convert", help="convert between YAML and .attn",
@@ -306,10 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-        return args.func(args)
+    try:  # the parser too: a Ctrl-C while it is built is an interrupt like any other
+        args = build_parser().parse_args(argv)
+        with limits.override(max_weights_gib=getattr(args, "max_weights_gib", None)):
+            return args.func(args)
     except SystemExit as exc:  # argparse: --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     except KeyboardInterrupt:

@@ -5,8 +5,10 @@ old file untouched."""
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +29,9 @@ def open_atomic(path: str | Path) -> Iterator[BinaryIO]:
     is removed and ``path`` is untouched. Permissions as ``write_atomic``."""
     path = Path(path)
     mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    with _sigint_deferred():  # no Ctrl-C between creating the file and owning its name
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                   dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -36,8 +40,24 @@ def open_atomic(path: str | Path) -> Iterator[BinaryIO]:
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        with _sigint_deferred():  # a second Ctrl-C must not skip the clean-up
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """SIGINT blocked for a few system calls (delivered, as KeyboardInterrupt, right after);
+    a no-op off the main thread or where signal masks do not exist."""
+    if not hasattr(signal, "pthread_sigmask") or (
+            threading.current_thread() is not threading.main_thread()):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _umask() -> int:

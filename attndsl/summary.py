@@ -24,6 +24,7 @@ from .features.registry import BLOCK_FEATURES, block_feature_of, cache_shapes, r
 from .features.text import format_leaf, format_mask
 from .inputs import random_inputs
 from .ir.nodes import Block, Model
+from .limits import check_cells, check_model, check_run, input_shapes
 from .masks.analysis import density, tile_counts
 
 DEFAULT_LEN = 128
@@ -142,8 +143,14 @@ def summarize(model: Model, sizes: Mapping[str, int] | None = None, past_len: in
     """The check report at concrete sizes; masks that read inputs use random example inputs
     (``attndsl.inputs.random_inputs`` with ``seed``)."""
     full = check_sizes(model, sizes or {})
+    check_model(model)
     streams = stream_shapes(model, full)
     by_name = {s.name: s for s in streams}
+    for b in model.blocks:  # the density and tile counts analyse every cell
+        check_cells(model, b, by_name[b.query].size[1],
+                    by_name[b.key].size[1] + (past_len if b.cache else 0),
+                    "the mask density and tile counts")
+    check_run(model, input_shapes(model, full, past_len), past_len)  # the example inputs
     inputs = random_inputs(model, full, seed=seed, past_len=past_len)
     blocks = tuple(_block_info(b, by_name, past_len, inputs, tile) for b in model.blocks)
     params = sum(int(np.prod(s)) for s in model.weight_shapes().values())

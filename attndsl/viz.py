@@ -21,6 +21,7 @@ from .features.registry import cache_axis, cache_shapes, rule
 from .features.text import format_mask
 from .inputs import random_inputs
 from .ir.nodes import Block, Model, Output
+from .limits import check_cells
 from .masks.eval import eval_mask
 from .viz_layout import panel_groups, pool, tick_step
 
@@ -67,6 +68,7 @@ def grid_lengths(model: Model, block: str | Block | None = None, q_len: int | No
         k_len = past_len + (model.static_lens(b)[1] or q_len)
     if q_len < 1 or k_len < 1:
         raise AttnDSLError(f"lengths must be positive (q_len {q_len}, k_len {k_len})")
+    check_cells(model, b, q_len, k_len, "the picture of the mask", heads=b.heads)
     return q_len, k_len
 
 

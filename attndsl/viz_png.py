@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .fileio import open_atomic
 from .viz_layout import panel_groups, pool, tick_step
 
 BG = (255, 255, 255)
@@ -165,7 +166,8 @@ def render_png(grid: np.ndarray, path: str | Path, title: str = "",
             d.text((mx - 6, y), str(pos), fill=INK, font=f_tick, anchor="rm")
         out.append(Panel(label, tuple(hs), (mx, my, mx + mw, my + mh)))
     _draw_legend(d, PAD, height - PAD - legend_h + 14, legend, f_tick)
-    img.save(path, format="PNG", optimize=True)
+    with open_atomic(path) as f:  # a Ctrl-C or a failure leaves no partial PNG
+        img.save(f, format="PNG", optimize=True)
     return out
 
 

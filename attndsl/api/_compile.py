@@ -174,9 +174,11 @@ def ir_text(spec_or_path: SpecLike, *, after: str | None = None,
     model = model_of(spec_or_path)
     if after is None:
         return print_ir(model)
+    from ..limits import check_model
     from ..lower.pipeline import ir_after
     from ..weights import check_weights, load_weights
 
+    check_model(model)
     arrays = _weights(model, weights)
     arrays = load_weights(model) if arrays is None else check_weights(model, dict(arrays),
                                                                       "weights")

@@ -59,31 +59,27 @@ def read_inputs(path: str | os.PathLike[str], expected: Sequence[str]) -> dict[s
 
 
 def save_outputs(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> None:
-    """Write arrays by name to an ``.npz`` file atomically (a temporary file, then
-    ``os.replace``)."""
+    """Write arrays by name to an ``.npz`` file atomically (``fileio.open_atomic``: a
+    temporary file, then ``os.replace``; Ctrl-C leaves no temporary file)."""
     import numpy as np
 
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}.npz")
+    from ..fileio import open_atomic
+
     try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, target)
+        with open_atomic(path) as f:
+            np.savez(f, **arrays)
     except OSError as err:
         raise AttnDSLError(f"cannot write '{path}': {err.strerror or err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
-    """An ONNX file, read (InputError when it is missing or not ONNX)."""
-    import onnx
+    """An ONNX file, read and checked as untrusted input (``api/_untrusted.py``): bounded in
+    size, parsed before anything else, external data only from inside the model's folder,
+    standard and ``com.microsoft`` operators only. InputError for anything wrong."""
+    from ..limits import current
+    from ._untrusted import load_untrusted, max_model_bytes
 
-    try:
-        return onnx.load(path)
-    except FileNotFoundError:
-        raise InputError(f"cannot read '{path}': no such file") from None
-    except Exception as err:  # protobuf decode errors and the like
-        raise InputError(f"cannot read '{path}' as an ONNX model: {err}") from None
+    return load_untrusted(path, max_model_bytes(current().max_weights_bytes))
 
 
 def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
@@ -91,11 +87,20 @@ def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
 
 
 def _spec_of(proto: onnx.ModelProto, where: str) -> Model:
-    """The IR of the spec a model made by attndsl carries in its metadata."""
+    """The IR of the spec a model made by attndsl carries in its metadata, checked against
+    the graph (``_untrusted.check_matches_spec``)."""
+    from ._untrusted import check_matches_spec
+
     meta = _metadata(proto)
     if "attndsl.spec" not in meta:
         raise InputError(f"'{where}' was not produced by attndsl (no 'attndsl.spec' metadata)")
-    return _spec.parse_spec(meta["attndsl.spec"], f"{where}#attndsl.spec")
+    try:
+        model = _spec.parse_spec(meta["attndsl.spec"], f"{where}#attndsl.spec")
+    except AttnDSLError as err:
+        raise InputError(f"'{where}': the spec in its attndsl.spec metadata is not valid: "
+                         f"{str(err).splitlines()[0]}") from None
+    check_matches_spec(where, proto, model)
+    return model
 
 
 # ---------------------------------------------------------------- running
@@ -134,6 +139,7 @@ def _model_and_proto(spec_or_model: RunTarget,
 def _random_inputs(model: Model, sizes: Mapping[str, int] | None, seed: int,
                    past_len: int) -> dict[str, np.ndarray]:
     from ..inputs import random_inputs
+    from ..limits import check_run, input_shapes
     from ..summary import check_sizes
 
     for name, value in (("seed", seed), ("past_len", past_len)):
@@ -143,6 +149,7 @@ def _random_inputs(model: Model, sizes: Mapping[str, int] | None, seed: int,
                                      for v in dict(sizes).values()):
         raise AttnDSLError(f"sizes must map dim names to ints, got {dict(sizes)!r}")
     full = check_sizes(model, sizes or {}, default_len=7, default_batch=2)
+    check_run(model, input_shapes(model, full, past_len), past_len)
     return random_inputs(model, full, seed=seed, past_len=past_len)
 
 
@@ -174,10 +181,21 @@ def execute(spec_or_model: RunTarget, inputs: InputsLike | None = None, *,
     else:
         raise AttnDSLError(f"inputs must be arrays by name or an .npz path, got "
                            f"{type(inputs).__name__}")
+    from ..limits import check_run
+
+    check_run(model, {k: tuple(getattr(v, "shape", ())) for k, v in arrays.items()})
     # a file by path: ONNX Runtime finds (and maps) its external data next to it
     is_file = (isinstance(spec_or_model, (str, os.PathLike))
                and Path(spec_or_model).suffix.lower() == ".onnx")
-    session = make_session(Path(spec_or_model) if is_file else proto, provider=provider)
+    try:
+        session = make_session(Path(spec_or_model) if is_file else proto, provider=provider)
+    except AttnDSLError:
+        raise
+    except Exception as err:  # ONNX Runtime refuses a file given to it: bad input, not a bug
+        if not is_file:
+            raise
+        raise InputError(f"ONNX Runtime cannot load '{spec_or_model}': "
+                         f"{str(err).splitlines()[0][:500]}") from None
     note = getattr(session, "fallback_note", None)
     if note and on_note is not None:
         on_note(note)

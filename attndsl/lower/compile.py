@@ -17,6 +17,7 @@ import onnx
 from ..errors import AttnDSLError, LoweringError, did_you_mean
 from ..fileio import write_atomic
 from ..ir.nodes import Model
+from ..limits import check_model
 from ..passes import Program
 from ..version import __version__
 from ..weights import check_weights, describe_conversions, load_weights
@@ -96,6 +97,7 @@ def compile_detached(model: Model, weights: Mapping[str, np.ndarray] | None = No
     read from a file (``weights.load_weights``) carry the type conversions made reading
     them; the model records them in its ``attndsl.weights_conversions`` metadata."""
     options = options or CompileOptions()
+    check_model(model)  # before any weight or table is made
     progress = progress or Progress.silent()
     check_opset(options.opset, options.target)
     progress.phase("reading weights", 0)
