@@ -58,6 +58,20 @@ CASES: dict[str, tuple] = {
     "llama": ("LlamaConfig", {**LLAMA, "attention_bias": True,
                               "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}},
               "LlamaForCausalLM", "decoder"),
+    "llama_llama3": ("LlamaConfig", {**LLAMA, "max_position_embeddings": 64, "rope_parameters": {
+        "rope_type": "llama3", "rope_theta": 5000.0, "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 16}},
+        "LlamaForCausalLM", "decoder"),
+    "llama_linear": ("LlamaConfig", {**LLAMA, "rope_parameters": {
+        "rope_type": "linear", "rope_theta": 1000.0, "factor": 3.0}},
+        "LlamaForCausalLM", "decoder"),
+    "llama_dynamic": ("LlamaConfig", {**LLAMA, "max_position_embeddings": 16, "rope_parameters": {
+        "rope_type": "dynamic", "rope_theta": 1000.0, "factor": 2.0}},
+        "LlamaForCausalLM", "decoder"),
+    "llama_yarn": ("LlamaConfig", {**LLAMA, "max_position_embeddings": 64, "rope_parameters": {
+        "rope_type": "yarn", "rope_theta": 1000.0, "factor": 4.0, "beta_fast": 16.0,
+        "beta_slow": 2.0, "original_max_position_embeddings": 16}},
+        "LlamaForCausalLM", "decoder"),
     "mistral": ("MistralConfig", {**LLAMA, "sliding_window": 5}, "MistralForCausalLM",
                 "decoder"),
     "mixtral": ("MixtralConfig", {**LLAMA, "num_key_value_heads": 1, "sliding_window": 6,
@@ -71,6 +85,22 @@ CASES: dict[str, tuple] = {
     "gemma2": ("Gemma2Config", {**LLAMA, "num_hidden_layers": 3, "head_dim": 16,
                                 "query_pre_attn_scalar": 20, "attn_logit_softcapping": 3.0,
                                 "sliding_window": 4}, "Gemma2ForCausalLM", "decoder"),
+    "qwen3": ("Qwen3Config", {**LLAMA, "num_hidden_layers": 3, "head_dim": 8,
+                              "use_sliding_window": True, "max_window_layers": 1,
+                              "sliding_window": 5, "rms_norm_eps": 1e-5},
+              "Qwen3ForCausalLM", "decoder"),
+    "gemma3_text": ("Gemma3TextConfig", {**LLAMA, "num_hidden_layers": 3, "head_dim": 16,
+                                         "query_pre_attn_scalar": 20, "sliding_window": 4,
+                                         "layer_types": ["sliding_attention",
+                                                         "full_attention",
+                                                         "sliding_attention"],
+                                         "rope_parameters": {
+                                             "full_attention": {"rope_type": "default",
+                                                                "rope_theta": 100000.0},
+                                             "sliding_attention": {"rope_type": "default",
+                                                                   "rope_theta": 100.0}}},
+                    "Gemma3ForCausalLM", "decoder"),
+    "olmo2": ("Olmo2Config", {**LLAMA}, "Olmo2ForCausalLM", "decoder"),
     "granite": ("GraniteConfig", {**LLAMA, "attention_multiplier": 0.3},
                 "GraniteForCausalLM", "decoder"),
     "olmo": ("OlmoConfig", {**LLAMA}, "OlmoForCausalLM", "decoder"),
@@ -360,16 +390,27 @@ def test_unknown_model_type_lists_supported(built, tmp_path):
     assert "supported: bart, bloom" in msg
 
 
-def test_llama3_rope_scaling_is_not_yet_supported(built, tmp_path):
+def test_rope_scaling_maps_to_the_rope_feature(built, tmp_path):
+    """transformers' rope_parameters become the rope feature's scaling options (the model
+    config's max_position_embeddings for the types that read it); bad values are refused."""
+    spec = attndsl.import_hf(built("llama_llama3").dir)[0]
+    assert spec.block("layer0")["rope"] == {
+        "theta": 5000.0, "scaling": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 16,
+        "max_position_embeddings": 64}
+    assert spec.block("layer0")["rope"] == attndsl.import_hf(built("llama_llama3").dir)[0] \
+        .block("layer1")["rope"]
     d = _edit_config(built("llama").dir, tmp_path / "m", rope_parameters={
-        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 0.5,
         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 8192})
-    assert "not yet supported: rope_scaling type llama3" in _error(d)
-    d = _edit_config(built("phi3").dir, tmp_path / "p", rope_parameters={
-        "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 8,
-        "long_factor": [1.0] * 8})
-    assert "rope_scaling type longrope" in _error(d)
+        "original_max_position_embeddings": 8})
+    assert "rope scaling ('rope_parameters.factor')" in _error(d)
+    d = _edit_config(built("llama").dir, tmp_path / "u", rope_parameters={
+        "rope_type": "ntk_by_parts", "rope_theta": 10.0})
+    assert "rope_type 'ntk_by_parts'" in _error(d)
+    d = _edit_config(built("llama").dir, tmp_path / "x", rope_parameters={
+        "rope_type": "linear", "rope_theta": 10.0, "factor": 2.0, "beta_fast": 3.0})
+    assert "rope parameter 'beta_fast' is not used by the linear rope type" in _error(d)
 
 
 def test_older_config_keys_import_the_same(built, tmp_path):
@@ -442,9 +483,6 @@ def test_pickle_checkpoints_are_not_read(tmp_path, built):
 
 
 PENDING_CASES = {
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {**LLAMA}, "QK-norm"),
-    "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM", {**LLAMA}, "QK-norm"),
-    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {**LLAMA}, "QK-norm"),
     "gpt_oss": ("GptOssConfig", "GptOssForCausalLM",
                 {**LLAMA, "num_local_experts": 2, "num_experts_per_tok": 1, "head_dim": 16,
                  "sliding_window": 4}, "attention sinks"),

@@ -147,7 +147,7 @@ def _import_module(arch: Architecture, cfg: Config, m: Module, ckpt: Any, names:
     if g.heads * g.head_dim != g.hidden:
         settings["head_dim"] = g.head_dim
     if bias:
-        settings["bias"] = True
+        settings["bias"] = bias
     scale = arch.scale.scale(ctx, g)
     if scale is not None:
         settings["scale"] = float(scale)
@@ -167,6 +167,11 @@ def _import_module(arch: Architecture, cfg: Config, m: Module, ckpt: Any, names:
         rope = m.stack.rope.settings(ctx, g)
         if rope is not None:
             settings["rope"] = rope
+    for part in arch.features:
+        extra, extra_arrays = part.apply(ctx, g, settings)
+        if extra:  # block features go in add_block's ``features``
+            settings.setdefault("features", {}).update(extra)
+        arrays.update(extra_arrays)
     left = sorted(ctx.params - ctx.taken)
     if left:
         raise ctx.error(f"parameter '{m.path}.{left[0]}' cannot be placed in the spec",

@@ -27,6 +27,7 @@ from .parts import (
     Needs,
     NoMask,
     NoScale,
+    QKNorm,
     QueryPreAttnScalar,
     Rope,
     Separate,
@@ -76,7 +77,9 @@ class Architecture:
     (Falcon); ``attention_keys`` are read by the architecture itself (not by a part), with
     ``check_keys`` refusing values it cannot express; ``module_adds_residual``: the module's
     output includes a residual argument it receives (BLOOM), which the spec leaves out;
-    ``sizes_hook`` adjusts the sizes from the config (Falcon's kv heads)."""
+    ``sizes_hook`` adjusts the sizes from the config (Falcon's kv heads); ``features``: parts
+    adding block features (``QKNorm``, ...) after the others, each ``apply(ctx, geometry,
+    settings)`` giving settings and arrays."""
 
     model_type: str
     stacks: tuple[Stack, ...]
@@ -88,13 +91,14 @@ class Architecture:
     check_keys: Any = None
     module_adds_residual: bool = False
     sizes_hook: Any = None
+    features: tuple[Any, ...] = ()
 
     @property
     def keys(self) -> frozenset[str]:
         out = set(self.attention_keys) | set(self.scale.keys)
         for s in self.stacks:
             out |= set(s.keys)
-        for n in self.needs:
+        for n in (*self.needs, *self.features):
             out |= set(n.keys)
         return frozenset(out)
 
@@ -128,11 +132,11 @@ def _llama_like(model_type: str, windows: str = "none", default: str = "full",
                 harmless: str = "",
                 needs: tuple[Needs, ...] = (), scale: Any = HEAD_DIM_SCALE,
                 scores: tuple[Any, ...] = (), keys: tuple[str, ...] = ("attention_bias",),
-                rope: Rope | None = ROPE) -> Architecture:
+                rope: Rope | None = ROPE, features: tuple[Any, ...] = ()) -> Architecture:
     return Architecture(model_type, _decoder(windows=windows, scores=scores, rope=rope,
                                              default=default),
                         Separate(), scale=scale, harmless=_words("pretraining_tp " + harmless),
-                        needs=needs, attention_keys=keys)
+                        needs=needs, attention_keys=keys, features=features)
 
 
 MOE = ("num_local_experts num_experts_per_tok output_router_logits router_aux_loss_coef "
@@ -290,16 +294,13 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                                  "classifier_proj_size")),
     # ---- architectures waiting for the features of issue 8: their parts are declared, and
     # the import stops at the first feature they need.
-    _llama_like("qwen3", windows="layer_types", default="max_window_layers", keys=(),
-                needs=(Needs(QK_NORM + ": RMSNorm of q and k over head_dim",
-                             param="q_norm.weight"),)),
+    _llama_like("qwen3", windows="layer_types", default="max_window_layers",
+                features=(QKNorm(),)),
     _llama_like("gemma3_text", windows="layer_types", default="pattern",
                 scale=QueryPreAttnScalar(),
-                scores=(Softcap(),),
-                needs=(Needs(QK_NORM + ": (1 + w) RMSNorm of q and k over head_dim",
-                             param="q_norm.weight"),)),
-    _llama_like("olmo2", needs=(Needs(QK_NORM + ": RMSNorm over the whole projected q and k "
-                                      "width", param="q_norm.weight"),)),
+                scores=(Softcap(),), features=(QKNorm(offset=1.0),),
+                harmless="final_logit_softcapping"),
+    _llama_like("olmo2", features=(QKNorm(scope="width"),)),
     _llama_like("gpt_oss", windows="layer_types", default="alternate",
                 keys=("attention_bias",),
                 needs=(Needs("attention sinks (issue 8, feature 2)", param="sinks"),)),
@@ -318,7 +319,7 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                                           param="lambda_q1"),)),
 )}
 
-PENDING = ("qwen3", "gemma3_text", "olmo2", "gpt_oss", "qwen3_next", "deepseek_v3",
+PENDING = ("gpt_oss", "qwen3_next", "deepseek_v3",
            "llama4_text", "diffllama")
 SUPPORTED = tuple(sorted(set(ARCHITECTURES) - set(PENDING)))
 

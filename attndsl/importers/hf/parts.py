@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ...features.rope_scaling import ROPE_TYPES, allowed_keys, validate_rope_scaling
 from ...features.scores.alibi import alibi_slopes
 from .config import Config, HFImportError
 
@@ -122,21 +123,17 @@ class Projected:
     weights: dict[str, np.ndarray]   # 'q' 'k' 'v' 'o' -> [out, in]
     biases: dict[str, np.ndarray | None]
 
-    def arrays(self) -> tuple[Arrays, bool, list[str]]:
-        """The contract arrays (``q_proj.weight`` ...), whether the block has ``bias``, and
-        notes. The spec has one ``bias`` flag for the four projections: a projection without
-        a bias gets a zero one, which computes exactly the same (``x @ W.T + 0``)."""
+    def arrays(self) -> tuple[Arrays, bool | dict[str, bool], list[str]]:
+        """The contract arrays (``q_proj.weight`` ...), the block's ``bias`` setting and notes:
+        ``True`` when all four projections have a bias, ``{q: true, ...}`` naming those that
+        have one (Qwen2's q, k, v; Whisper's q, v, o), ``False`` for none."""
         out: Arrays = {f"{p}_proj.weight": self.weights[p] for p in "qkvo"}
         has = [p for p in "qkvo" if self.biases[p] is not None]
-        notes = []
-        if has:
-            for p in "qkvo":
-                b = self.biases[p]
-                if b is None:
-                    b = np.zeros(self.weights[p].shape[0], np.float32)
-                    notes.append(f"no {p} bias: imported as zeros (exactly equivalent)")
-                out[f"{p}_proj.bias"] = b
-        return out, bool(has), notes
+        for p in has:
+            out[f"{p}_proj.bias"] = self.biases[p]
+        bias: bool | dict[str, bool] = len(has) == 4 or (dict.fromkeys(has, True) if has
+                                                         else False)
+        return out, bias, []
 
 
 def _check_shape(ctx: Ctx, name: str, a: np.ndarray, shape: tuple[int, ...]) -> None:
@@ -286,9 +283,6 @@ class GroupFused:
 
 # --------------------------------------------------------------------------- RoPE
 
-# what each rope_type needs, for the "not yet supported" error
-ROPE_TYPES_PENDING = ("linear", "dynamic", "yarn", "longrope", "llama3")
-
 
 def _rope_parameters(ctx: Ctx, aliases: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
     """The RoPE parameters of the module's layer: transformers 5's ``rope_parameters`` (per
@@ -353,20 +347,22 @@ class Rope:
             if not flags[ctx.layer]:
                 return None
         if self.fixed_theta is not None:
-            theta, factor = self.fixed_theta, 1.0
+            theta, factor, scaling = self.fixed_theta, 1.0, None
         else:
             p = _rope_parameters(ctx, self.aliases)
             kind = p.get("rope_type", "default")
-            if kind != "default":
-                raise ctx.error(f"not yet supported: rope_scaling type {kind} (config key "
-                                f"'rope_parameters.rope_type' / 'rope_scaling')",
-                                hint="it needs RoPE scaling (issue 8, feature 3)")
-            extra = sorted(set(p) - _DEFAULT_ROPE_KEYS)
+            if kind not in ROPE_TYPES:
+                raise ctx.error(f"rope_type '{kind}' (config key 'rope_parameters.rope_type' / "
+                                "'rope_scaling') is not a RoPE the spec language knows",
+                                hint="known: " + ", ".join(ROPE_TYPES))
+            required, optional = allowed_keys(kind)
+            extra = sorted(set(p) - _DEFAULT_ROPE_KEYS - required - optional - {"type"})
             if extra:
-                raise ctx.error(f"rope parameter '{extra[0]}' is not used by the default "
-                                "rope type; refusing a RoPE the importer cannot place")
+                raise ctx.error(f"rope parameter '{extra[0]}' is not used by the {kind} rope "
+                                "type; refusing a RoPE the importer cannot place")
             theta = float(p.get("rope_theta", 10000.0))
             factor = float(p.get("partial_rotary_factor", 1.0))
+            scaling = _scaling(ctx, p, kind, required | optional)
         # transformers: int(head_dim * partial_rotary_factor), or GPT-J's rotary_dim
         dim = (cfg.get(self.dim_key) or g.head_dim) if self.dim_key else int(g.head_dim * factor)
         if dim % 2 or not 2 <= dim <= g.head_dim:
@@ -377,7 +373,36 @@ class Rope:
             out["dim"] = int(dim)
         if self.interleaved:
             out["interleaved"] = True
+        if scaling:
+            problems = validate_rope_scaling(scaling, dim=int(dim))
+            if problems:
+                key, msg, hint = problems[0]
+                raise ctx.error(f"rope scaling ('rope_parameters.{key}'): {msg}",
+                                hint=hint or None)
+            out["scaling"] = scaling.pop("rope_type")
+            out.update(scaling)
         return out
+
+
+def _scaling(ctx: Ctx, p: Mapping[str, Any], kind: str,
+             keys: frozenset[str]) -> dict[str, Any] | None:
+    """The rope feature's scaling options of a ``rope_parameters`` entry (None: plain RoPE):
+    its scaling keys, and the model config's ``max_position_embeddings`` for the types that
+    read it. Phi-3's config keeps ``original_max_position_embeddings`` at the top level,
+    which overrides the entry's (as transformers 5.23's Phi-3 config does)."""
+    if kind == "default":
+        return None
+    out: dict[str, Any] = {"rope_type": kind}
+    for k in sorted(keys - {"rope_type", "max_position_embeddings"}):
+        if p.get(k) is not None:
+            v = p[k]
+            out[k] = [float(x) for x in v] if isinstance(v, list) else v
+    top = ctx.cfg.get("original_max_position_embeddings")
+    if top is not None and "original_max_position_embeddings" in keys:
+        out["original_max_position_embeddings"] = top
+    if "max_position_embeddings" in keys and ctx.cfg.get("max_position_embeddings") is not None:
+        out["max_position_embeddings"] = ctx.cfg.get("max_position_embeddings")
+    return out
 
 
 # --------------------------------------------------------------------------- masks
@@ -407,7 +432,8 @@ class CausalMask:
       ``full_attention``: none). A config without ``layer_types`` (written before
       transformers 5) gets the architecture's default, as its config class computes it
       (``default``): ``"alternate"`` (sliding, full, sliding, ...: Gemma 2, gpt-oss),
-      ``"pattern"`` (every ``sliding_window_pattern``-th layer full, default 6: Gemma 3),
+      ``"pattern"`` (every ``sliding_window_pattern``-th layer full, default 6; Gemma 3's
+      config saves it as ``_sliding_window_pattern``),
       ``"max_window_layers"`` (layers from ``max_window_layers``, default 28, slide when
       ``use_sliding_window``: Qwen2, Qwen3) or ``"full"``.
     """
@@ -422,8 +448,8 @@ class CausalMask:
         if self.windows == "all":
             return ("sliding_window", "use_bidirectional_attention")
         return ("layer_types", "sliding_window", "sliding_window_pattern",
-                "use_sliding_window", "max_window_layers", "attention_chunk_size",
-                "use_bidirectional_attention")
+                "_sliding_window_pattern", "use_sliding_window", "max_window_layers",
+                "attention_chunk_size", "use_bidirectional_attention")
 
     def layer_type(self, cfg: Config, layer: int, n_layers: int, path: str) -> str | None:
         """The layer's type (None for masks without per-layer types)."""
@@ -439,7 +465,8 @@ class CausalMask:
         if self.default == "alternate":
             slides = sliding and (layer + 1) % 2 == 1
         elif self.default == "pattern":
-            slides = sliding and (layer + 1) % int(cfg.get("sliding_window_pattern", 6)) != 0
+            pattern = cfg.get("sliding_window_pattern", cfg.get("_sliding_window_pattern", 6))
+            slides = sliding and (layer + 1) % int(pattern) != 0
         elif self.default == "max_window_layers":
             slides = (sliding and bool(cfg.get("use_sliding_window", False))
                       and layer >= int(cfg.get("max_window_layers", 28)))
@@ -674,3 +701,53 @@ class Needs:
         if self.key is not None and self.when(ctx.cfg.get(self.key)):
             raise ctx.error(f"config key '{self.key}' = {ctx.cfg.get(self.key)!r} needs "
                             f"{self.feature}, not yet supported")
+
+
+# --------------------------------------------------------------------------- block features
+
+
+@dataclass(frozen=True)
+class QKNorm:
+    """Normalisation of q and k (the ``qk_norm`` block feature): RMSNorm over each head with
+    one ``[head_dim]`` weight (Qwen3; Gemma 3 with ``offset`` 1: its ``(1 + w)``), over the
+    whole projected width with one weight per feature (OLMo 2: ``scope`` 'width'), or the
+    weightless L2 norm after RoPE (Llama 4: ``kind`` 'l2', ``when`` the config key
+    ``use_qk_norm``, only on RoPE layers). The epsilon is ``rms_norm_eps`` (transformers'
+    default 1e-6 when the config has none)."""
+
+    kind: str = "rms"
+    scope: str = "head"
+    offset: float = 0.0
+    after_rope: bool = False
+    when: str | None = None
+    eps_default: float = 1e-6
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.when,) if self.when else ()
+
+    def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
+        if self.when is not None and not ctx.cfg.get(self.when):
+            return {}, {}
+        if self.after_rope and "rope" not in settings:
+            return {}, {}  # Llama 4: the L2 norm only on its RoPE layers
+        eps = ctx.cfg.get("rms_norm_eps")
+        out: dict[str, Any] = {"kind": self.kind,
+                               "eps": float(self.eps_default if eps is None else eps)}
+        arrays: Arrays = {}
+        if self.kind == "l2":
+            out["weight"] = "none"
+        else:
+            for which, heads in (("q", g.heads), ("k", g.kv_heads)):
+                w = ctx.take(f"{which}_norm.weight")
+                shape = (heads * g.head_dim,) if self.scope == "width" else (g.head_dim,)
+                _check_shape(ctx, f"{which}_norm.weight", w, shape)
+                arrays[f"{which}_norm.weight"] = w
+            if self.scope == "width":
+                out["scope"] = "width"
+                out["weight"] = "per_head"
+        if self.offset:
+            out["offset"] = float(self.offset)
+        if self.after_rope:
+            out["after_rope"] = True
+        return {"qk_norm": out}, arrays
