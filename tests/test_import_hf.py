@@ -101,6 +101,13 @@ CASES: dict[str, tuple] = {
                                                                    "rope_theta": 100.0}}},
                     "Gemma3ForCausalLM", "decoder"),
     "olmo2": ("Olmo2Config", {**LLAMA}, "Olmo2ForCausalLM", "decoder"),
+    "gpt_oss": ("GptOssConfig", {**LLAMA, "num_hidden_layers": 3, "num_local_experts": 2,
+                                 "num_experts_per_tok": 1, "head_dim": 16, "sliding_window": 4,
+                                 "max_position_embeddings": 256, "rope_parameters": {
+                                     "rope_type": "yarn", "rope_theta": 1000.0, "factor": 8.0,
+                                     "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                                     "original_max_position_embeddings": 32}},
+                "GptOssForCausalLM", "decoder"),
     "granite": ("GraniteConfig", {**LLAMA, "attention_multiplier": 0.3},
                 "GraniteForCausalLM", "decoder"),
     "olmo": ("OlmoConfig", {**LLAMA}, "OlmoForCausalLM", "decoder"),
@@ -483,9 +490,6 @@ def test_pickle_checkpoints_are_not_read(tmp_path, built):
 
 
 PENDING_CASES = {
-    "gpt_oss": ("GptOssConfig", "GptOssForCausalLM",
-                {**LLAMA, "num_local_experts": 2, "num_experts_per_tok": 1, "head_dim": 16,
-                 "sliding_window": 4}, "attention sinks"),
     "diffllama": ("DiffLlamaConfig", "DiffLlamaForCausalLM", {**LLAMA},
                   "differential attention"),
     "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM",

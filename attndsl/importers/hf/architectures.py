@@ -31,6 +31,7 @@ from .parts import (
     QueryPreAttnScalar,
     Rope,
     Separate,
+    Sinks,
     Sizes,
     Softcap,
     Stacked,
@@ -302,8 +303,7 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                 harmless="final_logit_softcapping"),
     _llama_like("olmo2", features=(QKNorm(scope="width"),)),
     _llama_like("gpt_oss", windows="layer_types", default="alternate",
-                keys=("attention_bias",),
-                needs=(Needs("attention sinks (issue 8, feature 2)", param="sinks"),)),
+                features=(Sinks(),), harmless=MOE + " swiglu_limit swiglu_alpha"),
     _llama_like("qwen3_next", windows="layer_types", keys=(),
                 needs=(Needs("the output gate (issue 8, feature 5) and " + QK_NORM,
                              param="q_norm.weight"),)),
@@ -319,7 +319,7 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                                           param="lambda_q1"),)),
 )}
 
-PENDING = ("gpt_oss", "qwen3_next", "deepseek_v3",
+PENDING = ( "qwen3_next", "deepseek_v3",
            "llama4_text", "diffllama")
 SUPPORTED = tuple(sorted(set(ARCHITECTURES) - set(PENDING)))
 

@@ -751,3 +751,17 @@ class QKNorm:
         if self.after_rope:
             out["after_rope"] = True
         return {"qk_norm": out}, arrays
+
+
+@dataclass(frozen=True)
+class Sinks:
+    """Learned attention sinks (the ``sinks`` block feature): gpt-oss's ``sinks`` parameter,
+    one logit per query head."""
+
+    param: str = "sinks"
+    keys: tuple[str, ...] = ()
+
+    def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
+        w = ctx.take(self.param)
+        _check_shape(ctx, self.param, w, (g.heads,))
+        return {"sinks": "learned"}, {"sinks": w}
