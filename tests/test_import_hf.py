@@ -116,6 +116,14 @@ CASES: dict[str, tuple] = {
                                               "partial_rotary_factor": 0.5}},
             "PhiForCausalLM", "decoder"),
     "phi3": ("Phi3Config", {**LLAMA, "sliding_window": 6}, "Phi3ForCausalLM", "decoder"),
+    "phi3_longrope": ("Phi3Config", {
+        **LLAMA, "sliding_window": 6, "max_position_embeddings": 64,
+        "original_max_position_embeddings": 16, "rope_parameters": {
+            "rope_type": "longrope", "rope_theta": 1000.0,
+            "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7],
+            "long_factor": [1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0],
+            "original_max_position_embeddings": 16}},
+        "Phi3ForCausalLM", "decoder"),
     "gpt2": ("GPT2Config", {"n_embd": 64, "n_head": 4, "n_layer": 2,
                             "scale_attn_by_inverse_layer_idx": True, **SMALL},
              "GPT2LMHeadModel", "decoder"),
