@@ -110,7 +110,7 @@ CASES: dict[str, tuple] = {
                 "GptOssForCausalLM", "decoder"),
     "granite": ("GraniteConfig", {**LLAMA, "attention_multiplier": 0.3},
                 "GraniteForCausalLM", "decoder"),
-    "olmo": ("OlmoConfig", {**LLAMA}, "OlmoForCausalLM", "decoder"),
+    "olmo": ("OlmoConfig", {**LLAMA, "clip_qkv": 0.4}, "OlmoForCausalLM", "decoder"),
     "phi": ("PhiConfig", {**LLAMA, "num_key_value_heads": 4,
                           "rope_parameters": {"rope_type": "default", "rope_theta": 100.0,
                                               "partial_rotary_factor": 0.5}},
@@ -148,6 +148,9 @@ CASES: dict[str, tuple] = {
                      "BloomForCausalLM", "decoder"),
     "mpt": ("MptConfig", {"d_model": 64, "n_heads": 4, "n_layers": 2, "expansion_ratio": 1,
                           "max_seq_len": 64, **SMALL}, "MptForCausalLM", "decoder"),
+    "mpt_clip": ("MptConfig", {"d_model": 64, "n_heads": 4, "n_layers": 2, "expansion_ratio": 1,
+                               "max_seq_len": 64, "attn_config": {"clip_qkv": 0.3}, **SMALL},
+                 "MptForCausalLM", "decoder"),
     "t5": ("T5Config", {"d_model": 64, "d_kv": 8, "d_ff": 32, "num_heads": 4, "num_layers": 2,
                         "num_decoder_layers": 2, "relative_attention_num_buckets": 8,
                         "relative_attention_max_distance": 16, "decoder_start_token_id": 0,
@@ -466,9 +469,9 @@ def test_unknown_attention_key_is_refused_and_harmless_one_noted(built, tmp_path
 
 
 def test_key_values_it_cannot_express_are_refused(built, tmp_path):
-    d = _edit_config(built("olmo").dir, tmp_path / "o", clip_qkv=8.0)
+    d = _edit_config(built("olmo").dir, tmp_path / "o", clip_qkv=-8.0)
     msg = _error(d)
-    assert "config key 'clip_qkv' = 8.0 needs clip_qkv" in msg
+    assert "config key 'clip_qkv' must be a positive number, got -8.0" in msg
     assert "model.layers.0.self_attn" in msg
     d = _edit_config(built("falcon_mha").dir, tmp_path / "f", alibi=True)
     assert "config key 'alibi' = True needs ALiBi added before" in _error(d)

@@ -16,6 +16,7 @@ from typing import Any
 from .parts import (
     Alibi,
     CausalMask,
+    ClipQKV,
     Conv1DFused,
     Ctx,
     Geometry,
@@ -179,10 +180,6 @@ def _mpt_attn_type(ctx: Ctx) -> None:
                         "multihead_attention imports")
 
 
-def _no(v: Any) -> bool:
-    return v is not None
-
-
 # ------------------------------------------------------------------ encoder-decoders
 
 def _enc_dec(enc_t: str, dec_t: str, cross_t: str, enc_n: str, dec_n: str,
@@ -214,8 +211,7 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     _llama_like("gemma2", windows="layer_types", default="alternate",
                 scale=QueryPreAttnScalar(),
                 scores=(Softcap(),), harmless="final_logit_softcapping"),
-    _llama_like("olmo", needs=(Needs("clip_qkv (issue 8, feature 4: clamping q, k, v)",
-                                     "clip_qkv", _no),)),
+    _llama_like("olmo", features=(ClipQKV(),)),
     _llama_like("granite", scale=KeyScale("attention_multiplier"),
                 harmless="embedding_multiplier residual_multiplier logits_scaling"),
     Architecture("phi", _decoder(), Separate(o="dense"),
@@ -266,8 +262,8 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                                  "init_device learned_pos_emb logit_scale no_bias norm_type "
                                  "attn_config.attn_pdrop attn_config.attn_impl "
                                  "attn_config.attn_uses_sequence_id"),
-                 needs=(Needs("clip_qkv (issue 8, feature 4)", "attn_config.clip_qkv", _no),
-                        Needs(QK_NORM, "attn_config.qk_ln"),
+                 features=(ClipQKV("attn_config.clip_qkv", zero_is_none=True),),
+                 needs=(Needs(QK_NORM, "attn_config.qk_ln"),
                         Needs("a prefix-LM mask (attn_config.prefix_lm)",
                               "attn_config.prefix_lm"))),
     Architecture("t5", _enc_dec("encoder.block.{i}.layer.0.SelfAttention",

@@ -765,3 +765,23 @@ class Sinks:
         w = ctx.take(self.param)
         _check_shape(ctx, self.param, w, (g.heads,))
         return {"sinks": "learned"}, {"sinks": w}
+
+
+@dataclass(frozen=True)
+class ClipQKV:
+    """The projected q, k and v clamped to ``[-c, c]`` (the ``clip_qkv`` block feature):
+    ``key`` is the config key of ``c`` (OLMo ``clip_qkv``, clamping when not null; MPT
+    ``attn_config.clip_qkv``, clamping when truthy, so 0 is none)."""
+
+    key: str = "clip_qkv"
+    zero_is_none: bool = False
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.key,)
+
+    def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
+        v = ctx.cfg.get(self.key)
+        if v is None or (self.zero_is_none and not v):
+            return {}, {}
+        return {"clip_qkv": float(ctx.cfg.number(self.key, module=ctx.path))}, {}
