@@ -108,6 +108,8 @@ CASES: dict[str, tuple] = {
                                      "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
                                      "original_max_position_embeddings": 32}},
                 "GptOssForCausalLM", "decoder"),
+    "diffllama": ("DiffLlamaConfig", {**LLAMA, "num_hidden_layers": 3, "lambda_std_dev": 0.3},
+                  "DiffLlamaForCausalLM", "decoder"),
     "granite": ("GraniteConfig", {**LLAMA, "attention_multiplier": 0.3},
                 "GraniteForCausalLM", "decoder"),
     "olmo": ("OlmoConfig", {**LLAMA, "clip_qkv": 0.4}, "OlmoForCausalLM", "decoder"),
@@ -501,8 +503,6 @@ def test_pickle_checkpoints_are_not_read(tmp_path, built):
 
 
 PENDING_CASES = {
-    "diffllama": ("DiffLlamaConfig", "DiffLlamaForCausalLM", {**LLAMA},
-                  "differential attention"),
     "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM",
                     {**LLAMA, "kv_lora_rank": 16, "q_lora_rank": 16, "qk_nope_head_dim": 8,
                      "qk_rope_head_dim": 8, "v_head_dim": 8, "n_routed_experts": 2,

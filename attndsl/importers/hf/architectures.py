@@ -19,6 +19,7 @@ from .parts import (
     ClipQKV,
     Conv1DFused,
     Ctx,
+    Diff,
     Geometry,
     GPT2Scale,
     GroupFused,
@@ -311,11 +312,10 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                 needs=(Needs(QK_NORM + ": L2 norm of q and k after RoPE", "use_qk_norm"),
                        Needs("query temperature tuning (issue 8, feature 6)",
                              "attn_temperature_tuning"))),
-    _llama_like("diffllama", needs=(Needs("differential attention (issue 8, feature 8)",
-                                          param="lambda_q1"),)),
+    _llama_like("diffllama", features=(Diff(),), harmless="lambda_std_dev"),
 )}
 
-PENDING = ( "qwen3_next", "deepseek_v3",
-           "llama4_text", "diffllama")
+PENDING = ("qwen3_next", "deepseek_v3",
+           "llama4_text")
 SUPPORTED = tuple(sorted(set(ARCHITECTURES) - set(PENDING)))
 

@@ -785,3 +785,24 @@ class ClipQKV:
         if v is None or (self.zero_is_none and not v):
             return {}, {}
         return {"clip_qkv": float(ctx.cfg.number(self.key, module=ctx.path))}, {}
+
+
+@dataclass(frozen=True)
+class Diff:
+    """Differential attention (the ``diff`` block feature, DiffLlama): the four
+    ``lambda_*`` vectors, ``lambda_init`` from the layer index, the RMSNorm's ``eps`` from
+    ``rms_norm_eps`` (transformers' default 1e-6 when the config has none); the ``groupnorm``
+    has no weight."""
+
+    keys: tuple[str, ...] = ()
+
+    def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
+        arrays: Arrays = {}
+        for name in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"):
+            arrays[name] = ctx.take(name)
+            _check_shape(ctx, name, arrays[name], (g.head_dim,))
+        if ctx.has("groupnorm.weight"):
+            raise ctx.error(f"parameter '{ctx.path}.groupnorm.weight': the diff feature's "
+                            "RMSNorm has no weight")
+        eps = ctx.cfg.get("rms_norm_eps")
+        return {"diff": {"layer": ctx.layer, "eps": float(1e-6 if eps is None else eps)}}, arrays
