@@ -110,6 +110,20 @@ CASES: dict[str, tuple] = {
                 "GptOssForCausalLM", "decoder"),
     "diffllama": ("DiffLlamaConfig", {**LLAMA, "num_hidden_layers": 3, "lambda_std_dev": 0.3},
                   "DiffLlamaForCausalLM", "decoder"),
+    "deepseek_v3": ("DeepseekV3Config", {
+        **LLAMA, "num_key_value_heads": 4, "kv_lora_rank": 16, "q_lora_rank": 16,
+        "qk_nope_head_dim": 8, "qk_rope_head_dim": 8, "v_head_dim": 12, "n_routed_experts": 2,
+        "num_experts_per_tok": 1, "moe_intermediate_size": 16, "first_k_dense_replace": 2,
+        "n_group": 1, "topk_group": 1, "max_position_embeddings": 256, "rope_parameters": {
+            "rope_type": "yarn", "rope_theta": 1000.0, "factor": 4.0, "mscale": 1.0,
+            "mscale_all_dim": 0.7, "beta_fast": 32.0, "beta_slow": 1.0,
+            "original_max_position_embeddings": 64}}, "DeepseekV3ForCausalLM", "decoder"),
+    "deepseek_v3_q": ("DeepseekV3Config", {
+        **LLAMA, "num_key_value_heads": 4, "kv_lora_rank": 16, "q_lora_rank": None,
+        "qk_nope_head_dim": 8, "qk_rope_head_dim": 8, "v_head_dim": 8, "n_routed_experts": 2,
+        "num_experts_per_tok": 1, "moe_intermediate_size": 16, "first_k_dense_replace": 2,
+        "n_group": 1, "topk_group": 1, "rope_interleave": False}, "DeepseekV3ForCausalLM",
+        "decoder"),
     "granite": ("GraniteConfig", {**LLAMA, "attention_multiplier": 0.3},
                 "GraniteForCausalLM", "decoder"),
     "olmo": ("OlmoConfig", {**LLAMA, "clip_qkv": 0.4}, "OlmoForCausalLM", "decoder"),
@@ -503,12 +517,6 @@ def test_pickle_checkpoints_are_not_read(tmp_path, built):
 
 
 PENDING_CASES = {
-    "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM",
-                    {**LLAMA, "kv_lora_rank": 16, "q_lora_rank": 16, "qk_nope_head_dim": 8,
-                     "qk_rope_head_dim": 8, "v_head_dim": 8, "n_routed_experts": 2,
-                     "num_experts_per_tok": 1, "moe_intermediate_size": 16,
-                     "first_k_dense_replace": 2, "n_group": 1, "topk_group": 1},
-                    "Multi-head Latent Attention"),
     "llama4_text": ("Llama4TextConfig", "Llama4ForCausalLM",
                     {**LLAMA, "intermediate_size_mlp": 32, "head_dim": 16,
                      "num_local_experts": 2, "attention_chunk_size": 8}, "QK-norm"),

@@ -169,8 +169,11 @@ def _import_module(arch: Architecture, cfg: Config, m: Module, ckpt: Any, names:
             settings["rope"] = rope
     for part in arch.features:
         extra, extra_arrays = part.apply(ctx, g, settings)
-        if extra:  # block features go in add_block's ``features``
-            settings.setdefault("features", {}).update(extra)
+        for key, value in extra.items():  # block features go in add_block's ``features``
+            if key in _CORE_SETTINGS:
+                settings[key] = value
+            else:
+                settings.setdefault("features", {})[key] = value
         arrays.update(extra_arrays)
     left = sorted(ctx.params - ctx.taken)
     if left:
@@ -178,6 +181,10 @@ def _import_module(arch: Architecture, cfg: Config, m: Module, ckpt: Any, names:
                         hint="the spec language has no place for it; refusing rather than "
                         "computing something else")
     return settings, arrays, notes
+
+
+# add_block settings a feature part may give besides block features (MLA's v_head_dim)
+_CORE_SETTINGS = frozenset({"v_head_dim"})
 
 
 def _name(text: str) -> str:
@@ -242,8 +249,8 @@ def _assemble(arch: Architecture, cfg: Config, mods: list[Module], ckpt: Any,
     by_note: dict[str, list[str]] = {}  # the same note for many blocks is said once
     for m in mods:
         settings, arrays, bnotes = _import_module(arch, cfg, m, ckpt, names, first)
-        width = arrays["q_proj.weight"].shape[1]
-        kv_width = arrays["k_proj.weight"].shape[1]
+        width = arrays["o_proj.weight"].shape[0]
+        kv_width = arrays["k_proj.weight"].shape[1] if "k_proj.weight" in arrays else width
         if hidden is None:
             hidden = width
         if width != hidden or kv_width != hidden:

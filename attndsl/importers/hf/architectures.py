@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .parts import (
+    MLA,
     Alibi,
     CausalMask,
     ClipQKV,
@@ -26,6 +27,7 @@ from .parts import (
     HeadDimScale,
     HeadFused,
     KeyScale,
+    MLAProjection,
     Needs,
     NoMask,
     NoScale,
@@ -38,6 +40,7 @@ from .parts import (
     Softcap,
     Stacked,
     T5RelativeBias,
+    mla_geometry,
 )
 
 
@@ -304,9 +307,12 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     _llama_like("qwen3_next", windows="layer_types", keys=(),
                 needs=(Needs("the output gate (issue 8, feature 5) and " + QK_NORM,
                              param="q_norm.weight"),)),
-    _llama_like("deepseek_v3", needs=(
-        Needs("Multi-head Latent Attention (issue 8, feature 7)",
-              param="kv_a_proj_with_mqa.weight"),)),
+    Architecture("deepseek_v3", _decoder(rope=Rope(dim_key="qk_rope_head_dim")),
+                 MLAProjection(), sizes_hook=mla_geometry, features=(MLA(),),
+                 attention_keys=("attention_bias",),
+                 harmless=_words("pretraining_tp " + MOE + " first_k_dense_replace n_group "
+                                 "topk_group n_shared_experts n_routed_experts "
+                                 "routed_scaling_factor num_nextn_predict_layers topk_method")),
     _llama_like("llama4_text", windows="layer_types",
                 rope=Rope(nope_key="no_rope_layers"),
                 needs=(Needs(QK_NORM + ": L2 norm of q and k after RoPE", "use_qk_norm"),
@@ -315,7 +321,7 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     _llama_like("diffllama", features=(Diff(),), harmless="lambda_std_dev"),
 )}
 
-PENDING = ("qwen3_next", "deepseek_v3",
+PENDING = ("qwen3_next",
            "llama4_text")
 SUPPORTED = tuple(sorted(set(ARCHITECTURES) - set(PENDING)))
 

@@ -806,3 +806,82 @@ class Diff:
                             "RMSNorm has no weight")
         eps = ctx.cfg.get("rms_norm_eps")
         return {"diff": {"layer": ctx.layer, "eps": float(1e-6 if eps is None else eps)}}, arrays
+
+
+class _MLAProjected:
+    """The arrays of a Multi-head Latent Attention module: its own projections (the ``mla``
+    feature's weights, DeepSeek's names) and the output projection."""
+
+    def __init__(self, arrays: Arrays):
+        self._arrays = arrays
+
+    def arrays(self) -> tuple[Arrays, bool, list[str]]:
+        return dict(self._arrays), False, []
+
+
+@dataclass(frozen=True)
+class MLAProjection:
+    """DeepSeek V2 / V3 Multi-head Latent Attention: ``q_proj`` or ``q_a_proj`` /
+    ``q_a_layernorm`` / ``q_b_proj`` (``q_lora_rank``), ``kv_a_proj_with_mqa``,
+    ``kv_a_layernorm``, ``kv_b_proj`` and ``o_proj``, placed as the ``mla`` feature's weights
+    (``MLA`` gives its settings). Biases (``attention_bias``) are refused."""
+
+    def convert(self, ctx: Ctx, g: Geometry) -> _MLAProjected:
+        cfg = ctx.cfg
+        if cfg.get("attention_bias"):
+            raise ctx.error("config key 'attention_bias' = true: not supported with mla by "
+                            "the importer")
+        r = cfg.int("kv_lora_rank", module=ctx.path)
+        qr = cfg.get("q_lora_rank")
+        dn = cfg.int("qk_nope_head_dim", module=ctx.path)
+        dr = cfg.int("qk_rope_head_dim", module=ctx.path)
+        dv = cfg.int("v_head_dim", module=ctx.path)
+        h = g.heads
+        shapes = {"kv_a_proj_with_mqa.weight": (r + dr, g.hidden),
+                  "kv_a_layernorm.weight": (r,), "kv_b_proj.weight": (h * (dn + dv), r),
+                  "o_proj.weight": (g.hidden, h * dv)}
+        if qr:
+            shapes.update({"q_a_proj.weight": (int(qr), g.hidden),
+                           "q_a_layernorm.weight": (int(qr),),
+                           "q_b_proj.weight": (h * (dn + dr), int(qr))})
+        else:
+            shapes["q_proj.weight"] = (h * (dn + dr), g.hidden)
+        out: Arrays = {}
+        for name, shape in shapes.items():
+            out[name] = ctx.take(name)
+            _check_shape(ctx, name, out[name], shape)
+        return _MLAProjected(out)
+
+
+def mla_geometry(ctx: Ctx, g: Geometry) -> Geometry:
+    """An MLA module's head size is ``qk_nope_head_dim + qk_rope_head_dim`` (its config's
+    ``head_dim`` is the rope width), one key and value per head."""
+    cfg = ctx.cfg
+    hd = cfg.int("qk_nope_head_dim", module=ctx.path) + cfg.int("qk_rope_head_dim",
+                                                                 module=ctx.path)
+    return Geometry(g.hidden, g.heads, g.heads, hd, g.kv_width)
+
+
+@dataclass(frozen=True)
+class MLA:
+    """The ``mla`` block feature's settings (see ``MLAProjection``): ranks, head sizes,
+    ``rope_interleave`` and, with a YaRN RoPE, its ``factor`` and ``mscale_all_dim`` (the
+    softmax scale's ``mscale ** 2``, DeepSeek's ``yarn_apply_mscale``)."""
+
+    keys: tuple[str, ...] = ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim",
+                             "qk_rope_head_dim", "v_head_dim", "rope_interleave", "qk_head_dim")
+
+    def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
+        cfg = ctx.cfg
+        out: dict[str, Any] = {
+            "kv_lora_rank": cfg.int("kv_lora_rank", module=ctx.path),
+            "q_lora_rank": int(cfg.get("q_lora_rank") or 0),
+            "qk_nope_head_dim": cfg.int("qk_nope_head_dim", module=ctx.path),
+            "qk_rope_head_dim": cfg.int("qk_rope_head_dim", module=ctx.path),
+            "v_head_dim": cfg.int("v_head_dim", module=ctx.path),
+            "rope_interleave": bool(cfg.get("rope_interleave", True))}
+        p = _rope_parameters(ctx)
+        if p.get("rope_type", "default") != "default" and p.get("mscale_all_dim"):
+            out["factor"] = float(p["factor"])
+            out["mscale_all_dim"] = float(p["mscale_all_dim"])
+        return {"mla": out, "v_head_dim": out["v_head_dim"]}, {}
