@@ -124,6 +124,13 @@ CASES: dict[str, tuple] = {
         "num_experts_per_tok": 1, "moe_intermediate_size": 16, "first_k_dense_replace": 2,
         "n_group": 1, "topk_group": 1, "rope_interleave": False}, "DeepseekV3ForCausalLM",
         "decoder"),
+    "qwen3_next": ("Qwen3NextConfig", {
+        **LLAMA, "num_hidden_layers": 4, "head_dim": 16, "num_experts": 2, "num_experts_per_tok": 1,
+        "moe_intermediate_size": 16, "shared_expert_intermediate_size": 16,
+        "linear_num_value_heads": 2, "linear_num_key_heads": 2, "linear_key_head_dim": 8,
+        "linear_value_head_dim": 8, "rope_parameters": {
+            "rope_type": "default", "rope_theta": 1000.0, "partial_rotary_factor": 0.25}},
+        "Qwen3NextForCausalLM", "decoder"),
     "granite": ("GraniteConfig", {**LLAMA, "attention_multiplier": 0.3},
                 "GraniteForCausalLM", "decoder"),
     "olmo": ("OlmoConfig", {**LLAMA, "clip_qkv": 0.4}, "OlmoForCausalLM", "decoder"),
@@ -384,6 +391,15 @@ def _single(path: Path):
     return open_safetensors(path)
 
 
+def test_linear_attention_layers_are_named(built):
+    """Qwen3-Next's linear-attention layers are not softmax attention: skipped, and named
+    as such when asked for."""
+    b = built("qwen3_next")
+    assert [blk.module for blk in import_checkpoint(b.dir).blocks] == ["model.layers.3.self_attn"]
+    msg = _error(b.dir, module="model.layers.0.linear_attn")
+    assert "it is a linear-attention layer" in msg
+
+
 def test_failed_import_leaves_existing_output(built, tmp_path, capsys):
     b = built("llama")
     out = tmp_path / "keep.yaml"
@@ -520,11 +536,6 @@ PENDING_CASES = {
     "llama4_text": ("Llama4TextConfig", "Llama4ForCausalLM",
                     {**LLAMA, "intermediate_size_mlp": 32, "head_dim": 16,
                      "num_local_experts": 2, "attention_chunk_size": 8}, "QK-norm"),
-    "qwen3_next": ("Qwen3NextConfig", "Qwen3NextForCausalLM",
-                   {**LLAMA, "num_hidden_layers": 4, "head_dim": 16, "num_experts": 2,
-                    "moe_intermediate_size": 16, "shared_expert_intermediate_size": 16,
-                    "linear_num_value_heads": 2, "linear_num_key_heads": 2,
-                    "linear_key_head_dim": 8, "linear_value_head_dim": 8}, "output gate"),
 }
 
 
@@ -537,9 +548,6 @@ def test_pending_architectures_name_the_feature(arch, tmp_path):
     msg = _error(tmp_path / arch)
     assert feature in msg and "not yet supported" in msg, msg
     assert "module 'model.layers." in msg
-    if arch == "qwen3_next":  # its linear-attention layers are named as such
-        msg = _error(tmp_path / arch, module="model.layers.0.linear_attn")
-        assert "it is a linear-attention layer" in msg
 
 
 # ------------------------------------------------------------------ tables and slopes

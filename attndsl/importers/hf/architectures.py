@@ -31,6 +31,7 @@ from .parts import (
     Needs,
     NoMask,
     NoScale,
+    OutputGate,
     QKNorm,
     QueryPreAttnScalar,
     Rope,
@@ -304,9 +305,12 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     _llama_like("olmo2", features=(QKNorm(scope="width"),)),
     _llama_like("gpt_oss", windows="layer_types", default="alternate",
                 features=(Sinks(),), harmless=MOE + " swiglu_limit swiglu_alpha"),
-    _llama_like("qwen3_next", windows="layer_types", keys=(),
-                needs=(Needs("the output gate (issue 8, feature 5) and " + QK_NORM,
-                             param="q_norm.weight"),)),
+    Architecture("qwen3_next", _decoder(windows="layer_types"), Separate(gated=True),
+                 features=(QKNorm(offset=1.0), OutputGate()),
+                 attention_keys=("attention_bias",),
+                 harmless=_words(MOE + " linear_conv_kernel_dim linear_key_head_dim "
+                                 "linear_num_key_heads linear_num_value_heads "
+                                 "linear_value_head_dim")),
     Architecture("deepseek_v3", _decoder(rope=Rope(dim_key="qk_rope_head_dim")),
                  MLAProjection(), sizes_hook=mla_geometry, features=(MLA(),),
                  attention_keys=("attention_bias",),
@@ -321,7 +325,6 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     _llama_like("diffllama", features=(Diff(),), harmless="lambda_std_dev"),
 )}
 
-PENDING = ("qwen3_next",
-           "llama4_text")
+PENDING = ("llama4_text",)
 SUPPORTED = tuple(sorted(set(ARCHITECTURES) - set(PENDING)))
 

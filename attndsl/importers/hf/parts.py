@@ -151,9 +151,10 @@ class Separate:
     k: str = "k_proj"
     v: str = "v_proj"
     o: str = "o_proj"
+    gated: bool = False  # q_proj also holds the output gate's rows (Qwen3-Next): 2x the rows
 
     def convert(self, ctx: Ctx, g: Geometry) -> Projected:
-        shapes = {"q": (g.heads * g.head_dim, g.hidden), "k": (g.kv_heads * g.head_dim,
+        shapes = {"q": (g.heads * g.head_dim * (2 if self.gated else 1), g.hidden), "k": (g.kv_heads * g.head_dim,
                   g.kv_width), "v": (g.kv_heads * g.head_dim, g.kv_width),
                   "o": (g.hidden, g.heads * g.head_dim)}
         w, b = {}, {}
@@ -885,3 +886,15 @@ class MLA:
             out["factor"] = float(p["factor"])
             out["mscale_all_dim"] = float(p["mscale_all_dim"])
         return {"mla": out, "v_head_dim": out["v_head_dim"]}, {}
+
+
+@dataclass(frozen=True)
+class OutputGate:
+    """The attention output times ``sigmoid(gate)`` before ``o_proj`` (the ``output_gate``
+    block feature, Qwen3-Next): the gate rows follow each head's query rows in ``q_proj``
+    (declare the projection ``Separate(gated=True)``)."""
+
+    keys: tuple[str, ...] = ()
+
+    def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
+        return {"output_gate": True}, {}
