@@ -131,6 +131,12 @@ CASES: dict[str, tuple] = {
         "linear_value_head_dim": 8, "rope_parameters": {
             "rope_type": "default", "rope_theta": 1000.0, "partial_rotary_factor": 0.25}},
         "Qwen3NextForCausalLM", "decoder"),
+    "llama4_text": ("Llama4TextConfig", {
+        **LLAMA, "num_hidden_layers": 4, "intermediate_size_mlp": 32, "head_dim": 16,
+        "num_local_experts": 2, "attention_chunk_size": 8, "no_rope_layers": [1, 1, 1, 0],
+        "attn_temperature_tuning": True, "floor_scale": 4, "attn_scale": 0.5,
+        "use_qk_norm": True, "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}},
+        "Llama4ForCausalLM", "decoder"),
     "granite": ("GraniteConfig", {**LLAMA, "attention_multiplier": 0.3},
                 "GraniteForCausalLM", "decoder"),
     "olmo": ("OlmoConfig", {**LLAMA, "clip_qkv": 0.4}, "OlmoForCausalLM", "decoder"),
@@ -530,24 +536,6 @@ def test_pickle_checkpoints_are_not_read(tmp_path, built):
     (d / "pytorch_model.bin").write_bytes(b"not read")
     with pytest.raises(attndsl.AttnDSLError, match="pytorch_model.bin"):
         attndsl.import_hf(d)
-
-
-PENDING_CASES = {
-    "llama4_text": ("Llama4TextConfig", "Llama4ForCausalLM",
-                    {**LLAMA, "intermediate_size_mlp": 32, "head_dim": 16,
-                     "num_local_experts": 2, "attention_chunk_size": 8}, "QK-norm"),
-}
-
-
-@pytest.mark.parametrize("arch", sorted(PENDING_CASES))
-def test_pending_architectures_name_the_feature(arch, tmp_path):
-    cfg_cls, model_cls, kwargs, feature = PENDING_CASES[arch]
-    torch.manual_seed(0)
-    model = getattr(T, model_cls)._from_config(getattr(T, cfg_cls)(**kwargs))
-    model.save_pretrained(tmp_path / arch)
-    msg = _error(tmp_path / arch)
-    assert feature in msg and "not yet supported" in msg, msg
-    assert "module 'model.layers." in msg
 
 
 # ------------------------------------------------------------------ tables and slopes

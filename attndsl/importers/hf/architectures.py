@@ -41,6 +41,7 @@ from .parts import (
     Softcap,
     Stacked,
     T5RelativeBias,
+    TemperatureTuning,
     mla_geometry,
 )
 
@@ -318,13 +319,14 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                                  "topk_group n_shared_experts n_routed_experts "
                                  "routed_scaling_factor num_nextn_predict_layers topk_method")),
     _llama_like("llama4_text", windows="layer_types",
-                rope=Rope(nope_key="no_rope_layers"),
-                needs=(Needs(QK_NORM + ": L2 norm of q and k after RoPE", "use_qk_norm"),
-                       Needs("query temperature tuning (issue 8, feature 6)",
-                             "attn_temperature_tuning"))),
+                rope=Rope(interleaved=True, nope_key="no_rope_layers"),
+                features=(QKNorm(kind="l2", after_rope=True, when="use_qk_norm"),
+                          TemperatureTuning()),
+                harmless=MOE + " intermediate_size_mlp interleave_moe_layer_step "
+                "moe_layers no_rope_layer_interval"),
     _llama_like("diffllama", features=(Diff(),), harmless="lambda_std_dev"),
 )}
 
-PENDING = ("llama4_text",)
+PENDING: tuple[str, ...] = ()
 SUPPORTED = tuple(sorted(set(ARCHITECTURES) - set(PENDING)))
 

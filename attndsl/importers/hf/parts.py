@@ -154,8 +154,9 @@ class Separate:
     gated: bool = False  # q_proj also holds the output gate's rows (Qwen3-Next): 2x the rows
 
     def convert(self, ctx: Ctx, g: Geometry) -> Projected:
-        shapes = {"q": (g.heads * g.head_dim * (2 if self.gated else 1), g.hidden), "k": (g.kv_heads * g.head_dim,
-                  g.kv_width), "v": (g.kv_heads * g.head_dim, g.kv_width),
+        q_rows = g.heads * g.head_dim * (2 if self.gated else 1)
+        shapes = {"q": (q_rows, g.hidden), "k": (g.kv_heads * g.head_dim, g.kv_width),
+                  "v": (g.kv_heads * g.head_dim, g.kv_width),
                   "o": (g.hidden, g.heads * g.head_dim)}
         w, b = {}, {}
         for p, name in (("q", self.q), ("k", self.k), ("v", self.v), ("o", self.o)):
@@ -898,3 +899,23 @@ class OutputGate:
 
     def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
         return {"output_gate": True}, {}
+
+
+@dataclass(frozen=True)
+class TemperatureTuning:
+    """Llama 4's query temperature on its NoPE layers (the ``temperature_tuning`` block
+    feature), when ``attn_temperature_tuning``: ``attn_scale`` and ``floor_scale``."""
+
+    keys: tuple[str, ...] = ("attn_temperature_tuning", "attn_scale", "floor_scale")
+
+    def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
+        cfg = ctx.cfg
+        if not cfg.get("attn_temperature_tuning") or "rope" in settings:
+            return {}, {}
+        floor = cfg.get("floor_scale", 8192)
+        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 1:
+            raise ctx.error(f"config key 'floor_scale' must be a positive integer, got {floor!r}")
+        scale = cfg.get("attn_scale", 0.1)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise ctx.error(f"config key 'attn_scale' must be a number, got {scale!r}")
+        return {"temperature_tuning": {"attn_scale": float(scale), "floor_scale": floor}}, {}
