@@ -144,6 +144,11 @@ CASES: dict[str, tuple] = {
                           "rope_parameters": {"rope_type": "default", "rope_theta": 100.0,
                                               "partial_rotary_factor": 0.5}},
             "PhiForCausalLM", "decoder"),
+    "phi_qk_layernorm": ("PhiConfig", {**LLAMA, "num_key_value_heads": 4, "qk_layernorm": True,
+                                       "rope_parameters": {"rope_type": "default",
+                                                           "rope_theta": 100.0,
+                                                           "partial_rotary_factor": 0.5}},
+                         "PhiForCausalLM", "decoder"),
     "phi3": ("Phi3Config", {**LLAMA, "sliding_window": 6}, "Phi3ForCausalLM", "decoder"),
     "phi3_longrope": ("Phi3Config", {
         **LLAMA, "sliding_window": 6, "max_position_embeddings": 64,

@@ -711,11 +711,13 @@ class Needs:
 @dataclass(frozen=True)
 class QKNorm:
     """Normalisation of q and k (the ``qk_norm`` block feature): RMSNorm over each head with
-    one ``[head_dim]`` weight (Qwen3; Gemma 3 with ``offset`` 1: its ``(1 + w)``), over the
-    whole projected width with one weight per feature (OLMo 2: ``scope`` 'width'), or the
-    weightless L2 norm after RoPE (Llama 4: ``kind`` 'l2', ``when`` the config key
-    ``use_qk_norm``, only on RoPE layers). The epsilon is ``rms_norm_eps`` (transformers'
-    default 1e-6 when the config has none)."""
+    one ``[head_dim]`` weight (Qwen3; Gemma 3 and Qwen3-Next with ``offset`` 1: their ``(1 +
+    w)``), over the whole projected width with one weight per feature (OLMo 2: ``scope``
+    'width'), a LayerNorm over each head with a shared weight and bias (Phi: ``kind``
+    'layer', parameters ``q_layernorm`` / ``k_layernorm``, ``when`` ``qk_layernorm``), or
+    the weightless L2 norm after RoPE (Llama 4: ``kind`` 'l2', ``when`` ``use_qk_norm``,
+    only on RoPE layers). The epsilon is the config's ``eps_key`` (``eps_default`` when
+    absent, the norm class's default)."""
 
     kind: str = "rms"
     scope: str = "head"
@@ -723,6 +725,8 @@ class QKNorm:
     after_rope: bool = False
     when: str | None = None
     eps_default: float = 1e-6
+    eps_key: str = "rms_norm_eps"
+    module: str = "{}_norm"  # the norm modules' names, {} being q or k
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -733,7 +737,7 @@ class QKNorm:
             return {}, {}
         if self.after_rope and "rope" not in settings:
             return {}, {}  # Llama 4: the L2 norm only on its RoPE layers
-        eps = ctx.cfg.get("rms_norm_eps")
+        eps = ctx.cfg.get(self.eps_key)
         out: dict[str, Any] = {"kind": self.kind,
                                "eps": float(self.eps_default if eps is None else eps)}
         arrays: Arrays = {}
@@ -741,13 +745,17 @@ class QKNorm:
             out["weight"] = "none"
         else:
             for which, heads in (("q", g.heads), ("k", g.kv_heads)):
-                w = ctx.take(f"{which}_norm.weight")
+                name = self.module.format(which)
                 shape = (heads * g.head_dim,) if self.scope == "width" else (g.head_dim,)
-                _check_shape(ctx, f"{which}_norm.weight", w, shape)
-                arrays[f"{which}_norm.weight"] = w
+                for part in ("weight", "bias") if self.kind == "layer" else ("weight",):
+                    a = ctx.take(f"{name}.{part}")
+                    _check_shape(ctx, f"{name}.{part}", a, shape)
+                    arrays[f"{which}_norm.{part}"] = a
             if self.scope == "width":
                 out["scope"] = "width"
                 out["weight"] = "per_head"
+            if self.kind == "layer":
+                out["bias"] = True
         if self.offset:
             out["offset"] = float(self.offset)
         if self.after_rope:
