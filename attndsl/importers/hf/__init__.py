@@ -74,8 +74,8 @@ def _architecture(cfg: Config) -> Architecture:
             f"{cfg.where()}model_type '{mt}' is not supported by the importer",
             hint=(did_you_mean(mt, ARCHITECTURES) or "")
             + ("; " if did_you_mean(mt, ARCHITECTURES) else "")
-            + f"supported: {', '.join(SUPPORTED)}; declared but waiting for features: "
-            f"{', '.join(PENDING)}")
+            + f"supported: {', '.join(SUPPORTED)}"
+            + (f"; declared but waiting for features: {', '.join(PENDING)}" if PENDING else ""))
     return arch
 
 

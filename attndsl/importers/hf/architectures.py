@@ -4,8 +4,10 @@ To add an architecture whose attention is built from known parts, declare it her
 attention modules are (``Stack``: a path template and the config key of the layer count),
 its sizes, projection layout, RoPE, mask, score modifiers and scale, and its harmless config
 keys (``tests/test_import_hf.py`` checks that every key of its default config is in a table).
-An architecture that needs a feature the spec language lacks declares it in ``needs``: the
-import then stops with an error naming the feature and the config key or parameter.
+Block features (``qk_norm``, ``sinks``, ``clip_qkv``, ...) come from ``features`` parts. An
+architecture that needs a feature the spec language lacks declares it in ``needs``: the
+import then stops with an error naming the feature and the config key or parameter;
+``PENDING`` lists architectures that cannot import at all yet (none at present).
 """
 
 from __future__ import annotations
@@ -122,7 +124,6 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-QK_NORM = "QK-norm (issue 8, feature 1)"
 DECODER = "layers.{i}.self_attn"
 LLAMA_SIZES = Sizes()
 ROPE = Rope()
@@ -270,7 +271,9 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                                  "attn_config.attn_pdrop attn_config.attn_impl "
                                  "attn_config.attn_uses_sequence_id"),
                  features=(ClipQKV("attn_config.clip_qkv", zero_is_none=True),),
-                 needs=(Needs(QK_NORM, "attn_config.qk_ln"),
+                 needs=(Needs("a QK LayerNorm of MPT's own code (transformers' MptAttention "
+                              "does not implement attn_config.qk_ln: nothing to test against)",
+                              "attn_config.qk_ln"),
                         Needs("a prefix-LM mask (attn_config.prefix_lm)",
                               "attn_config.prefix_lm"))),
     Architecture("t5", _enc_dec("encoder.block.{i}.layer.0.SelfAttention",
@@ -296,8 +299,8 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                                  "mask_feature_length mask_feature_min_masks "
                                  "median_filter_width use_weighted_layer_sum "
                                  "classifier_proj_size")),
-    # ---- architectures waiting for the features of issue 8: their parts are declared, and
-    # the import stops at the first feature they need.
+    # ---- architectures using the block features of issue 8 (qk_norm, sinks, rope scaling,
+    # mla, diff, output_gate, temperature_tuning)
     _llama_like("qwen3", windows="layer_types", default="max_window_layers",
                 features=(QKNorm(),)),
     _llama_like("gemma3_text", windows="layer_types", default="pattern",

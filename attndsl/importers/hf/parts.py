@@ -7,12 +7,16 @@ An architecture (``architectures.py``) is a declaration that picks one part of e
   ``Stacked``): how the checkpoint stores q, k, v and o, converted to the contract's four
   ``[out, in]`` Linear weights;
 - **RoPE** (``Rope``): theta, partial rotary, interleaved pairs, per-layer-type parameters,
-  NoPE layers;
+  NoPE layers, and transformers' scalings (``rope_type`` linear, dynamic, llama3, yarn,
+  longrope) as the rope feature's ``scaling`` options;
 - **mask** (``CausalMask``, ``NoMask``): causal or bidirectional, with the layer's sliding
   window or attention chunk;
 - **score modifiers** (``Softcap``, ``Alibi``, ``T5RelativeBias``);
 - **scale** (``HeadDimScale``, ``KeyScale``, ``QueryPreAttnScalar``, ``GPT2Scale``,
   ``NoScale``);
+- **block features** (``QKNorm``, ``Sinks``, ``ClipQKV``, ``Diff``, ``MLA`` with the
+  ``MLAProjection`` projections, ``OutputGate`` with ``Separate(gated=True)``,
+  ``TemperatureTuning``): the ``features`` of ``Spec.add_block``, with their weights;
 - **needs** (``Needs``): a feature the spec language does not have yet, with the condition
   under which the checkpoint uses it; the import stops there with an error naming it.
 
