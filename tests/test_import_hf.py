@@ -402,6 +402,28 @@ def _single(path: Path):
     return open_safetensors(path)
 
 
+def test_block_features_in_the_imported_specs(built):
+    """What each architecture's parts put in the spec: per-projection biases, not zero ones,
+    and the block features with their settings."""
+    def block(case: str, name: str = "layer0") -> dict:
+        return attndsl.import_hf(built(case).dir)[0].block(name)
+
+    assert block("qwen2")["bias"] == {"q": True, "k": True, "v": True}
+    assert block("whisper", "encoder0")["bias"] == {"q": True, "v": True, "o": True}
+    assert block("llama")["bias"] is True
+    assert block("qwen3")["qk_norm"] == {"kind": "rms", "eps": 1e-5}
+    assert block("gemma3_text")["qk_norm"]["offset"] == 1.0
+    assert block("olmo2")["qk_norm"]["scope"] == "width"
+    assert block("olmo")["clip_qkv"] == 0.4
+    assert block("gpt_oss")["sinks"] == "learned"
+    assert block("diffllama", "layer2")["diff"]["layer"] == 2
+    llama4 = attndsl.import_hf(built("llama4_text").dir)[0]
+    assert llama4.block("layer0")["qk_norm"]["after_rope"] is True
+    assert "chunk(8)" in llama4.block("layer0")["mask"]
+    assert "rope" not in llama4.block("layer3") and "qk_norm" not in llama4.block("layer3")
+    assert llama4.block("layer3")["temperature_tuning"] == {"attn_scale": 0.5, "floor_scale": 4}
+
+
 def test_linear_attention_layers_are_named(built):
     """Qwen3-Next's linear-attention layers are not softmax attention: skipped, and named
     as such when asked for."""
