@@ -58,6 +58,20 @@ CASES: dict[str, tuple] = {
     "llama": ("LlamaConfig", {**LLAMA, "attention_bias": True,
                               "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}},
               "LlamaForCausalLM", "decoder"),
+    "llama_llama3": ("LlamaConfig", {**LLAMA, "max_position_embeddings": 64, "rope_parameters": {
+        "rope_type": "llama3", "rope_theta": 5000.0, "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 16}},
+        "LlamaForCausalLM", "decoder"),
+    "llama_linear": ("LlamaConfig", {**LLAMA, "rope_parameters": {
+        "rope_type": "linear", "rope_theta": 1000.0, "factor": 3.0}},
+        "LlamaForCausalLM", "decoder"),
+    "llama_dynamic": ("LlamaConfig", {**LLAMA, "max_position_embeddings": 16, "rope_parameters": {
+        "rope_type": "dynamic", "rope_theta": 1000.0, "factor": 2.0}},
+        "LlamaForCausalLM", "decoder"),
+    "llama_yarn": ("LlamaConfig", {**LLAMA, "max_position_embeddings": 64, "rope_parameters": {
+        "rope_type": "yarn", "rope_theta": 1000.0, "factor": 4.0, "beta_fast": 16.0,
+        "beta_slow": 2.0, "original_max_position_embeddings": 16}},
+        "LlamaForCausalLM", "decoder"),
     "mistral": ("MistralConfig", {**LLAMA, "sliding_window": 5}, "MistralForCausalLM",
                 "decoder"),
     "mixtral": ("MixtralConfig", {**LLAMA, "num_key_value_heads": 1, "sliding_window": 6,
@@ -71,14 +85,79 @@ CASES: dict[str, tuple] = {
     "gemma2": ("Gemma2Config", {**LLAMA, "num_hidden_layers": 3, "head_dim": 16,
                                 "query_pre_attn_scalar": 20, "attn_logit_softcapping": 3.0,
                                 "sliding_window": 4}, "Gemma2ForCausalLM", "decoder"),
+    "qwen3": ("Qwen3Config", {**LLAMA, "num_hidden_layers": 3, "head_dim": 8,
+                              "use_sliding_window": True, "max_window_layers": 1,
+                              "sliding_window": 5, "rms_norm_eps": 1e-5},
+              "Qwen3ForCausalLM", "decoder"),
+    "gemma3_text": ("Gemma3TextConfig", {**LLAMA, "num_hidden_layers": 3, "head_dim": 16,
+                                         "query_pre_attn_scalar": 20, "sliding_window": 4,
+                                         "layer_types": ["sliding_attention",
+                                                         "full_attention",
+                                                         "sliding_attention"],
+                                         "rope_parameters": {
+                                             "full_attention": {"rope_type": "default",
+                                                                "rope_theta": 100000.0},
+                                             "sliding_attention": {"rope_type": "default",
+                                                                   "rope_theta": 100.0}}},
+                    "Gemma3ForCausalLM", "decoder"),
+    "olmo2": ("Olmo2Config", {**LLAMA}, "Olmo2ForCausalLM", "decoder"),
+    "gpt_oss": ("GptOssConfig", {**LLAMA, "num_hidden_layers": 3, "num_local_experts": 2,
+                                 "num_experts_per_tok": 1, "head_dim": 16, "sliding_window": 4,
+                                 "max_position_embeddings": 256, "rope_parameters": {
+                                     "rope_type": "yarn", "rope_theta": 1000.0, "factor": 8.0,
+                                     "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                                     "original_max_position_embeddings": 32}},
+                "GptOssForCausalLM", "decoder"),
+    "diffllama": ("DiffLlamaConfig", {**LLAMA, "num_hidden_layers": 3, "lambda_std_dev": 0.3},
+                  "DiffLlamaForCausalLM", "decoder"),
+    "deepseek_v3": ("DeepseekV3Config", {
+        **LLAMA, "num_key_value_heads": 4, "kv_lora_rank": 16, "q_lora_rank": 16,
+        "qk_nope_head_dim": 8, "qk_rope_head_dim": 8, "v_head_dim": 12, "n_routed_experts": 2,
+        "num_experts_per_tok": 1, "moe_intermediate_size": 16, "first_k_dense_replace": 2,
+        "n_group": 1, "topk_group": 1, "max_position_embeddings": 256, "rope_parameters": {
+            "rope_type": "yarn", "rope_theta": 1000.0, "factor": 4.0, "mscale": 1.0,
+            "mscale_all_dim": 0.7, "beta_fast": 32.0, "beta_slow": 1.0,
+            "original_max_position_embeddings": 64}}, "DeepseekV3ForCausalLM", "decoder"),
+    "deepseek_v3_q": ("DeepseekV3Config", {
+        **LLAMA, "num_key_value_heads": 4, "kv_lora_rank": 16, "q_lora_rank": None,
+        "qk_nope_head_dim": 8, "qk_rope_head_dim": 8, "v_head_dim": 8, "n_routed_experts": 2,
+        "num_experts_per_tok": 1, "moe_intermediate_size": 16, "first_k_dense_replace": 2,
+        "n_group": 1, "topk_group": 1, "rope_interleave": False}, "DeepseekV3ForCausalLM",
+        "decoder"),
+    "qwen3_next": ("Qwen3NextConfig", {
+        **LLAMA, "num_hidden_layers": 4, "head_dim": 16, "num_experts": 2, "num_experts_per_tok": 1,
+        "moe_intermediate_size": 16, "shared_expert_intermediate_size": 16,
+        "linear_num_value_heads": 2, "linear_num_key_heads": 2, "linear_key_head_dim": 8,
+        "linear_value_head_dim": 8, "rope_parameters": {
+            "rope_type": "default", "rope_theta": 1000.0, "partial_rotary_factor": 0.25}},
+        "Qwen3NextForCausalLM", "decoder"),
+    "llama4_text": ("Llama4TextConfig", {
+        **LLAMA, "num_hidden_layers": 4, "intermediate_size_mlp": 32, "head_dim": 16,
+        "num_local_experts": 2, "attention_chunk_size": 8, "no_rope_layers": [1, 1, 1, 0],
+        "attn_temperature_tuning": True, "floor_scale": 4, "attn_scale": 0.5,
+        "use_qk_norm": True, "rope_parameters": {"rope_type": "default", "rope_theta": 500.0}},
+        "Llama4ForCausalLM", "decoder"),
     "granite": ("GraniteConfig", {**LLAMA, "attention_multiplier": 0.3},
                 "GraniteForCausalLM", "decoder"),
-    "olmo": ("OlmoConfig", {**LLAMA}, "OlmoForCausalLM", "decoder"),
+    "olmo": ("OlmoConfig", {**LLAMA, "clip_qkv": 0.4}, "OlmoForCausalLM", "decoder"),
     "phi": ("PhiConfig", {**LLAMA, "num_key_value_heads": 4,
                           "rope_parameters": {"rope_type": "default", "rope_theta": 100.0,
                                               "partial_rotary_factor": 0.5}},
             "PhiForCausalLM", "decoder"),
+    "phi_qk_layernorm": ("PhiConfig", {**LLAMA, "num_key_value_heads": 4, "qk_layernorm": True,
+                                       "rope_parameters": {"rope_type": "default",
+                                                           "rope_theta": 100.0,
+                                                           "partial_rotary_factor": 0.5}},
+                         "PhiForCausalLM", "decoder"),
     "phi3": ("Phi3Config", {**LLAMA, "sliding_window": 6}, "Phi3ForCausalLM", "decoder"),
+    "phi3_longrope": ("Phi3Config", {
+        **LLAMA, "sliding_window": 6, "max_position_embeddings": 64,
+        "original_max_position_embeddings": 16, "rope_parameters": {
+            "rope_type": "longrope", "rope_theta": 1000.0,
+            "short_factor": [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.7],
+            "long_factor": [1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 4.5, 5.0],
+            "original_max_position_embeddings": 16}},
+        "Phi3ForCausalLM", "decoder"),
     "gpt2": ("GPT2Config", {"n_embd": 64, "n_head": 4, "n_layer": 2,
                             "scale_attn_by_inverse_layer_idx": True, **SMALL},
              "GPT2LMHeadModel", "decoder"),
@@ -103,6 +182,9 @@ CASES: dict[str, tuple] = {
                      "BloomForCausalLM", "decoder"),
     "mpt": ("MptConfig", {"d_model": 64, "n_heads": 4, "n_layers": 2, "expansion_ratio": 1,
                           "max_seq_len": 64, **SMALL}, "MptForCausalLM", "decoder"),
+    "mpt_clip": ("MptConfig", {"d_model": 64, "n_heads": 4, "n_layers": 2, "expansion_ratio": 1,
+                               "max_seq_len": 64, "attn_config": {"clip_qkv": 0.3}, **SMALL},
+                 "MptForCausalLM", "decoder"),
     "t5": ("T5Config", {"d_model": 64, "d_kv": 8, "d_ff": 32, "num_heads": 4, "num_layers": 2,
                         "num_decoder_layers": 2, "relative_attention_num_buckets": 8,
                         "relative_attention_max_distance": 16, "decoder_start_token_id": 0,
@@ -320,6 +402,37 @@ def _single(path: Path):
     return open_safetensors(path)
 
 
+def test_block_features_in_the_imported_specs(built):
+    """What each architecture's parts put in the spec: per-projection biases, not zero ones,
+    and the block features with their settings."""
+    def block(case: str, name: str = "layer0") -> dict:
+        return attndsl.import_hf(built(case).dir)[0].block(name)
+
+    assert block("qwen2")["bias"] == {"q": True, "k": True, "v": True}
+    assert block("whisper", "encoder0")["bias"] == {"q": True, "v": True, "o": True}
+    assert block("llama")["bias"] is True
+    assert block("qwen3")["qk_norm"] == {"kind": "rms", "eps": 1e-5}
+    assert block("gemma3_text")["qk_norm"]["offset"] == 1.0
+    assert block("olmo2")["qk_norm"]["scope"] == "width"
+    assert block("olmo")["clip_qkv"] == 0.4
+    assert block("gpt_oss")["sinks"] == "learned"
+    assert block("diffllama", "layer2")["diff"]["layer"] == 2
+    llama4 = attndsl.import_hf(built("llama4_text").dir)[0]
+    assert llama4.block("layer0")["qk_norm"]["after_rope"] is True
+    assert "chunk(8)" in llama4.block("layer0")["mask"]
+    assert "rope" not in llama4.block("layer3") and "qk_norm" not in llama4.block("layer3")
+    assert llama4.block("layer3")["temperature_tuning"] == {"attn_scale": 0.5, "floor_scale": 4}
+
+
+def test_linear_attention_layers_are_named(built):
+    """Qwen3-Next's linear-attention layers are not softmax attention: skipped, and named
+    as such when asked for."""
+    b = built("qwen3_next")
+    assert [blk.module for blk in import_checkpoint(b.dir).blocks] == ["model.layers.3.self_attn"]
+    msg = _error(b.dir, module="model.layers.0.linear_attn")
+    assert "it is a linear-attention layer" in msg
+
+
 def test_failed_import_leaves_existing_output(built, tmp_path, capsys):
     b = built("llama")
     out = tmp_path / "keep.yaml"
@@ -360,16 +473,27 @@ def test_unknown_model_type_lists_supported(built, tmp_path):
     assert "supported: bart, bloom" in msg
 
 
-def test_llama3_rope_scaling_is_not_yet_supported(built, tmp_path):
+def test_rope_scaling_maps_to_the_rope_feature(built, tmp_path):
+    """transformers' rope_parameters become the rope feature's scaling options (the model
+    config's max_position_embeddings for the types that read it); bad values are refused."""
+    spec = attndsl.import_hf(built("llama_llama3").dir)[0]
+    assert spec.block("layer0")["rope"] == {
+        "theta": 5000.0, "scaling": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0, "original_max_position_embeddings": 16,
+        "max_position_embeddings": 64}
+    assert spec.block("layer0")["rope"] == attndsl.import_hf(built("llama_llama3").dir)[0] \
+        .block("layer1")["rope"]
     d = _edit_config(built("llama").dir, tmp_path / "m", rope_parameters={
-        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 0.5,
         "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 8192})
-    assert "not yet supported: rope_scaling type llama3" in _error(d)
-    d = _edit_config(built("phi3").dir, tmp_path / "p", rope_parameters={
-        "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 8,
-        "long_factor": [1.0] * 8})
-    assert "rope_scaling type longrope" in _error(d)
+        "original_max_position_embeddings": 8})
+    assert "rope scaling ('rope_parameters.factor')" in _error(d)
+    d = _edit_config(built("llama").dir, tmp_path / "u", rope_parameters={
+        "rope_type": "ntk_by_parts", "rope_theta": 10.0})
+    assert "rope_type 'ntk_by_parts'" in _error(d)
+    d = _edit_config(built("llama").dir, tmp_path / "x", rope_parameters={
+        "rope_type": "linear", "rope_theta": 10.0, "factor": 2.0, "beta_fast": 3.0})
+    assert "rope parameter 'beta_fast' is not used by the linear rope type" in _error(d)
 
 
 def test_older_config_keys_import_the_same(built, tmp_path):
@@ -410,9 +534,9 @@ def test_unknown_attention_key_is_refused_and_harmless_one_noted(built, tmp_path
 
 
 def test_key_values_it_cannot_express_are_refused(built, tmp_path):
-    d = _edit_config(built("olmo").dir, tmp_path / "o", clip_qkv=8.0)
+    d = _edit_config(built("olmo").dir, tmp_path / "o", clip_qkv=-8.0)
     msg = _error(d)
-    assert "config key 'clip_qkv' = 8.0 needs clip_qkv" in msg
+    assert "config key 'clip_qkv' must be a positive number, got -8.0" in msg
     assert "model.layers.0.self_attn" in msg
     d = _edit_config(built("falcon_mha").dir, tmp_path / "f", alibi=True)
     assert "config key 'alibi' = True needs ALiBi added before" in _error(d)
@@ -439,46 +563,6 @@ def test_pickle_checkpoints_are_not_read(tmp_path, built):
     (d / "pytorch_model.bin").write_bytes(b"not read")
     with pytest.raises(attndsl.AttnDSLError, match="pytorch_model.bin"):
         attndsl.import_hf(d)
-
-
-PENDING_CASES = {
-    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {**LLAMA}, "QK-norm"),
-    "gemma3_text": ("Gemma3TextConfig", "Gemma3ForCausalLM", {**LLAMA}, "QK-norm"),
-    "olmo2": ("Olmo2Config", "Olmo2ForCausalLM", {**LLAMA}, "QK-norm"),
-    "gpt_oss": ("GptOssConfig", "GptOssForCausalLM",
-                {**LLAMA, "num_local_experts": 2, "num_experts_per_tok": 1, "head_dim": 16,
-                 "sliding_window": 4}, "attention sinks"),
-    "diffllama": ("DiffLlamaConfig", "DiffLlamaForCausalLM", {**LLAMA},
-                  "differential attention"),
-    "deepseek_v3": ("DeepseekV3Config", "DeepseekV3ForCausalLM",
-                    {**LLAMA, "kv_lora_rank": 16, "q_lora_rank": 16, "qk_nope_head_dim": 8,
-                     "qk_rope_head_dim": 8, "v_head_dim": 8, "n_routed_experts": 2,
-                     "num_experts_per_tok": 1, "moe_intermediate_size": 16,
-                     "first_k_dense_replace": 2, "n_group": 1, "topk_group": 1},
-                    "Multi-head Latent Attention"),
-    "llama4_text": ("Llama4TextConfig", "Llama4ForCausalLM",
-                    {**LLAMA, "intermediate_size_mlp": 32, "head_dim": 16,
-                     "num_local_experts": 2, "attention_chunk_size": 8}, "QK-norm"),
-    "qwen3_next": ("Qwen3NextConfig", "Qwen3NextForCausalLM",
-                   {**LLAMA, "num_hidden_layers": 4, "head_dim": 16, "num_experts": 2,
-                    "moe_intermediate_size": 16, "shared_expert_intermediate_size": 16,
-                    "linear_num_value_heads": 2, "linear_num_key_heads": 2,
-                    "linear_key_head_dim": 8, "linear_value_head_dim": 8}, "output gate"),
-}
-
-
-@pytest.mark.parametrize("arch", sorted(PENDING_CASES))
-def test_pending_architectures_name_the_feature(arch, tmp_path):
-    cfg_cls, model_cls, kwargs, feature = PENDING_CASES[arch]
-    torch.manual_seed(0)
-    model = getattr(T, model_cls)._from_config(getattr(T, cfg_cls)(**kwargs))
-    model.save_pretrained(tmp_path / arch)
-    msg = _error(tmp_path / arch)
-    assert feature in msg and "not yet supported" in msg, msg
-    assert "module 'model.layers." in msg
-    if arch == "qwen3_next":  # its linear-attention layers are named as such
-        msg = _error(tmp_path / arch, module="model.layers.0.linear_attn")
-        assert "it is a linear-attention layer" in msg
 
 
 # ------------------------------------------------------------------ tables and slopes

@@ -144,9 +144,12 @@ def _setting_value(block: str, key: str, value: object) -> object:
                               f"{BLOCKS[key].example}", value)
         out = []
         for k, v in value.items():
-            if not isinstance(k, str) or not isinstance(v, (int, float, bool, str)):
-                raise _type_error(block, key, "a mapping of names to numbers, booleans or "
-                                  "names", value)
+            if isinstance(v, (list, tuple)) and all(  # a float list (rope's long_factor)
+                    isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                v = list(v)  # as the YAML reader gives a list option
+            elif not isinstance(k, str) or not isinstance(v, (int, float, bool, str)):
+                raise _type_error(block, key, "a mapping of names to numbers, booleans, "
+                                  "names or lists of numbers", value)
             out.append(ast.Setting(k, v))
         return tuple(out)
     raise AttnDSLError(f"unknown block setting '{key}'",  # pragma: no cover - typed API

@@ -74,8 +74,8 @@ def _architecture(cfg: Config) -> Architecture:
             f"{cfg.where()}model_type '{mt}' is not supported by the importer",
             hint=(did_you_mean(mt, ARCHITECTURES) or "")
             + ("; " if did_you_mean(mt, ARCHITECTURES) else "")
-            + f"supported: {', '.join(SUPPORTED)}; declared but waiting for features: "
-            f"{', '.join(PENDING)}")
+            + f"supported: {', '.join(SUPPORTED)}"
+            + (f"; declared but waiting for features: {', '.join(PENDING)}" if PENDING else ""))
     return arch
 
 
@@ -147,7 +147,7 @@ def _import_module(arch: Architecture, cfg: Config, m: Module, ckpt: Any, names:
     if g.heads * g.head_dim != g.hidden:
         settings["head_dim"] = g.head_dim
     if bias:
-        settings["bias"] = True
+        settings["bias"] = bias
     scale = arch.scale.scale(ctx, g)
     if scale is not None:
         settings["scale"] = float(scale)
@@ -167,12 +167,24 @@ def _import_module(arch: Architecture, cfg: Config, m: Module, ckpt: Any, names:
         rope = m.stack.rope.settings(ctx, g)
         if rope is not None:
             settings["rope"] = rope
+    for part in arch.features:
+        extra, extra_arrays = part.apply(ctx, g, settings)
+        for key, value in extra.items():  # block features go in add_block's ``features``
+            if key in _CORE_SETTINGS:
+                settings[key] = value
+            else:
+                settings.setdefault("features", {})[key] = value
+        arrays.update(extra_arrays)
     left = sorted(ctx.params - ctx.taken)
     if left:
         raise ctx.error(f"parameter '{m.path}.{left[0]}' cannot be placed in the spec",
                         hint="the spec language has no place for it; refusing rather than "
                         "computing something else")
     return settings, arrays, notes
+
+
+# add_block settings a feature part may give besides block features (MLA's v_head_dim)
+_CORE_SETTINGS = frozenset({"v_head_dim"})
 
 
 def _name(text: str) -> str:
@@ -237,8 +249,8 @@ def _assemble(arch: Architecture, cfg: Config, mods: list[Module], ckpt: Any,
     by_note: dict[str, list[str]] = {}  # the same note for many blocks is said once
     for m in mods:
         settings, arrays, bnotes = _import_module(arch, cfg, m, ckpt, names, first)
-        width = arrays["q_proj.weight"].shape[1]
-        kv_width = arrays["k_proj.weight"].shape[1]
+        width = arrays["o_proj.weight"].shape[0]
+        kv_width = arrays["k_proj.weight"].shape[1] if "k_proj.weight" in arrays else width
         if hidden is None:
             hidden = width
         if width != hidden or kv_width != hidden:

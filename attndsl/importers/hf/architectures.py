@@ -4,8 +4,10 @@ To add an architecture whose attention is built from known parts, declare it her
 attention modules are (``Stack``: a path template and the config key of the layer count),
 its sizes, projection layout, RoPE, mask, score modifiers and scale, and its harmless config
 keys (``tests/test_import_hf.py`` checks that every key of its default config is in a table).
-An architecture that needs a feature the spec language lacks declares it in ``needs``: the
-import then stops with an error naming the feature and the config key or parameter.
+Block features (``qk_norm``, ``sinks``, ``clip_qkv``, ...) come from ``features`` parts. An
+architecture that needs a feature the spec language lacks declares it in ``needs``: the
+import then stops with an error naming the feature and the config key or parameter;
+``PENDING`` lists architectures that cannot import at all yet (none at present).
 """
 
 from __future__ import annotations
@@ -14,26 +16,35 @@ from dataclasses import dataclass
 from typing import Any
 
 from .parts import (
+    MLA,
     Alibi,
     CausalMask,
+    ClipQKV,
     Conv1DFused,
     Ctx,
+    Diff,
     Geometry,
     GPT2Scale,
     GroupFused,
     HeadDimScale,
     HeadFused,
     KeyScale,
+    MLAProjection,
     Needs,
     NoMask,
     NoScale,
+    OutputGate,
+    QKNorm,
     QueryPreAttnScalar,
     Rope,
     Separate,
+    Sinks,
     Sizes,
     Softcap,
     Stacked,
     T5RelativeBias,
+    TemperatureTuning,
+    mla_geometry,
 )
 
 
@@ -76,7 +87,9 @@ class Architecture:
     (Falcon); ``attention_keys`` are read by the architecture itself (not by a part), with
     ``check_keys`` refusing values it cannot express; ``module_adds_residual``: the module's
     output includes a residual argument it receives (BLOOM), which the spec leaves out;
-    ``sizes_hook`` adjusts the sizes from the config (Falcon's kv heads)."""
+    ``sizes_hook`` adjusts the sizes from the config (Falcon's kv heads); ``features``: parts
+    adding block features (``QKNorm``, ...) after the others, each ``apply(ctx, geometry,
+    settings)`` giving settings and arrays."""
 
     model_type: str
     stacks: tuple[Stack, ...]
@@ -88,13 +101,14 @@ class Architecture:
     check_keys: Any = None
     module_adds_residual: bool = False
     sizes_hook: Any = None
+    features: tuple[Any, ...] = ()
 
     @property
     def keys(self) -> frozenset[str]:
         out = set(self.attention_keys) | set(self.scale.keys)
         for s in self.stacks:
             out |= set(s.keys)
-        for n in self.needs:
+        for n in (*self.needs, *self.features):
             out |= set(n.keys)
         return frozenset(out)
 
@@ -110,7 +124,6 @@ def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 
 
-QK_NORM = "QK-norm (issue 8, feature 1)"
 DECODER = "layers.{i}.self_attn"
 LLAMA_SIZES = Sizes()
 ROPE = Rope()
@@ -128,11 +141,11 @@ def _llama_like(model_type: str, windows: str = "none", default: str = "full",
                 harmless: str = "",
                 needs: tuple[Needs, ...] = (), scale: Any = HEAD_DIM_SCALE,
                 scores: tuple[Any, ...] = (), keys: tuple[str, ...] = ("attention_bias",),
-                rope: Rope | None = ROPE) -> Architecture:
+                rope: Rope | None = ROPE, features: tuple[Any, ...] = ()) -> Architecture:
     return Architecture(model_type, _decoder(windows=windows, scores=scores, rope=rope,
                                              default=default),
                         Separate(), scale=scale, harmless=_words("pretraining_tp " + harmless),
-                        needs=needs, attention_keys=keys)
+                        needs=needs, attention_keys=keys, features=features)
 
 
 MOE = ("num_local_experts num_experts_per_tok output_router_logits router_aux_loss_coef "
@@ -174,10 +187,6 @@ def _mpt_attn_type(ctx: Ctx) -> None:
                         "multihead_attention imports")
 
 
-def _no(v: Any) -> bool:
-    return v is not None
-
-
 # ------------------------------------------------------------------ encoder-decoders
 
 def _enc_dec(enc_t: str, dec_t: str, cross_t: str, enc_n: str, dec_n: str,
@@ -209,12 +218,12 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
     _llama_like("gemma2", windows="layer_types", default="alternate",
                 scale=QueryPreAttnScalar(),
                 scores=(Softcap(),), harmless="final_logit_softcapping"),
-    _llama_like("olmo", needs=(Needs("clip_qkv (issue 8, feature 4: clamping q, k, v)",
-                                     "clip_qkv", _no),)),
+    _llama_like("olmo", features=(ClipQKV(),)),
     _llama_like("granite", scale=KeyScale("attention_multiplier"),
                 harmless="embedding_multiplier residual_multiplier logits_scaling"),
     Architecture("phi", _decoder(), Separate(o="dense"),
-                 needs=(Needs(QK_NORM + " (LayerNorm of q and k)", "qk_layernorm"),)),
+                 features=(QKNorm(kind="layer", when="qk_layernorm", eps_key="layer_norm_eps",
+                                  eps_default=1e-5, module="{}_layernorm"),)),
     Architecture("phi3", _decoder(windows="all"), Stacked("qkv_proj", "o_proj"),
                  harmless=_words("original_max_position_embeddings")),
     Architecture("gpt2", (Stack("layer", "h.{i}.attn", "n_layer", CausalMask(),
@@ -261,8 +270,10 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                                  "init_device learned_pos_emb logit_scale no_bias norm_type "
                                  "attn_config.attn_pdrop attn_config.attn_impl "
                                  "attn_config.attn_uses_sequence_id"),
-                 needs=(Needs("clip_qkv (issue 8, feature 4)", "attn_config.clip_qkv", _no),
-                        Needs(QK_NORM, "attn_config.qk_ln"),
+                 features=(ClipQKV("attn_config.clip_qkv", zero_is_none=True),),
+                 needs=(Needs("a QK LayerNorm of MPT's own code (transformers' MptAttention "
+                              "does not implement attn_config.qk_ln: nothing to test against)",
+                              "attn_config.qk_ln"),
                         Needs("a prefix-LM mask (attn_config.prefix_lm)",
                               "attn_config.prefix_lm"))),
     Architecture("t5", _enc_dec("encoder.block.{i}.layer.0.SelfAttention",
@@ -288,37 +299,38 @@ ARCHITECTURES: dict[str, Architecture] = {a.model_type: a for a in (
                                  "mask_feature_length mask_feature_min_masks "
                                  "median_filter_width use_weighted_layer_sum "
                                  "classifier_proj_size")),
-    # ---- architectures waiting for the features of issue 8: their parts are declared, and
-    # the import stops at the first feature they need.
-    _llama_like("qwen3", windows="layer_types", default="max_window_layers", keys=(),
-                needs=(Needs(QK_NORM + ": RMSNorm of q and k over head_dim",
-                             param="q_norm.weight"),)),
+    # ---- architectures using the block features of issue 8 (qk_norm, sinks, rope scaling,
+    # mla, diff, output_gate, temperature_tuning)
+    _llama_like("qwen3", windows="layer_types", default="max_window_layers",
+                features=(QKNorm(),)),
     _llama_like("gemma3_text", windows="layer_types", default="pattern",
                 scale=QueryPreAttnScalar(),
-                scores=(Softcap(),),
-                needs=(Needs(QK_NORM + ": (1 + w) RMSNorm of q and k over head_dim",
-                             param="q_norm.weight"),)),
-    _llama_like("olmo2", needs=(Needs(QK_NORM + ": RMSNorm over the whole projected q and k "
-                                      "width", param="q_norm.weight"),)),
+                scores=(Softcap(),), features=(QKNorm(offset=1.0),),
+                harmless="final_logit_softcapping"),
+    _llama_like("olmo2", features=(QKNorm(scope="width"),)),
     _llama_like("gpt_oss", windows="layer_types", default="alternate",
-                keys=("attention_bias",),
-                needs=(Needs("attention sinks (issue 8, feature 2)", param="sinks"),)),
-    _llama_like("qwen3_next", windows="layer_types", keys=(),
-                needs=(Needs("the output gate (issue 8, feature 5) and " + QK_NORM,
-                             param="q_norm.weight"),)),
-    _llama_like("deepseek_v3", needs=(
-        Needs("Multi-head Latent Attention (issue 8, feature 7)",
-              param="kv_a_proj_with_mqa.weight"),)),
+                features=(Sinks(),), harmless=MOE + " swiglu_limit swiglu_alpha"),
+    Architecture("qwen3_next", _decoder(windows="layer_types"), Separate(gated=True),
+                 features=(QKNorm(offset=1.0), OutputGate()),
+                 attention_keys=("attention_bias",),
+                 harmless=_words(MOE + " linear_conv_kernel_dim linear_key_head_dim "
+                                 "linear_num_key_heads linear_num_value_heads "
+                                 "linear_value_head_dim")),
+    Architecture("deepseek_v3", _decoder(rope=Rope(dim_key="qk_rope_head_dim")),
+                 MLAProjection(), sizes_hook=mla_geometry, features=(MLA(),),
+                 attention_keys=("attention_bias",),
+                 harmless=_words("pretraining_tp " + MOE + " first_k_dense_replace n_group "
+                                 "topk_group n_shared_experts n_routed_experts "
+                                 "routed_scaling_factor num_nextn_predict_layers topk_method")),
     _llama_like("llama4_text", windows="layer_types",
-                rope=Rope(nope_key="no_rope_layers"),
-                needs=(Needs(QK_NORM + ": L2 norm of q and k after RoPE", "use_qk_norm"),
-                       Needs("query temperature tuning (issue 8, feature 6)",
-                             "attn_temperature_tuning"))),
-    _llama_like("diffllama", needs=(Needs("differential attention (issue 8, feature 8)",
-                                          param="lambda_q1"),)),
+                rope=Rope(interleaved=True, nope_key="no_rope_layers"),
+                features=(QKNorm(kind="l2", after_rope=True, when="use_qk_norm"),
+                          TemperatureTuning()),
+                harmless=MOE + " intermediate_size_mlp interleave_moe_layer_step "
+                "moe_layers no_rope_layer_interval"),
+    _llama_like("diffllama", features=(Diff(),), harmless="lambda_std_dev"),
 )}
 
-PENDING = ("qwen3", "gemma3_text", "olmo2", "gpt_oss", "qwen3_next", "deepseek_v3",
-           "llama4_text", "diffllama")
+PENDING: tuple[str, ...] = ()
 SUPPORTED = tuple(sorted(set(ARCHITECTURES) - set(PENDING)))
 

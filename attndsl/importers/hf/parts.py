@@ -7,12 +7,16 @@ An architecture (``architectures.py``) is a declaration that picks one part of e
   ``Stacked``): how the checkpoint stores q, k, v and o, converted to the contract's four
   ``[out, in]`` Linear weights;
 - **RoPE** (``Rope``): theta, partial rotary, interleaved pairs, per-layer-type parameters,
-  NoPE layers;
+  NoPE layers, and transformers' scalings (``rope_type`` linear, dynamic, llama3, yarn,
+  longrope) as the rope feature's ``scaling`` options;
 - **mask** (``CausalMask``, ``NoMask``): causal or bidirectional, with the layer's sliding
   window or attention chunk;
 - **score modifiers** (``Softcap``, ``Alibi``, ``T5RelativeBias``);
 - **scale** (``HeadDimScale``, ``KeyScale``, ``QueryPreAttnScalar``, ``GPT2Scale``,
   ``NoScale``);
+- **block features** (``QKNorm``, ``Sinks``, ``ClipQKV``, ``Diff``, ``MLA`` with the
+  ``MLAProjection`` projections, ``OutputGate`` with ``Separate(gated=True)``,
+  ``TemperatureTuning``): the ``features`` of ``Spec.add_block``, with their weights;
 - **needs** (``Needs``): a feature the spec language does not have yet, with the condition
   under which the checkpoint uses it; the import stops there with an error naming it.
 
@@ -29,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ...features.rope_scaling import ROPE_TYPES, allowed_keys, validate_rope_scaling
 from ...features.scores.alibi import alibi_slopes
 from .config import Config, HFImportError
 
@@ -122,21 +127,17 @@ class Projected:
     weights: dict[str, np.ndarray]   # 'q' 'k' 'v' 'o' -> [out, in]
     biases: dict[str, np.ndarray | None]
 
-    def arrays(self) -> tuple[Arrays, bool, list[str]]:
-        """The contract arrays (``q_proj.weight`` ...), whether the block has ``bias``, and
-        notes. The spec has one ``bias`` flag for the four projections: a projection without
-        a bias gets a zero one, which computes exactly the same (``x @ W.T + 0``)."""
+    def arrays(self) -> tuple[Arrays, bool | dict[str, bool], list[str]]:
+        """The contract arrays (``q_proj.weight`` ...), the block's ``bias`` setting and notes:
+        ``True`` when all four projections have a bias, ``{q: true, ...}`` naming those that
+        have one (Qwen2's q, k, v; Whisper's q, v, o), ``False`` for none."""
         out: Arrays = {f"{p}_proj.weight": self.weights[p] for p in "qkvo"}
         has = [p for p in "qkvo" if self.biases[p] is not None]
-        notes = []
-        if has:
-            for p in "qkvo":
-                b = self.biases[p]
-                if b is None:
-                    b = np.zeros(self.weights[p].shape[0], np.float32)
-                    notes.append(f"no {p} bias: imported as zeros (exactly equivalent)")
-                out[f"{p}_proj.bias"] = b
-        return out, bool(has), notes
+        for p in has:
+            out[f"{p}_proj.bias"] = self.biases[p]
+        bias: bool | dict[str, bool] = len(has) == 4 or (dict.fromkeys(has, True) if has
+                                                         else False)
+        return out, bias, []
 
 
 def _check_shape(ctx: Ctx, name: str, a: np.ndarray, shape: tuple[int, ...]) -> None:
@@ -154,10 +155,12 @@ class Separate:
     k: str = "k_proj"
     v: str = "v_proj"
     o: str = "o_proj"
+    gated: bool = False  # q_proj also holds the output gate's rows (Qwen3-Next): 2x the rows
 
     def convert(self, ctx: Ctx, g: Geometry) -> Projected:
-        shapes = {"q": (g.heads * g.head_dim, g.hidden), "k": (g.kv_heads * g.head_dim,
-                  g.kv_width), "v": (g.kv_heads * g.head_dim, g.kv_width),
+        q_rows = g.heads * g.head_dim * (2 if self.gated else 1)
+        shapes = {"q": (q_rows, g.hidden), "k": (g.kv_heads * g.head_dim, g.kv_width),
+                  "v": (g.kv_heads * g.head_dim, g.kv_width),
                   "o": (g.hidden, g.heads * g.head_dim)}
         w, b = {}, {}
         for p, name in (("q", self.q), ("k", self.k), ("v", self.v), ("o", self.o)):
@@ -286,9 +289,6 @@ class GroupFused:
 
 # --------------------------------------------------------------------------- RoPE
 
-# what each rope_type needs, for the "not yet supported" error
-ROPE_TYPES_PENDING = ("linear", "dynamic", "yarn", "longrope", "llama3")
-
 
 def _rope_parameters(ctx: Ctx, aliases: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
     """The RoPE parameters of the module's layer: transformers 5's ``rope_parameters`` (per
@@ -353,20 +353,22 @@ class Rope:
             if not flags[ctx.layer]:
                 return None
         if self.fixed_theta is not None:
-            theta, factor = self.fixed_theta, 1.0
+            theta, factor, scaling = self.fixed_theta, 1.0, None
         else:
             p = _rope_parameters(ctx, self.aliases)
             kind = p.get("rope_type", "default")
-            if kind != "default":
-                raise ctx.error(f"not yet supported: rope_scaling type {kind} (config key "
-                                f"'rope_parameters.rope_type' / 'rope_scaling')",
-                                hint="it needs RoPE scaling (issue 8, feature 3)")
-            extra = sorted(set(p) - _DEFAULT_ROPE_KEYS)
+            if kind not in ROPE_TYPES:
+                raise ctx.error(f"rope_type '{kind}' (config key 'rope_parameters.rope_type' / "
+                                "'rope_scaling') is not a RoPE the spec language knows",
+                                hint="known: " + ", ".join(ROPE_TYPES))
+            required, optional = allowed_keys(kind)
+            extra = sorted(set(p) - _DEFAULT_ROPE_KEYS - required - optional - {"type"})
             if extra:
-                raise ctx.error(f"rope parameter '{extra[0]}' is not used by the default "
-                                "rope type; refusing a RoPE the importer cannot place")
+                raise ctx.error(f"rope parameter '{extra[0]}' is not used by the {kind} rope "
+                                "type; refusing a RoPE the importer cannot place")
             theta = float(p.get("rope_theta", 10000.0))
             factor = float(p.get("partial_rotary_factor", 1.0))
+            scaling = _scaling(ctx, p, kind, required | optional)
         # transformers: int(head_dim * partial_rotary_factor), or GPT-J's rotary_dim
         dim = (cfg.get(self.dim_key) or g.head_dim) if self.dim_key else int(g.head_dim * factor)
         if dim % 2 or not 2 <= dim <= g.head_dim:
@@ -377,7 +379,36 @@ class Rope:
             out["dim"] = int(dim)
         if self.interleaved:
             out["interleaved"] = True
+        if scaling:
+            problems = validate_rope_scaling(scaling, dim=int(dim))
+            if problems:
+                key, msg, hint = problems[0]
+                raise ctx.error(f"rope scaling ('rope_parameters.{key}'): {msg}",
+                                hint=hint or None)
+            out["scaling"] = scaling.pop("rope_type")
+            out.update(scaling)
         return out
+
+
+def _scaling(ctx: Ctx, p: Mapping[str, Any], kind: str,
+             keys: frozenset[str]) -> dict[str, Any] | None:
+    """The rope feature's scaling options of a ``rope_parameters`` entry (None: plain RoPE):
+    its scaling keys, and the model config's ``max_position_embeddings`` for the types that
+    read it. Phi-3's config keeps ``original_max_position_embeddings`` at the top level,
+    which overrides the entry's (as transformers 5.23's Phi-3 config does)."""
+    if kind == "default":
+        return None
+    out: dict[str, Any] = {"rope_type": kind}
+    for k in sorted(keys - {"rope_type", "max_position_embeddings"}):
+        if p.get(k) is not None:
+            v = p[k]
+            out[k] = [float(x) for x in v] if isinstance(v, list) else v
+    top = ctx.cfg.get("original_max_position_embeddings")
+    if top is not None and "original_max_position_embeddings" in keys:
+        out["original_max_position_embeddings"] = top
+    if "max_position_embeddings" in keys and ctx.cfg.get("max_position_embeddings") is not None:
+        out["max_position_embeddings"] = ctx.cfg.get("max_position_embeddings")
+    return out
 
 
 # --------------------------------------------------------------------------- masks
@@ -407,7 +438,8 @@ class CausalMask:
       ``full_attention``: none). A config without ``layer_types`` (written before
       transformers 5) gets the architecture's default, as its config class computes it
       (``default``): ``"alternate"`` (sliding, full, sliding, ...: Gemma 2, gpt-oss),
-      ``"pattern"`` (every ``sliding_window_pattern``-th layer full, default 6: Gemma 3),
+      ``"pattern"`` (every ``sliding_window_pattern``-th layer full, default 6; Gemma 3's
+      config saves it as ``_sliding_window_pattern``),
       ``"max_window_layers"`` (layers from ``max_window_layers``, default 28, slide when
       ``use_sliding_window``: Qwen2, Qwen3) or ``"full"``.
     """
@@ -422,8 +454,8 @@ class CausalMask:
         if self.windows == "all":
             return ("sliding_window", "use_bidirectional_attention")
         return ("layer_types", "sliding_window", "sliding_window_pattern",
-                "use_sliding_window", "max_window_layers", "attention_chunk_size",
-                "use_bidirectional_attention")
+                "_sliding_window_pattern", "use_sliding_window", "max_window_layers",
+                "attention_chunk_size", "use_bidirectional_attention")
 
     def layer_type(self, cfg: Config, layer: int, n_layers: int, path: str) -> str | None:
         """The layer's type (None for masks without per-layer types)."""
@@ -439,7 +471,8 @@ class CausalMask:
         if self.default == "alternate":
             slides = sliding and (layer + 1) % 2 == 1
         elif self.default == "pattern":
-            slides = sliding and (layer + 1) % int(cfg.get("sliding_window_pattern", 6)) != 0
+            pattern = cfg.get("sliding_window_pattern", cfg.get("_sliding_window_pattern", 6))
+            slides = sliding and (layer + 1) % int(pattern) != 0
         elif self.default == "max_window_layers":
             slides = (sliding and bool(cfg.get("use_sliding_window", False))
                       and layer >= int(cfg.get("max_window_layers", 28)))
@@ -674,3 +707,227 @@ class Needs:
         if self.key is not None and self.when(ctx.cfg.get(self.key)):
             raise ctx.error(f"config key '{self.key}' = {ctx.cfg.get(self.key)!r} needs "
                             f"{self.feature}, not yet supported")
+
+
+# --------------------------------------------------------------------------- block features
+
+
+@dataclass(frozen=True)
+class QKNorm:
+    """Normalisation of q and k (the ``qk_norm`` block feature): RMSNorm over each head with
+    one ``[head_dim]`` weight (Qwen3; Gemma 3 and Qwen3-Next with ``offset`` 1: their ``(1 +
+    w)``), over the whole projected width with one weight per feature (OLMo 2: ``scope``
+    'width'), a LayerNorm over each head with a shared weight and bias (Phi: ``kind``
+    'layer', parameters ``q_layernorm`` / ``k_layernorm``, ``when`` ``qk_layernorm``), or
+    the weightless L2 norm after RoPE (Llama 4: ``kind`` 'l2', ``when`` ``use_qk_norm``,
+    only on RoPE layers). The epsilon is the config's ``eps_key`` (``eps_default`` when
+    absent, the norm class's default)."""
+
+    kind: str = "rms"
+    scope: str = "head"
+    offset: float = 0.0
+    after_rope: bool = False
+    when: str | None = None
+    eps_default: float = 1e-6
+    eps_key: str = "rms_norm_eps"
+    module: str = "{}_norm"  # the norm modules' names, {} being q or k
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.when,) if self.when else ()
+
+    def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
+        if self.when is not None and not ctx.cfg.get(self.when):
+            return {}, {}
+        if self.after_rope and "rope" not in settings:
+            return {}, {}  # Llama 4: the L2 norm only on its RoPE layers
+        eps = ctx.cfg.get(self.eps_key)
+        out: dict[str, Any] = {"kind": self.kind,
+                               "eps": float(self.eps_default if eps is None else eps)}
+        arrays: Arrays = {}
+        if self.kind == "l2":
+            out["weight"] = "none"
+        else:
+            for which, heads in (("q", g.heads), ("k", g.kv_heads)):
+                name = self.module.format(which)
+                shape = (heads * g.head_dim,) if self.scope == "width" else (g.head_dim,)
+                for part in ("weight", "bias") if self.kind == "layer" else ("weight",):
+                    a = ctx.take(f"{name}.{part}")
+                    _check_shape(ctx, f"{name}.{part}", a, shape)
+                    arrays[f"{which}_norm.{part}"] = a
+            if self.scope == "width":
+                out["scope"] = "width"
+                out["weight"] = "per_head"
+            if self.kind == "layer":
+                out["bias"] = True
+        if self.offset:
+            out["offset"] = float(self.offset)
+        if self.after_rope:
+            out["after_rope"] = True
+        return {"qk_norm": out}, arrays
+
+
+@dataclass(frozen=True)
+class Sinks:
+    """Learned attention sinks (the ``sinks`` block feature): gpt-oss's ``sinks`` parameter,
+    one logit per query head."""
+
+    param: str = "sinks"
+    keys: tuple[str, ...] = ()
+
+    def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
+        w = ctx.take(self.param)
+        _check_shape(ctx, self.param, w, (g.heads,))
+        return {"sinks": "learned"}, {"sinks": w}
+
+
+@dataclass(frozen=True)
+class ClipQKV:
+    """The projected q, k and v clamped to ``[-c, c]`` (the ``clip_qkv`` block feature):
+    ``key`` is the config key of ``c`` (OLMo ``clip_qkv``, clamping when not null; MPT
+    ``attn_config.clip_qkv``, clamping when truthy, so 0 is none)."""
+
+    key: str = "clip_qkv"
+    zero_is_none: bool = False
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.key,)
+
+    def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
+        v = ctx.cfg.get(self.key)
+        if v is None or (self.zero_is_none and not v):
+            return {}, {}
+        return {"clip_qkv": float(ctx.cfg.number(self.key, module=ctx.path))}, {}
+
+
+@dataclass(frozen=True)
+class Diff:
+    """Differential attention (the ``diff`` block feature, DiffLlama): the four
+    ``lambda_*`` vectors, ``lambda_init`` from the layer index, the RMSNorm's ``eps`` from
+    ``rms_norm_eps`` (transformers' default 1e-6 when the config has none); the ``groupnorm``
+    has no weight."""
+
+    keys: tuple[str, ...] = ()
+
+    def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
+        arrays: Arrays = {}
+        for name in ("lambda_q1", "lambda_k1", "lambda_q2", "lambda_k2"):
+            arrays[name] = ctx.take(name)
+            _check_shape(ctx, name, arrays[name], (g.head_dim,))
+        if ctx.has("groupnorm.weight"):
+            raise ctx.error(f"parameter '{ctx.path}.groupnorm.weight': the diff feature's "
+                            "RMSNorm has no weight")
+        eps = ctx.cfg.get("rms_norm_eps")
+        return {"diff": {"layer": ctx.layer, "eps": float(1e-6 if eps is None else eps)}}, arrays
+
+
+class _MLAProjected:
+    """The arrays of a Multi-head Latent Attention module: its own projections (the ``mla``
+    feature's weights, DeepSeek's names) and the output projection."""
+
+    def __init__(self, arrays: Arrays):
+        self._arrays = arrays
+
+    def arrays(self) -> tuple[Arrays, bool, list[str]]:
+        return dict(self._arrays), False, []
+
+
+@dataclass(frozen=True)
+class MLAProjection:
+    """DeepSeek V2 / V3 Multi-head Latent Attention: ``q_proj`` or ``q_a_proj`` /
+    ``q_a_layernorm`` / ``q_b_proj`` (``q_lora_rank``), ``kv_a_proj_with_mqa``,
+    ``kv_a_layernorm``, ``kv_b_proj`` and ``o_proj``, placed as the ``mla`` feature's weights
+    (``MLA`` gives its settings). Biases (``attention_bias``) are refused."""
+
+    def convert(self, ctx: Ctx, g: Geometry) -> _MLAProjected:
+        cfg = ctx.cfg
+        if cfg.get("attention_bias"):
+            raise ctx.error("config key 'attention_bias' = true: not supported with mla by "
+                            "the importer")
+        r = cfg.int("kv_lora_rank", module=ctx.path)
+        qr = cfg.get("q_lora_rank")
+        dn = cfg.int("qk_nope_head_dim", module=ctx.path)
+        dr = cfg.int("qk_rope_head_dim", module=ctx.path)
+        dv = cfg.int("v_head_dim", module=ctx.path)
+        h = g.heads
+        shapes = {"kv_a_proj_with_mqa.weight": (r + dr, g.hidden),
+                  "kv_a_layernorm.weight": (r,), "kv_b_proj.weight": (h * (dn + dv), r),
+                  "o_proj.weight": (g.hidden, h * dv)}
+        if qr:
+            shapes.update({"q_a_proj.weight": (int(qr), g.hidden),
+                           "q_a_layernorm.weight": (int(qr),),
+                           "q_b_proj.weight": (h * (dn + dr), int(qr))})
+        else:
+            shapes["q_proj.weight"] = (h * (dn + dr), g.hidden)
+        out: Arrays = {}
+        for name, shape in shapes.items():
+            out[name] = ctx.take(name)
+            _check_shape(ctx, name, out[name], shape)
+        return _MLAProjected(out)
+
+
+def mla_geometry(ctx: Ctx, g: Geometry) -> Geometry:
+    """An MLA module's head size is ``qk_nope_head_dim + qk_rope_head_dim`` (its config's
+    ``head_dim`` is the rope width), one key and value per head."""
+    cfg = ctx.cfg
+    hd = cfg.int("qk_nope_head_dim", module=ctx.path) + cfg.int("qk_rope_head_dim",
+                                                                 module=ctx.path)
+    return Geometry(g.hidden, g.heads, g.heads, hd, g.kv_width)
+
+
+@dataclass(frozen=True)
+class MLA:
+    """The ``mla`` block feature's settings (see ``MLAProjection``): ranks, head sizes,
+    ``rope_interleave`` and, with a YaRN RoPE, its ``factor`` and ``mscale_all_dim`` (the
+    softmax scale's ``mscale ** 2``, DeepSeek's ``yarn_apply_mscale``)."""
+
+    keys: tuple[str, ...] = ("kv_lora_rank", "q_lora_rank", "qk_nope_head_dim",
+                             "qk_rope_head_dim", "v_head_dim", "rope_interleave", "qk_head_dim")
+
+    def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
+        cfg = ctx.cfg
+        out: dict[str, Any] = {
+            "kv_lora_rank": cfg.int("kv_lora_rank", module=ctx.path),
+            "q_lora_rank": int(cfg.get("q_lora_rank") or 0),
+            "qk_nope_head_dim": cfg.int("qk_nope_head_dim", module=ctx.path),
+            "qk_rope_head_dim": cfg.int("qk_rope_head_dim", module=ctx.path),
+            "v_head_dim": cfg.int("v_head_dim", module=ctx.path),
+            "rope_interleave": bool(cfg.get("rope_interleave", True))}
+        p = _rope_parameters(ctx)
+        if p.get("rope_type", "default") != "default" and p.get("mscale_all_dim"):
+            out["factor"] = float(p["factor"])
+            out["mscale_all_dim"] = float(p["mscale_all_dim"])
+        return {"mla": out, "v_head_dim": out["v_head_dim"]}, {}
+
+
+@dataclass(frozen=True)
+class OutputGate:
+    """The attention output times ``sigmoid(gate)`` before ``o_proj`` (the ``output_gate``
+    block feature, Qwen3-Next): the gate rows follow each head's query rows in ``q_proj``
+    (declare the projection ``Separate(gated=True)``)."""
+
+    keys: tuple[str, ...] = ()
+
+    def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
+        return {"output_gate": True}, {}
+
+
+@dataclass(frozen=True)
+class TemperatureTuning:
+    """Llama 4's query temperature on its NoPE layers (the ``temperature_tuning`` block
+    feature), when ``attn_temperature_tuning``: ``attn_scale`` and ``floor_scale``."""
+
+    keys: tuple[str, ...] = ("attn_temperature_tuning", "attn_scale", "floor_scale")
+
+    def apply(self, ctx: Ctx, g: Geometry, settings: Mapping[str, Any]) -> tuple[dict, Arrays]:
+        cfg = ctx.cfg
+        if not cfg.get("attn_temperature_tuning") or "rope" in settings:
+            return {}, {}
+        floor = cfg.get("floor_scale", 8192)
+        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 1:
+            raise ctx.error(f"config key 'floor_scale' must be a positive integer, got {floor!r}")
+        scale = cfg.get("attn_scale", 0.1)
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise ctx.error(f"config key 'attn_scale' must be a number, got {scale!r}")
+        return {"temperature_tuning": {"attn_scale": float(scale), "floor_scale": floor}}, {}
