@@ -197,8 +197,9 @@ def _amount(text: str) -> float:
 
 def _limit_flags(c: argparse.ArgumentParser) -> None:
     c.add_argument("--max-weights-gib", type=_amount, metavar="G",
-                   help="refuse models whose weights are over G GiB (default 16, or "
-                   "ATTNDSL_MAX_WEIGHTS_GIB; other limits: docs/limits.md)")
+                   help="refuse models whose weights are over G GiB (default: "
+                   "ATTNDSL_MAX_WEIGHTS_GIB, else 16 or a third of the machine's memory if "
+                   "less; other limits: docs/limits.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,7 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile attention specs (YAML / .attn) to ONNX, check, run and draw them.")
     p.add_argument("--version", action="version", version=f"attndsl {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _parser_compile(sub)
+    _parser_check(sub)
+    _parser_run(sub)
+    _parser_ir(sub)
+    _parser_convert(sub)
+    _parser_import_hf(sub)
+    _parser_viz(sub)
+    return p
 
+
+def _parser_compile(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("compile", help="compile a spec to an ONNX model",
                        description="Compile a spec to an ONNX model (written atomically).")
     c.add_argument("spec", metavar="SPEC", help="spec file (.yaml / .yml / .attn)")
@@ -226,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     _limit_flags(c)
     c.set_defaults(func=cmd_compile)
 
+
+def _parser_check(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("check", help="validate a spec and summarize it",
                        description="Validate a spec and print its blocks, streams, parameter "
                        "count, and per block the mask density, tile counts and FLOPs at the "
@@ -245,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     _limit_flags(c)
     c.set_defaults(func=cmd_check)
 
+
+def _parser_run(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("run", help="run a spec or an attndsl .onnx in ONNX Runtime",
                        description="Compile a spec (or load a .onnx made by attndsl), run it "
                        "in ONNX Runtime on given or random inputs, print the outputs; "
@@ -265,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     _limit_flags(c)
     c.set_defaults(func=cmd_run)
 
+
+def _parser_ir(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("ir", help="print the IR of a spec",
                        description="Print the checked IR of a spec (the golden-file format); "
                        "with --after PASS, the program after the default pipeline up to and "
@@ -275,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     _limit_flags(c)
     c.set_defaults(func=cmd_ir)
 
+
+def _parser_convert(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("convert", help="convert between YAML and .attn",
                        description="Convert a spec between YAML and .attn; the syntax of each "
                        "side is chosen by its extension.")
@@ -282,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", metavar="B", required=True)
     c.set_defaults(func=cmd_convert)
 
+
+def _parser_import_hf(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("import-hf", help="import a Hugging Face checkpoint's attention",
                        description="Write the attention of a local Hugging Face checkpoint "
                        "(a save_pretrained folder: config.json and model.safetensors or its "
@@ -299,6 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="syntax of the spec (default: by OUT's suffix, else yaml)")
     c.set_defaults(func=cmd_import_hf)
 
+
+def _parser_viz(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser("viz", help="draw a block's mask (text, or a PNG with -o)",
                        description="Draw a block's attention mask per head: as Unicode text "
                        "on stdout, or as a PNG with -o (needs Pillow: the 'viz' extra). With "
@@ -318,7 +341,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="inputs of a run: draw its probabilities (lengths come from them)")
     c.add_argument("-o", "--output", metavar="mask.png", help="write a PNG instead of text")
     c.set_defaults(func=cmd_viz)
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
