@@ -158,6 +158,21 @@ class ErrorReport:
         return _report
 
 
+def assert_round_trips(yaml_text: str) -> None:
+    """A YAML spec survives YAML -> .attn -> YAML with an equal syntax tree, and both syntaxes
+    give the same IR."""
+    from attndsl.frontend import parse_source
+    from attndsl.frontend.writers import write_dsl, write_yaml
+    from attndsl.source import Source
+
+    spec = parse_source(Source(yaml_text, "t.yaml"))
+    dsl = write_dsl(spec)
+    back = parse_source(Source(dsl, "t.attn"))
+    assert back == spec
+    assert parse_source(Source(write_yaml(back), "t.yaml")) == spec
+    assert parse_spec(dsl, "t.attn") == parse_spec(yaml_text, "t.yaml")
+
+
 def error_of(text: str, path: str) -> AttnDSLError:
     """The error that parsing ``text`` (as the file ``path``) raises; fails if none."""
     with pytest.raises(AttnDSLError) as info:

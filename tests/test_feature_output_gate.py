@@ -16,12 +16,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ErrorReport, check_against_reference, error_of, one_block, one_block_yaml
+from helpers import (
+    ErrorReport,
+    assert_round_trips,
+    check_against_reference,
+    error_of,
+    one_block,
+    one_block_yaml,
+)
 
 from attndsl import parse_spec
 from attndsl.errors import WeightsError
-from attndsl.frontend import parse_source
-from attndsl.frontend.writers import write_dsl, write_yaml
 from attndsl.inputs import random_inputs
 from attndsl.ir import print_ir
 from attndsl.lower.compile import CompileOptions, compile_model, compile_with_explanations
@@ -30,7 +35,6 @@ from attndsl.passes.fold_scale import FoldScale
 from attndsl.passes.fuse_qkv import FuseQKV
 from attndsl.reference import run_reference
 from attndsl.runtime.decode import decode_loop, max_errors
-from attndsl.source import Source
 from attndsl.summary import format_summary, summarize
 from attndsl.weights import seeded_weights
 
@@ -208,12 +212,7 @@ def test_wrong_q_proj_shape_is_a_weights_error():
 @pytest.mark.parametrize("value", ["true", "own", "query", "{source: own}"])
 def test_round_trip_through_both_writers(value):
     text = one_block_yaml(f"    heads: 4\n    output_gate: {value}\n")
-    spec = parse_source(Source(text, "t.yaml"))
-    dsl = write_dsl(spec)
-    back = parse_source(Source(dsl, "t.attn"))
-    assert back == spec
-    assert parse_source(Source(write_yaml(back), "t.yaml")) == spec
-    assert parse_spec(dsl, "t.attn") == parse_spec(text, "t.yaml")
+    assert_round_trips(text)
 
 
 def test_example_spec_and_check():

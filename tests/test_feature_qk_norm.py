@@ -16,12 +16,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ErrorReport, check_against_reference, error_of, one_block, one_block_yaml
+from helpers import (
+    ErrorReport,
+    assert_round_trips,
+    check_against_reference,
+    error_of,
+    one_block,
+    one_block_yaml,
+)
 
 from attndsl import parse_spec
 from attndsl.errors import SpecError, WeightsError
 from attndsl.frontend import parse_source
-from attndsl.frontend.writers import write_dsl, write_yaml
+from attndsl.frontend.writers import write_dsl
 from attndsl.inputs import random_inputs
 from attndsl.ir import print_ir
 from attndsl.lower.compile import CompileOptions, compile_model, compile_with_explanations
@@ -305,12 +312,7 @@ output y = attn
                                    "{scope: width, eps: 1e-5}", "{after_rope: true}"])
 def test_round_trip_through_both_writers(value):
     text = one_block_yaml(f"    heads: 4\n    rope: true\n    qk_norm: {value}\n")
-    spec = parse_source(Source(text, "t.yaml"))
-    dsl = write_dsl(spec)
-    back = parse_source(Source(dsl, "t.attn"))
-    assert back == spec
-    assert parse_source(Source(write_yaml(back), "t.yaml")) == spec
-    assert parse_spec(dsl, "t.attn") == parse_spec(text, "t.yaml")
+    assert_round_trips(text)
 
 
 def test_check_reports_the_feature():

@@ -27,13 +27,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import ErrorReport, check_against_reference, error_of, one_block, one_block_yaml
+from helpers import (
+    ErrorReport,
+    assert_round_trips,
+    check_against_reference,
+    error_of,
+    one_block,
+    one_block_yaml,
+)
 
 from attndsl import parse_spec
 from attndsl.errors import SpecError
 from attndsl.features.rope_scaling import RopeScaling, yarn_softmax_scale
 from attndsl.frontend import parse_source
-from attndsl.frontend.writers import write_dsl, write_yaml
+from attndsl.frontend.writers import write_dsl
 from attndsl.inputs import random_inputs
 from attndsl.ir import print_ir
 from attndsl.lower.compile import CompileOptions, compile_model, compile_with_explanations
@@ -481,12 +488,7 @@ output y = attn
 def test_round_trip_through_both_writers(variant):
     inputs = POS_INPUT if "positions" in variant else ""
     text = one_block_yaml(f"    heads: 4\n    rope: {VARIANTS[variant]}\n", inputs=inputs)
-    spec = parse_source(Source(text, "t.yaml"))
-    dsl = write_dsl(spec)
-    back = parse_source(Source(dsl, "t.attn"))
-    assert back == spec
-    assert parse_source(Source(write_yaml(back), "t.yaml")) == spec
-    assert parse_spec(dsl, "t.attn") == parse_spec(text, "t.yaml")
+    assert_round_trips(text)
 
 
 def test_check_reports_the_scaling():
