@@ -46,17 +46,10 @@ _report = ERRORS.fixture()
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-from test_feature_kernels import Float64, _additive, _config, _inputs, _randomise  # noqa: E402
+from test_feature_kernels import Float64, _additive, _config, _inputs, _randomise, round_to_float32  # noqa: E402
 
 S_LENS = (1, 7, 33)
 
-
-def _round_to_float32(module) -> dict[str, np.ndarray]:
-    """The module's parameters rounded to float32 (kept float64), as a weight dict."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(p.float().double())
-    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
 
 
 def _record(name: str, got: np.ndarray, want: np.ndarray) -> None:
@@ -75,7 +68,7 @@ def test_qwen2_q_k_v_bias(s):
     cfg = _config(Qwen2Config, hidden_size=64, num_attention_heads=4, num_key_value_heads=2)
     m = Qwen2Attention(cfg, 0)
     _randomise(m, 1)
-    w = _round_to_float32(m)
+    w = round_to_float32(m)
     assert "o_proj.bias" not in w and w["k_proj.bias"].shape == (32,)
     x, _, allowed = _inputs(s, 64, s)
     ang = np.arange(s)[:, None] * (1.0 / 10000.0 ** (np.arange(0, 16, 2) / 16))[None]
@@ -96,7 +89,7 @@ def _whisper(seed: int):
     cfg = _config(WhisperConfig, d_model=64, encoder_attention_heads=4)
     m = WhisperAttention(64, 4, config=cfg)
     _randomise(m, seed)
-    w = {k.replace("out_proj", "o_proj"): v for k, v in _round_to_float32(m).items()}
+    w = {k.replace("out_proj", "o_proj"): v for k, v in round_to_float32(m).items()}
     assert "k_proj.bias" not in w and w["o_proj.bias"].shape == (64,)
     return m, {f"attn.{k}": v for k, v in w.items()}
 

@@ -38,7 +38,7 @@ _report = ERRORS.fixture()
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-from test_feature_kernels import Float64, _additive, _config, _inputs, _randomise  # noqa: E402
+from test_feature_kernels import Float64, _additive, _config, _inputs, _randomise, round_to_float32  # noqa: E402
 
 
 @pytest.mark.parametrize("s", (1, 7, 33))
@@ -50,10 +50,7 @@ def test_olmo_clip_qkv(s):
                   clip_qkv=limit)
     m = OlmoAttention(cfg, 0)
     _randomise(m, 1)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(p.float().double())
-    w = {f"attn.{k}": v.numpy().copy() for k, v in m.state_dict().items()}
+    w = round_to_float32(m, "attn.")
     x, _, allowed = _inputs(s, 64, s)
     # the limit clamps: some projected values lie beyond it
     assert np.abs(x @ w["attn.q_proj.weight"].T).max() > 2 * limit

@@ -49,7 +49,7 @@ TOL = {"float32": 1e-5, "float16": 2e-2}
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-from test_feature_kernels import Float64, _config, _randomise  # noqa: E402
+from test_feature_kernels import Float64, _config, _randomise, round_to_float32  # noqa: E402
 
 
 @pytest.mark.parametrize("layer,heads,kv_heads", [(0, 4, 2), (3, 8, 2), (5, 4, 4)])
@@ -66,10 +66,7 @@ def test_reference_matches_diffllama(layer, heads, kv_heads, s, window):
                   num_hidden_layers=layer + 1)
     m = DiffLlamaAttention(cfg, layer)
     _randomise(m, 20 + layer + s)
-    with torch.no_grad():  # the reference rounds a float32 model's weights to float32
-        for p in m.parameters():
-            p.copy_(p.float().double())
-    w = {f"attn.{k}": v.detach().numpy().copy() for k, v in m.state_dict().items()}
+    w = round_to_float32(m, "attn.")
     x = np.random.default_rng(s).standard_normal((2, s, 64))
     q, k = np.arange(s)[:, None], np.arange(s)[None, :]
     allowed = (k <= q) if window is None else (k <= q) & (q - k < window)

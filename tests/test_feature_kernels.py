@@ -46,6 +46,15 @@ class Float64(TorchFunctionMode):
         return func(*(sub(a) for a in args), **{k: sub(v) for k, v in kwargs.items()})
 
 
+def round_to_float32(module, prefix: str = "") -> dict[str, np.ndarray]:
+    """Round a float64 module's parameters to float32 values (kept float64: the reference
+    rounds a float32 model's weights so) and return them as a weight dict, names prefixed."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(p.float().double())
+    return {f"{prefix}{k}": v.detach().numpy().copy() for k, v in module.state_dict().items()}
+
+
 def _randomise(module, seed: int) -> dict[str, np.ndarray]:
     """Random non-zero parameters (norm-like 1-D weights around 1), module in float64."""
     g = torch.Generator().manual_seed(seed)

@@ -40,7 +40,7 @@ TOL = {"float32": 1e-5, "float16": 2e-2}
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-from test_feature_kernels import Float64, _config, _cos_sin_half, _randomise  # noqa: E402
+from test_feature_kernels import Float64, _config, _cos_sin_half, _randomise, round_to_float32  # noqa: E402
 
 # DeepSeek shapes scaled down: H 4, dn 12, dr 8, dv 10, kv_lora_rank 24, q_lora_rank 16
 YARN = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0, "mscale": 0.7,
@@ -80,10 +80,7 @@ def _transformers(q_lora, interleave, yarn, seed):
                   attention_bias=True, num_hidden_layers=1, max_position_embeddings=256)
     m = DeepseekV3Attention(cfg, 0)
     _randomise(m, seed)
-    with torch.no_grad():  # float32 values, as the reference rounds a float32 model's weights
-        for p in m.parameters():
-            p.copy_(p.float().double())
-    return m, {f"attn.{k}": v.detach().numpy().copy() for k, v in m.state_dict().items()}
+    return m, round_to_float32(m, "attn.")
 
 
 def _run_transformers(m, x, pos, allowed, **kw) -> np.ndarray:

@@ -44,7 +44,7 @@ _report = ERRORS.fixture()
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-from test_feature_kernels import Float64, _additive, _config, _inputs, _randomise  # noqa: E402
+from test_feature_kernels import Float64, _additive, _config, _inputs, _randomise, round_to_float32  # noqa: E402
 
 
 def _record(name: str, got: np.ndarray, want: np.ndarray) -> None:
@@ -66,10 +66,7 @@ def test_qwen3_next_gate_from_query_rows(s, bias):
                   rms_norm_eps=1e-6, attention_bias=bias)
     m = Qwen3NextAttention(cfg, 0)
     _randomise(m, 9 + bias)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(p.float().double())
-    w = {f"attn.{k}": v.numpy().copy() for k, v in m.state_dict().items()}
+    w = round_to_float32(m, "attn.")
     assert w["attn.q_proj.weight"].shape == (4 * 2 * 16, 64)
     x, _, allowed = _inputs(s, 64, s)
     ang = np.arange(s)[:, None] * (1.0 / 10000.0 ** (np.arange(0, 4, 2) / 4))[None]  # dim 4

@@ -45,17 +45,10 @@ _report = ERRORS.fixture()
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-from test_feature_kernels import Float64, _config, _inputs, _randomise  # noqa: E402
+from test_feature_kernels import Float64, _config, _inputs, _randomise, round_to_float32  # noqa: E402
 
 S_LENS = (1, 7, 33)
 
-
-def _round_to_float32(module) -> dict[str, np.ndarray]:
-    """The module's parameters rounded to float32 (kept float64), and as a weight dict."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(p.float().double())
-    return {k: v.detach().numpy().copy() for k, v in module.state_dict().items()}
 
 
 def _spec(block: str) -> str:
@@ -97,7 +90,7 @@ def test_qwen3(s):
                   head_dim=16, attention_bias=True, rms_norm_eps=1e-6)
     m = Qwen3Attention(cfg, 0)
     _randomise(m, 1)
-    w = _round_to_float32(m)
+    w = round_to_float32(m)
     _compare(m, w, _spec("    bias: true\n    rope: true\n    qk_norm: rms\n"),
              _half(_angles(s, 16, 10000.0)), s, "Qwen3 (rms, shared)")
 
@@ -110,7 +103,7 @@ def test_gemma3_offset_one(s):
                   head_dim=16, query_pre_attn_scalar=24, rms_norm_eps=1e-6, num_hidden_layers=1)
     m = Gemma3Attention(cfg, 0)
     _randomise(m, 2)
-    w = _round_to_float32(m)
+    w = round_to_float32(m)
     _compare(m, w, _spec(f"    scale: {24 ** -0.5!r}\n    rope: true\n"
                          "    qk_norm: {offset: 1}\n"),
              _half(_angles(s, 16, 10000.0)), s, "Gemma 3 (rms, 1 + w)")
@@ -124,7 +117,7 @@ def test_olmo2_width(s):
                   rms_norm_eps=1e-5)
     m = Olmo2Attention(cfg, 0)
     _randomise(m, 3)
-    w = _round_to_float32(m)
+    w = round_to_float32(m)
     assert w["q_norm.weight"].shape == (64,) and w["k_norm.weight"].shape == (32,)
     _compare(m, w, _spec("    rope: true\n    qk_norm: {eps: 1e-5, scope: width}\n"),
              _half(_angles(s, 16, 10000.0)), s, "OLMo 2 (rms, width)")
@@ -138,7 +131,7 @@ def test_cohere_per_head_layer_norm(s):
                   use_qk_norm=True, layer_norm_eps=1e-5)
     m = CohereAttention(cfg, 0)
     _randomise(m, 4)
-    w = _round_to_float32(m)
+    w = round_to_float32(m)
     assert w["q_norm.weight"].shape == (4, 16) and w["k_norm.weight"].shape == (2, 16)
     ang = _angles(s, 16, 10000.0)
     emb = np.repeat(ang, 2, axis=-1)  # Cohere interleaves cos/sin
@@ -156,7 +149,7 @@ def test_stablelm_layer_norm_per_head_partial_rope(s):
                   qk_layernorm=True, use_qkv_bias=True, layer_norm_eps=1e-5)
     m = StableLmAttention(cfg, 0)
     _randomise(m, 5)
-    w = _round_to_float32(m)
+    w = round_to_float32(m)
     # one nn.LayerNorm(D, bias=False) per head: the [H, D] weight; no o_proj bias (zeros)
     w["q_norm.weight"] = np.stack([w.pop(f"q_layernorm.norms.{h}.weight") for h in range(4)])
     w["k_norm.weight"] = np.stack([w.pop(f"k_layernorm.norms.{h}.weight") for h in range(2)])
@@ -176,7 +169,7 @@ def test_llama4_l2_after_rope(s):
     m = Llama4TextAttention(cfg, 0)
     assert m.use_rope and hasattr(m, "qk_norm")
     _randomise(m, 6)
-    w = _round_to_float32(m)
+    w = round_to_float32(m)
     freqs = torch.polar(torch.ones(2, s, 8, dtype=torch.float64),
                         torch.from_numpy(_angles(s, 16, 500000.0).copy()))
     _compare(m, w, _spec("    rope: {theta: 500000.0, interleaved: true}\n"

@@ -52,7 +52,7 @@ GQA = "com.microsoft.GroupQueryAttention"
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-from test_feature_kernels import Float64, _config, _randomise  # noqa: E402
+from test_feature_kernels import Float64, _config, _randomise, round_to_float32  # noqa: E402
 
 
 def _gpt_oss(seed: int, zero_sinks: bool = False):
@@ -64,12 +64,10 @@ def _gpt_oss(seed: int, zero_sinks: bool = False):
                   head_dim=16, num_hidden_layers=2, attention_bias=True)
     m = GptOssAttention(cfg, 1)
     _randomise(m, seed)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(p.float().double())
-        if zero_sinks:
+    if zero_sinks:
+        with torch.no_grad():
             m.sinks.zero_()
-    return m, {f"attn.{k}": v.detach().numpy().copy() for k, v in m.state_dict().items()}
+    return m, round_to_float32(m, "attn.")
 
 
 def _gpt_oss_spec(mask: str, kind: str = "learned", inputs: str = "") -> str:

@@ -44,7 +44,7 @@ _report = ERRORS.fixture()
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
-from test_feature_kernels import Float64, _additive, _llama4  # noqa: E402
+from test_feature_kernels import Float64, _additive, _llama4, round_to_float32  # noqa: E402
 
 SPEC = "    heads: 4\n    kv_heads: 2\n    head_dim: 16\n    mask: causal\n"
 
@@ -54,10 +54,7 @@ def _nope_layer(seed: int, attn_scale: float, floor_scale: int):
     cfg, m, _ = _llama4(1, seed, attn_scale=attn_scale, floor_scale=floor_scale,
                         attn_temperature_tuning=True)
     assert not m.use_rope and m.attn_temperature_tuning
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(p.float().double())
-    return cfg, m, {f"attn.{k}": v.numpy().copy() for k, v in m.state_dict().items()}
+    return cfg, m, round_to_float32(m, "attn.")
 
 
 def _record(name: str, got: np.ndarray, want: np.ndarray) -> None:
