@@ -523,6 +523,13 @@ def test_missing_and_bad_options_point_at_their_values():
     msg = _err("{scaling: llama3, factor: 8.0, low_freq_factor: 4.0, high_freq_factor: 1.0, "
                "original_max_position_embeddings: 16}")
     assert "high_freq_factor (1.0) must be greater than low_freq_factor (4.0)" in msg
+    # found by tools/fuzz.py: a zero factor divided by zero, a negative beta took a log
+    msg = _err("{scaling: llama3, factor: 8.0, low_freq_factor: 0, high_freq_factor: 4.0, "
+               "original_max_position_embeddings: 16}")
+    assert "rope low_freq_factor must be > 0.0, got 0" in msg
+    msg = _err("{scaling: yarn, factor: 2.0, original_max_position_embeddings: 8, "
+               "beta_slow: -1}")
+    assert "rope beta_slow must be >= 0.0, got -1" in msg
     msg = _err("{scaling: yarn, factor: 2.0, original_max_position_embeddings: 8, "
                "low_freq_factor: 1.0}")
     assert "unknown key 'low_freq_factor' for scaling 'yarn'" in msg

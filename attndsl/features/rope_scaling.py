@@ -286,10 +286,12 @@ def _check_numbers(p: dict[str, Any], out: list[Problem]) -> None:
             out.append((k, f"{k} must be a positive integer, got {v!r}", f"e.g. {k}: 4096"))
             p[k] = None
     num("attention_factor", 0.0, what="attention_factor scales cos and sin")
-    for k in ("low_freq_factor", "high_freq_factor", "mscale", "mscale_all_dim"):
+    for k in ("low_freq_factor", "high_freq_factor"):  # llama3 divides by both
+        num(k, 0.0, strict=True, what="Llama 3.1 uses low_freq_factor 1 and high_freq_factor 4")
+    for k in ("mscale", "mscale_all_dim"):
         num(k)
-    num("beta_fast")
-    num("beta_slow")
+    for k in ("beta_fast", "beta_slow"):  # yarn takes their logarithm; 0 means the default
+        num(k, 0.0, what="defaults: beta_fast 32, beta_slow 1")
 
 
 def _check_type_rules(p: dict[str, Any], dim: int | None, out: list[Problem]) -> None:
