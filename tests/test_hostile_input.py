@@ -263,6 +263,14 @@ def test_collection_where_a_value_belongs_is_shown_as_written() -> None:
     assert info.value.message.endswith("got [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, ...")
 
 
+
+def test_bad_v_head_dim_in_core_mode_is_an_error_not_a_crash() -> None:
+    # found by tools/fuzz.py: core mode multiplied kv_heads by the refused v_head_dim (None)
+    text = edit(YAML, "heads: 2", "heads: 2\n    project: false\n    v_head_dim: .nan")
+    with pytest.raises(SpecError) as info:
+        parse_spec(text, "core.yaml")
+    assert "'v_head_dim' must be a positive integer, got nan" in str(info.value)
+
 # ---------------------------------------------------------------- at the nesting limit
 
 def _nested(levels: list[str]) -> tuple[str, int]:

@@ -375,6 +375,8 @@ class Builder:
         if not project and "v_head_dim" not in s and v_stream.width % kv_heads == 0:
             v_default = v_stream.width // kv_heads
         v_head_dim = self.pos_int(s, "v_head_dim", v_default, b)
+        if v_head_dim is None:  # not a positive integer: the error is recorded
+            return None
         return head_dim, v_head_dim
 
     def check_core_mode(self, s: dict[str, ast.Setting], b: ast.BlockDecl, heads: int,
