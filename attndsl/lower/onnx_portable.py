@@ -1,4 +1,4 @@
-"""The portable lowering: IR -> ONNX with standard ops only (default domain, opsets 17..21).
+"""The portable lowering: IR -> ONNX with standard ops only (default domain, opsets 17..24).
 
 Per block: projections ``x @ W.T + b`` (weights are initializers in PyTorch layout, named as
 the weights); split heads to [B, H, S, D]; RoPE; the cache concat; logits as one batched
