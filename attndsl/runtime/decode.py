@@ -118,10 +118,10 @@ def _check_fits(model: Model, total: int) -> None:
                                hint="decode fewer tokens, or raise the cache's max_len")
 
 
-class _StaticLoop:
+class StaticBinding:
     """The static caches of one decode loop on ``session``: every buffer an ONNX Runtime
     value allocated (zeroed) once and bound as both the cache input and the cache output,
-    so a step writes its rows in place; the other inputs are bound per step."""
+    so a step writes its rows in place; the other inputs are bound per step (``run``)."""
 
     def __init__(self, model: Model, session, batch: int):
         import onnxruntime as ort
@@ -173,6 +173,13 @@ class _StaticLoop:
         # binding (or the loop's end) frees
         return {name: np.array(values[name].numpy()) for name in self.outputs}
 
+    def load(self, name: str, value: np.ndarray) -> None:
+        """Overwrite the buffer of cache input ``name`` (``<block>.cache_key``) with
+        ``value`` (its whole shape), e.g. a cache filled elsewhere."""
+        out = next(o for b in self.model.blocks if b.static_cache
+                   for o, i in cache_feedback(b).items() if i == name)
+        self.buffers[out].update_inplace(np.ascontiguousarray(value))
+
     def caches(self) -> dict[str, np.ndarray]:
         """A copy of every static buffer as it is now."""
         return {name: np.array(value.numpy()) for name, value in self.buffers.items()}
@@ -185,7 +192,7 @@ def decode_steps(model: Model, session, inputs: Mapping[str, np.ndarray], prompt
     positions ``[0, prompt_len)`` of the full-sequence ``inputs`` (spec inputs; cache inputs,
     if given, are ignored), then one step per remaining position, each step's present caches
     fed back as the next step's past (static caches: written in place in buffers bound
-    once, ``_StaticLoop``). Returns each step's outputs and the ``(start, end)``
+    once, ``StaticBinding``). Returns each step's outputs and the ``(start, end)``
     positions it covered (what a generation loop does, without the full-sequence check).
 
     ``keep_caches=False`` drops each step's present caches from its outputs once the next
@@ -200,7 +207,7 @@ def decode_steps(model: Model, session, inputs: Mapping[str, np.ndarray], prompt
     spans = ([(0, prompt_len)] if prompt_len else []) + [(t, t + 1)
                                                         for t in range(prompt_len, total)]
     _check_fits(model, total)
-    static = _StaticLoop(model, session, batch) if any(
+    static = StaticBinding(model, session, batch) if any(
         b.static_cache for b in model.blocks) else None
     feedback = {out: inp for b in model.blocks if not b.static_cache
                 for out, inp in cache_feedback(b).items()}  # growing: present -> past
