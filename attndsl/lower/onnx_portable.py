@@ -127,7 +127,11 @@ class PortableLowering:
                 batch = self.onnx_dim(self.model.stream_dims(b.query)[0])
                 for (name, shape), what in zip(cache_outputs(b, batch, PRESENT_LEN).items(),
                                                cache_shapes(b, 0, 0), strict=True):
-                    g.add_output(name, self.results[b.name][what], self.dtype, list(shape))
+                    if b.static_cache:  # ``write_cache`` wrote it under the output's name
+                        g.expose(name, self.dtype, list(shape))
+                    else:
+                        g.add_output(name, self.results[b.name][what], self.dtype,
+                                     list(shape))
 
     def onnx_dim(self, entry: str | int) -> str | int:
         """A shape entry as ONNX sees it: fixed dims are numbers, dynamic ones dim_params."""
@@ -286,14 +290,14 @@ class PortableLowering:
         input's buffer, docs/runtimes.md). The buffer input has no other reader, so a runtime
         that aliases the two never lets a node see a half-written cache."""
         g = self.g
-        buffer = f"{b.name}.cache_{what}"
-        with g.scope(f"write_{what}"):
+        buffer, out = f"{b.name}.cache_{what}", f"{b.name}.cache_{what}_out"
+        with g.scope(f"write_{what}"):  # straight into the graph output: no Identity copy
             if self.opset >= 24:  # write_indices: the one write position for every row
                 rows = g.shape(buffer, 0, 1)
                 at = g.op("Expand", g.reshape(pos.past, [1]), rows)
-                return g.op("TensorScatter", buffer, new, at, mode="linear", axis=2)
+                return g.op_to(out, "TensorScatter", buffer, new, at, mode="linear", axis=2)
             slots = g.op("Expand", g.reshape(pos.k_new, [1, 1, -1, 1]), g.shape(new))
-            return g.op("ScatterElements", buffer, slots, new, axis=2)
+            return g.op_to(out, "ScatterElements", buffer, slots, new, axis=2)
 
     def positions(self, b: Block) -> Positions:
         """The query and key positions of block ``b`` (absolute: past keys first). Lengths
