@@ -8,6 +8,8 @@ the ``ort`` target's fallback."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -24,6 +26,7 @@ from attndsl.runtime import make_session, run_session
 from attndsl.runtime.decode import decode_loop, decode_steps, max_errors, stitch
 from attndsl.weights import load_weights
 
+ROOT = Path(__file__).resolve().parents[1]
 TOL = {"float32": 1e-5, "float16": 2e-3}  # static vs growing vs one full run
 REF_TOL = {"float32": 1e-5, "float16": 5e-3}  # the graph vs the float64 reference
 TOTAL, PROMPT, MAX_LEN = 9, 4, 12
@@ -110,6 +113,40 @@ def test_graph_matches_reference_on_random_buffers(past):
     np.testing.assert_array_equal(key[:, :, past + 3:], inputs["attn.cache_key"][:, :, past + 3:])
 
 
+FEATURE_SPECS = ["bias_qwen2.yaml", "diff_llama.attn", "output_gate_qwen3_next.yaml",
+                 "qk_norm_qwen3.yaml", "rope_llama31_scaled.yaml", "sinks_gpt_oss.yaml",
+                 "temperature_llama4_nope.attn"]
+
+
+@pytest.mark.parametrize("name", FEATURE_SPECS)
+def test_block_features_with_a_static_cache(name):
+    """The repository's cached specs (every block feature but MLA's own cache) with their
+    caches made static: the graph equals the reference on random buffers, and the reference
+    equals the growing cache's over the slots before the write position."""
+    path = ROOT / "specs" / name
+    text = path.read_text()
+    static_text = (text.replace("cache: true", "cache: {layout: static, max_len: 16}")
+                   .replace("\n  cache\n", "\n  cache layout = static, max_len = 16\n"))
+    assert static_text != text
+    model, growing = parse_spec(static_text, path.name), parse_spec(text, path.name)
+    weights = load_weights(model)
+    dims = {d.name: 2 if d.name == "batch" else 3 for d in model.dims if d.size is None}
+    inputs = random_inputs(model, dims, seed=2, past_len=5)
+    want = run_reference(model, weights, inputs)
+    got = run_session(make_session(compile_model(model, weights, opset=24)), inputs)
+    for out, ref in want.items():
+        assert np.max(np.abs(got[out] - ref)) <= 1e-4, out
+    past = {}
+    for b in growing.blocks:
+        for w in ("key", "value"):
+            past[f"{b.name}.past_{w}"] = inputs[f"{b.name}.cache_{w}"][:, :, :5]
+    grow = run_reference(growing, weights, {**{i.name: inputs[i.name]
+                                               for i in growing.inputs}, **past})
+    for o in growing.outputs:
+        ref = want[o.name] if o.attr != "weights" else want[o.name][..., :8]
+        np.testing.assert_allclose(ref, grow[o.name], atol=1e-12)
+
+
 def test_decode_steps_without_kept_caches_and_too_long():
     model = spec("causal_gqa_rope", STATIC)
     proto = compile_model(model, load_weights(model), opset=24)
@@ -151,6 +188,11 @@ def test_syntax_both_ways_and_ir():
     # `cache: {layout: growing}` and `cache: {}` are `cache: true`
     for same in ("{layout: growing}", "{}"):
         assert spec("causal_gqa_rope", same) == grow
+    # the Python API: a mapping for cache
+    api = Spec.parse(grow.spec_text, "yaml").with_block(
+        "attn", cache={"layout": "static", "max_len": MAX_LEN})
+    assert api.model() == model and api.block("attn")["cache"] == {
+        "layout": "static", "max_len": MAX_LEN}
 
 
 @pytest.mark.parametrize("cache, message", [
