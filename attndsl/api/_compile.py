@@ -102,8 +102,7 @@ def compile(spec_or_path: SpecLike, *, opset: int = 18, target: str = "portable"
     """Compile a spec to a checked ONNX model, as ``attndsl compile`` does (same options,
     same bytes).
 
-    ``opset``: 17..24 for both targets (a static KV cache is written with TensorScatter
-    from 24). ``target``:
+    ``opset``: 17..21 for the ``portable`` target, 17..24 for ``ort``. ``target``:
     ``'portable'`` (standard ops only) or ``'ort'`` (ONNX Runtime's fused kernels where a
     block maps exactly). ``sparse``: ``'auto'`` (cost model), ``'dense'`` or ``'block'``;
     ``block_size`` its tile size and ``seq_hint`` the length ``'auto'`` costs dynamic dims

@@ -1,4 +1,4 @@
-"""The portable lowering: IR -> ONNX with standard ops only (default domain, opsets 17..24).
+"""The portable lowering: IR -> ONNX with standard ops only (default domain, opsets 17..21).
 
 Per block: projections ``x @ W.T + b`` (weights are initializers in PyTorch layout, named as
 the weights); split heads to [B, H, S, D]; RoPE; the cache concat; logits as one batched
@@ -283,12 +283,12 @@ class PortableLowering:
         return q, k, v, pos, result
 
     def write_cache(self, b: Block, what: str, new: str, pos: Positions) -> str:
-        """A static cache's buffer ``<block>.cache_<what>`` [B, G, max_len, D] with the new
-        rows [B, G, S, D] (model dtype) written at slots ``write_pos ..``: ``TensorScatter``
-        (linear mode) from opset 24, ``ScatterElements`` on axis 2 before (the same copy of
-        the new rows; both write in place when ONNX Runtime gets the output bound to the
-        input's buffer, docs/runtimes.md). The buffer input has no other reader, so a runtime
-        that aliases the two never lets a node see a half-written cache."""
+        """A static cache's buffer ``<block>.cache_<what>`` [B, G, max_len, D] with the new rows [B,
+        G, S, D] (model dtype) written at slots ``write_pos ..``: ``TensorScatter`` (linear mode) at
+        opset 24 (the ``ort`` target keeps such a block on this lowering), ``ScatterElements`` on
+        axis 2 before (the same copy of the new rows; both write in place when ONNX Runtime gets the
+        output bound to the input's buffer, docs/runtimes.md). The buffer input has no other reader,
+        so a runtime that aliases the two never lets a node see a half-written cache."""
         g = self.g
         buffer, out = f"{b.name}.cache_{what}", f"{b.name}.cache_{what}_out"
         with g.scope(f"write_{what}"):  # straight into the graph output: no Identity copy

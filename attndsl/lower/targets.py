@@ -22,7 +22,7 @@ class Target:
     opsets: tuple[int, ...]
 
 
-PORTABLE = Target("portable", (17, 18, 19, 20, 21, 22, 23, 24))  # standard ops only
+PORTABLE = Target("portable", (17, 18, 19, 20, 21))  # standard ops only
 ORT = Target("ort", (17, 18, 19, 20, 21, 22, 23, 24))  # + ONNX Runtime fused kernels
 
 TARGETS: dict[str, Target] = {t.name: t for t in (PORTABLE, ORT)}
