@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..arrays import as_dtype
 from ..features.registry import (
     block_rules,
     cache_axis,
@@ -97,7 +98,7 @@ class PortableLowering:
                     # shape (): a static cache's write position
                     g.add_input(name, INT64 if shape == () else self.dtype, list(shape))
         for name, arr in self.weights.items():
-            g.add_initializer(name, np.asarray(arr, dtype=m.dtype))  # no copy if same dtype
+            g.add_initializer(name, as_dtype(arr, m.dtype))  # no copy if same dtype
         for b in m.blocks:
             with g.scope(b.name):
                 self.block(b)
