@@ -239,3 +239,16 @@ def test_ort_target_keeps_the_portable_lowering_with_a_reason():
     inputs = random_inputs(model, {"batch": 2, "seq": 2}, past_len=5)
     got, want = run_session(make_session(proto), inputs), run_reference(model, weights, inputs)
     assert max(float(np.max(np.abs(got[n] - want[n]))) for n in want) <= 1e-5
+
+
+def test_viz_probabilities_cover_the_written_slots():
+    """``attndsl viz``'s probability grid of a static-cache block has the written slots as
+    its keys (past + new), not the buffer's max_len, and rows that sum to 1."""
+    from attndsl.viz import example_inputs, prob_grid, run_lengths
+
+    model = parse_spec((ROOT / "specs" / "static_cache.yaml").read_text(), "s.yaml")
+    inputs = example_inputs(model, None, 4, 9, past_len=5)
+    assert run_lengths(model, None, inputs) == (4, 9, 5)
+    grid = prob_grid(model, None, inputs)
+    assert grid.shape == (8, 4, 9)
+    np.testing.assert_allclose(grid.sum(axis=-1), 1.0, atol=1e-12)
