@@ -5,9 +5,10 @@ Per block, causal masks try GQA first and the others MHA first, then ONNX Attent
 (``match_*`` returns a plan or the reason it does not apply, ``emit_*`` builds the nodes).
 Only an exact kernel is a candidate; it is then weighed against the portable plan: under
 ``--sparse auto`` by the cost model measured on this machine (``ort_cost.py``: the cheaper
-estimate wins, the kernel within 10%, and ``--explain`` gives both), under ``--sparse dense`` / ``block`` and where
-the cost model has no constants by a fixed rule (``portable_skips_more``). The first exact
-kernel that wins is used; when none does, the block is portable:
+estimate wins, the kernel within 10%, and ``--explain`` gives both), under ``--sparse
+dense`` / ``block`` and where the cost model has no constants by a fixed rule
+(``portable_skips_more``). The first exact kernel that wins is used; when none does, the
+block is portable:
 
 - ``com.microsoft.GroupQueryAttention``: self-attention over one query/key length, causal
   (attndsl's bottom-right alignment, which GQA shares), causal with a window (``sliding(w)``
