@@ -25,7 +25,8 @@ times them and rewrites the block between the ``MEASURED`` markers below):
   dynamic, after ``seq_hint`` past positions: what such a block spends its life doing): the
   time is the cache traffic, key and value elements of past + new times a cost per element
   that again depends on the size (a cache that fits in the CPU's cache costs less per
-  element), measured at a few past lengths and interpolated the same way.
+  element), measured at a few past lengths (B = 1) and interpolated the same way; a batch
+  of B rows costs B times one row.
 
 The constants are for float32, B = 1, ONNX Runtime's CPU provider with 2 threads (the
 benchmark harness's sessions); fp16 models and other machines use them as they are (only the
@@ -162,8 +163,9 @@ class Shape:
 class Work:
     """What one candidate's time is a function of: its ``kind`` (a ``PREFILL`` / ``DECODE``
     key), the ``amount`` (prefill: million score cells one batch row and head computes;
-    decode: million key/value elements of the step) and a ``scale`` (prefill: batch x heads x
-    (D + Dv) / 128, the multiple of the probe's per-head cost at D = Dv = 64; decode: 1)."""
+    decode: million key/value elements of one batch row's step) and a ``scale`` (prefill:
+    batch x heads x (D + Dv) / 128, the multiple of the probe's per-head cost at D = Dv = 64;
+    decode: the batch)."""
 
     kind: str
     amount: float
@@ -198,7 +200,8 @@ def _prefill(kind: str, b: Block, shape: Shape, cells_per_head: float) -> Work:
 
 
 def _decode(kind: str, b: Block, shape: Shape) -> Work:
-    return Work(kind, shape.batch * b.kv_heads * shape.sk * (b.head_dim + b.v_head_dim) / 1e6)
+    # per batch row (each row's cache is its own block of memory), times the batch
+    return Work(kind, b.kv_heads * shape.sk * (b.head_dim + b.v_head_dim) / 1e6, shape.batch)
 
 
 def fused_work(kernel: str, causal: bool, window: int | None, b: Block, shape: Shape) -> Work:
