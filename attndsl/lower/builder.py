@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..arrays import Deferred, realize
 from . import progress
 from .weight_store import held_weights, is_parameter, weight_stub
 
@@ -68,17 +69,32 @@ class GraphBuilder:
         self.nodes.append(helper.make_node("Identity", [value], [name], name=f"{name}/Identity"))
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
 
+    def expose(self, name: str, elem_type: int, shape: Dims) -> None:
+        """Declare graph output ``name`` that a node already writes under that name (no
+        Identity: a runtime may then give that node the caller's output buffer, which a
+        static KV cache's in-place write needs)."""
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+
+    def op_to(self, name: str, op_type: str, *inputs: str, **attrs: object) -> str:
+        """Add one node whose single output is named ``name`` (a graph output, see
+        ``expose``); returns ``name``."""
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        self.nodes.append(helper.make_node(op_type, list(inputs), [name],
+                                           name=self.fresh(op_type), **attrs))
+        return name
+
     def add_initializer(self, name: str, array: np.ndarray) -> str:
         """An initializer from ``array`` (converted once; not copied when it is already
         C-contiguous). Inside ``weight_store.holding_weights()`` a parameter (a name without
         the leading ``/``) is kept aside by reference and the graph gets its stub."""
-        arr = np.asarray(array, order="C")
         held = held_weights()
-        if held is not None and is_parameter(name):
+        if held is not None and is_parameter(name):  # a deferred array stays deferred
+            arr = array if isinstance(array, Deferred) else np.asarray(array, order="C")
             held[name] = arr
             self.initializers.append(weight_stub(name, arr))
         else:
-            self.initializers.append(numpy_helper.from_array(arr, name))
+            self.initializers.append(numpy_helper.from_array(
+                np.asarray(realize(array), order="C"), name))
         return name
 
     def make_graph(self, name: str) -> onnx.GraphProto:

@@ -523,6 +523,14 @@ class OrtLowering(PortableLowering):
     cost model has no constants for a side, by ``portable_skips_more``."""
 
     def block(self, b: Block) -> None:
+        if b.static_cache:  # the fused kernels' caches grow (or share a buffer per their
+            # own seqlens contract, GroupQueryAttention): the portable lowering writes it
+            first = len(self.explain)
+            super().block(b)
+            self.explain[first:] = [BlockExplanation(
+                e.block, e.lowering, "no fused op: a static KV cache (the fused kernels take a "
+                f"growing past/present cache); {e.reason}") for e in self.explain[first:]]
+            return
         reasons: list[tuple[str, str, bool]] = []  # (kernel, why not, exact)
         pattern = mask_pattern(b.mask)
         first = GQA if isinstance(pattern, Pattern) and pattern.causal else MHA
