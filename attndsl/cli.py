@@ -119,7 +119,8 @@ def _verify(result) -> int:
     the tolerance of the model's dtype (or NaN, or missing)."""
     report = api.verify(result)
     tol = report.tolerance
-    print(f"verify against the numpy reference (tolerance {tol:g} max abs error):")
+    print(f"verify against the numpy reference (tolerance {tol:g} max abs error, "
+          f"plus {report.relative_tolerance:g} of the output's largest value):")
     for c in report.checks:
         if c.missing:
             print(f"  {c.name}: missing from the model's outputs FAIL")
@@ -264,7 +265,8 @@ def _parser_run(sub: argparse._SubParsersAction) -> None:
                        description="Compile a spec (or load a .onnx made by attndsl), run it "
                        "in ONNX Runtime on given or random inputs, print the outputs; "
                        "--verify compares with the numpy reference (max abs error 1e-4 for "
-                       "float32, 2e-2 for float16; exit 1 above it).")
+                       "float32, 2e-2 for float16, plus 1e-5 / 1e-2 of the output's "
+                       "largest value; exit 1 above it).")
     c.add_argument("model", metavar="SPEC|MODEL.onnx")
     c.add_argument("--inputs", metavar="in.npz", help="inputs by graph input name")
     c.add_argument("--output", metavar="out.npz", help="write the outputs here")

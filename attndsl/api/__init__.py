@@ -23,6 +23,7 @@ from ._compile import CompileResult, SpecLike, WeightsLike, compile, compile_to,
 from ._decode import DecodeResult, decode
 from ._import import ImportReport, import_hf, import_hf_to
 from ._run import (
+    RELATIVE_TOLERANCE,
     TOLERANCE,
     OutputCheck,
     RunResult,
@@ -39,8 +40,8 @@ from ._spec import SYNTAXES, Spec, load_spec, parse_spec
 
 __all__ = [
     "DEFAULT_OPSET", "OPSETS", "SPARSE_MODES", "SYNTAXES", "TARGET_NAMES", "opset_ranges",
-    "TOLERANCE", "CompileResult", "DecodeResult", "decode", "ImportReport", "import_hf",
-    "import_hf_to", "OutputCheck",
+    "RELATIVE_TOLERANCE", "TOLERANCE", "CompileResult", "DecodeResult", "decode",
+    "ImportReport", "import_hf", "import_hf_to", "OutputCheck",
     "RunResult", "Spec", "SpecLike",
     "Summary", "VerifyReport", "WeightsLike", "check", "compare", "compile", "compile_to",
     "convert", "draw", "execute", "format_summary", "ir_text", "load_onnx", "load_spec",
