@@ -194,7 +194,8 @@ class PortableLowering:
 
     def attend_sparse(self, b: Block, plan: Plan, q: str, k: str, v: str,
                       pos: Positions) -> str:
-        """Block-sparse attention (``block_sparse.py``): output [B, H, Sq, Dv] (float32)."""
+        """Block-sparse attention or the chunked dense lowering (``block_sparse.py``): output
+        [B, H, Sq, Dv] (float32)."""
         lens = self.model.static_lens(b)
         ctx = bs.Context(self.g, b, self.input_types, lens, self.float32,
                          guard=not row_witnesses(b.mask, self.model.has_diagonal(b)),
@@ -205,6 +206,8 @@ class PortableLowering:
                                       plan.pieces)
             if plan.kind == "chunks":
                 return bs.attend_chunks(ctx, q, k, v, pos, plan.chunks, plan.hi)
+            if plan.kind == "dense_chunks":  # every key, queries in chunks
+                return bs.attend_chunks(ctx, q, k, v, pos, plan.chunks, None)
             return bs.attend_tiles(ctx, q, k, v, plan.tile, plan.groups, plan.q_len,
                                    plan.k_len)
 
@@ -324,8 +327,9 @@ class PortableLowering:
 
     def per_group(self, b: Block, a: str, kv: str) -> str:
         """``a`` [B, H, Sq, X] @ ``kv`` [B, G, X, Y], query head h reading kv head
-        h // group (one batched MatMul; K/V are never repeated)."""
-        return self.g.grouped_matmul(a, kv, b.heads, b.kv_heads)
+        h // group (one batched MatMul; K/V are never repeated: the heads of a group are
+        folded into the rows, ``GraphBuilder.grouped_matmul``)."""
+        return self.g.grouped_matmul(a, kv, b.heads, b.kv_heads, fold_rows=True)
 
     def allowed(self, b: Block, pos: Positions) -> tuple[str | bool, bool]:
         """The block's bool mask with bias(t) -inf cells removed, and whether some query row

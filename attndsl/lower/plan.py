@@ -44,6 +44,8 @@ DEFAULT_SEQ = 4096
 PIECE_BYTES = 64 << 20  # working memory of one run of band tiles (smaller runs stay in cache)
 MAX_PIECES = 32
 CHUNK_CHOICES = (2, 4, 8, 16, 32)
+DENSE_CHUNK_ROWS = (32, 64, 128, 256)  # query rows per chunk of the chunked dense lowering
+MAX_DENSE_CHUNKS = 128
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class CostModel:
     cell_ns: float = 1.6  # mask Add + Softmax per computed cell of a chunk or tile run
     copy_ns: float = 0.6  # per gathered or sliced key / value element
     node_us: float = 15.0  # fixed cost of one node
+    chunk_cell_ns: float = 1.6  # Softmax per cell of a dense query chunk (no mask)
+    dense_chunk_nodes: int = 8  # nodes per chunk of the chunked dense lowering
 
     def estimate(self, b: Block, cells: float, gflops: float, cell_ns: float, copied: float,
                  nodes: int) -> float:
@@ -98,7 +102,9 @@ class Plan:
 
     @property
     def lowering(self) -> str:
-        return "portable/dense" if self.kind == "dense" else f"portable/block-sparse {self.kind}"
+        if self.kind in ("dense", "dense_chunks"):
+            return "portable/dense" + (" chunks" if self.kind == "dense_chunks" else "")
+        return f"portable/block-sparse {self.kind}"
 
 
 # ---------------------------------------------------------------- mask analysis
@@ -137,8 +143,6 @@ def _dense_reason(b: Block, wants_weights: bool) -> str | None:
     for mod in b.score:
         if _cell_inputs(mod):
             return f"score {format_leaf(mod)} is an input over every (query, key) cell"
-    if simplify(b.mask, b.heads) == mn.All():
-        return "no mask: every (query, key) pair is attended"
     for node in mn.walk(b.mask):
         if _cell_inputs(node):
             return f"{format_leaf(node)} is an input over every (query, key) cell"
@@ -178,6 +182,18 @@ def _chunks(b: Block, hi: int, sq: int, sk: int, chunks: int, q0: int) -> tuple[
     return ms, Plan("chunks", f"block-sparse chunks: queries in {chunks} chunks, each "
                     f"attending keys up to its last query{'' if hi == 0 else f' + {hi}'} "
                     f"({100 * frac:.1f}% of the pairs at length {sq})", chunks=chunks, hi=hi)
+
+
+def _dense_chunks(b: Block, sq: int, sk: int, rows: int) -> tuple[float, Plan]:
+    chunks = max(2, min(MAX_DENSE_CHUNKS, -(-sq // rows)))
+    cells = b.heads * sq * sk
+    copied = sq * b.heads * (b.head_dim + b.v_head_dim)  # the query slices, the output concat
+    ms = COST.estimate(b, cells, COST.gemm_gflops, COST.chunk_cell_ns, copied,
+                       6 + COST.dense_chunk_nodes * chunks)
+    return ms, Plan("dense_chunks", f"dense attention in {chunks} query chunks of "
+                    f"{-(-sq // chunks)} rows (one chunk's scores alive at a time: "
+                    f"{4 * b.heads * -(-sq // chunks) * sk / 2**20:.3g} MiB per batch row at "
+                    f"length {sq})", chunks=chunks)
 
 
 def _group(counts: np.ndarray, max_groups: int = 3) -> list[np.ndarray]:
@@ -263,7 +279,8 @@ def plan_block(b: Block, q_len: int | None, k_len: int | None, wants_weights: bo
     if why is not None:
         return Plan("dense", f"dense attention: {why}")
     mask = simplify(b.mask, b.heads)
-    bounds = offset_bounds(mask)
+    unmasked = mask == mn.All()
+    bounds = None if unmasked else offset_bounds(mask)
     hint = options.seq_hint or DEFAULT_SEQ
     static = q_len is not None and k_len is not None and not b.cache
     sq = q_len if q_len is not None else hint
@@ -275,27 +292,34 @@ def plan_block(b: Block, q_len: int | None, k_len: int | None, wants_weights: bo
         cands += [_band(b, bounds[0], bounds[1], sq, sk, t) for t in tiles]
     if bounds is not None and bounds[1] is not None and (not b.cache or options.mode == "block"):
         cands += [_chunks(b, bounds[1], sq, sk, c, 0) for c in CHUNK_CHOICES]  # wide bands too
-    if static and not cands:
+    if static and not cands and not unmasked:
         tile_sizes = tiles if options.block_size else tuple(
             sorted({*tiles, *(t for n in mn.walk(mask) for t in _tile_sizes(n))}))
         cands += [c for c in (_tiles(b, sq, sk, t) for t in tile_sizes if t <= max(sq, sk))
                   if c is not None]
+    if options.mode == "block" and cands:
+        ms, best = min(cands, key=lambda c: c[0])
+        return _with_reason(best, f"{best.reason}; forced by --sparse block")
+    if options.mode == "auto" and not b.cache and (bounds is None or bounds[1] is None):
+        # every key may be attended: the chunked dense lowering (scores of one chunk alive)
+        cands += [_dense_chunks(b, sq, sk, r) for r in DENSE_CHUNK_ROWS]
     if not cands:
-        reason = ("the mask's pattern has no empty tiles to skip" if bounds is None or static
+        reason = ("no mask: every (query, key) pair is attended" if unmasked
+                  else "the mask's pattern has no empty tiles to skip" if bounds is None
+                  or static
                   else "causal-like with a KV cache: decode steps have few query rows"
                   if b.cache and bounds[1] is not None
                   else "no bounded offset band, and lengths are dynamic (tile lists need "
                   "static lengths)")
         return Plan("dense", f"dense attention: {reason}")
-    ms, best = min(cands, key=lambda c: c[0])
     dense_ms = _dense_ms(b, sq, sk)
-    if options.mode == "block":
-        return _with_reason(best, f"{best.reason}; forced by --sparse block")
+    ms, best = min(cands, key=lambda c: c[0])
     if ms < dense_ms:
         return _with_reason(best, f"{best.reason}; estimated {ms:.3g} ms vs dense "
                             f"{dense_ms:.3g} ms{at}")
-    return Plan("dense", f"dense attention: cheaper than the best sparse plan "
-                f"({best.kind}, estimated {ms:.3g} ms vs dense {dense_ms:.3g} ms{at})")
+    return Plan("dense", f"dense attention: cheaper than the best chunked or sparse plan "
+                f"({best.lowering.split('/')[-1]}, estimated {ms:.3g} ms vs dense "
+                f"{dense_ms:.3g} ms{at})")
 
 
 def _with_reason(p: Plan, reason: str) -> Plan:
