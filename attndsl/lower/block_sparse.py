@@ -195,13 +195,14 @@ def attend_chunks(ctx: Context, q: str, k: str, v: str, pos: Positions, chunks: 
     for c in range(chunks):
         with g.scope(f"chunk{c}"):
             r0, r1 = bounds[c], bounds[c + 1]
-            q_c = g.op("Slice", q, g.reshape(r0, [1]), g.reshape(r1, [1]), g.i64(2))
             if hi is None:
+                q_c = g.op("Slice", q, g.reshape(r0, [1]), g.reshape(r1, [1]), g.i64(2))
                 kt_c, v_c = kt, v
                 pp: PairPositions = _ChunkPairs(g, (r0, r1), all_keys, sk, q0)
             else:
                 end = g.op("Clip", g.add(g.add(q0, r1), i64(hi)), one, sk)  # keys [0, end)
                 end1 = g.reshape(end, [1])
+                q_c = g.op("Slice", q, g.reshape(r0, [1]), g.reshape(r1, [1]), g.i64(2))
                 kt_c = g.op("Slice", kt, g.i64(0), end1, g.i64(3))  # [B, G, D, end]
                 v_c = g.op("Slice", v, g.i64(0), end1, g.i64(2))
                 q_col = g.unsqueeze(g.range(g.add(q0, r0), g.add(q0, r1), one), [1])

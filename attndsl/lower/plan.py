@@ -44,8 +44,9 @@ DEFAULT_SEQ = 4096
 PIECE_BYTES = 64 << 20  # working memory of one run of band tiles (smaller runs stay in cache)
 MAX_PIECES = 32
 CHUNK_CHOICES = (2, 4, 8, 16, 32)
-DENSE_CHUNK_ROWS = (32, 64, 128, 256)  # query rows per chunk of the chunked dense lowering
-MAX_DENSE_CHUNKS = 128
+DENSE_CHUNK_ROWS = (64, 128, 256, 512)  # query rows per chunk of the chunked dense lowering
+MAX_DENSE_CHUNKS = 256
+DENSE_MAX_MIB = 1024  # a one-tensor score graph above this is chunked whatever the estimate
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,14 @@ class CostModel:
     cell_ns: float = 1.6  # mask Add + Softmax per computed cell of a chunk or tile run
     copy_ns: float = 0.6  # per gathered or sliced key / value element
     node_us: float = 15.0  # fixed cost of one node
-    chunk_cell_ns: float = 1.6  # Softmax per cell of a dense query chunk (no mask)
-    dense_chunk_nodes: int = 8  # nodes per chunk of the chunked dense lowering
+    # the chunked dense lowering (``_dense_chunks``): once the one-tensor graph's scores
+    # outgrow ``cache_mib`` (the 300 MiB L3 of the measuring machine), each of its score cells
+    # costs ``spill_ns`` more than a cell of a chunk of at most ``chunk_mib``; each chunk's
+    # GEMMs re-pack K^T and V (``copy_ns`` per element), which is what small chunks lose
+    cache_mib: float = 256.0
+    chunk_mib: float = 64.0
+    spill_ns: float = 0.7
+    dense_chunk_nodes: int = 8  # nodes per chunk (Slice, 2 MatMul, Softmax, reshapes)
 
     def estimate(self, b: Block, cells: float, gflops: float, cell_ns: float, copied: float,
                  nodes: int) -> float:
@@ -186,14 +193,19 @@ def _chunks(b: Block, hi: int, sq: int, sk: int, chunks: int, q0: int) -> tuple[
 
 def _dense_chunks(b: Block, sq: int, sk: int, rows: int) -> tuple[float, Plan]:
     chunks = max(2, min(MAX_DENSE_CHUNKS, -(-sq // rows)))
+    rows = -(-sq // chunks)
     cells = b.heads * sq * sk
-    copied = sq * b.heads * (b.head_dim + b.v_head_dim)  # the query slices, the output concat
-    ms = COST.estimate(b, cells, COST.gemm_gflops, COST.chunk_cell_ns, copied,
+    # every chunk's two GEMMs pack their right operand (K^T, V) again: per kv head (the query
+    # heads of a group are folded into the rows), sk x (D + Dv) elements per chunk
+    packed = chunks * b.kv_heads * sk * (b.head_dim + b.v_head_dim)
+    chunk_mib = 4 * b.heads * rows * sk / 2**20  # one chunk's scores, per batch row
+    spills = 4 * cells / 2**20 > COST.cache_mib and chunk_mib <= COST.chunk_mib
+    cell_ns = COST.dense_cell_ns - (COST.spill_ns if spills else 0.0)
+    ms = COST.estimate(b, cells, COST.gemm_gflops, cell_ns, packed,
                        6 + COST.dense_chunk_nodes * chunks)
-    return ms, Plan("dense_chunks", f"dense attention in {chunks} query chunks of "
-                    f"{-(-sq // chunks)} rows (one chunk's scores alive at a time: "
-                    f"{4 * b.heads * -(-sq // chunks) * sk / 2**20:.3g} MiB per batch row at "
-                    f"length {sq})", chunks=chunks)
+    return ms, Plan("dense_chunks", f"dense attention in {chunks} query chunks of {rows} rows "
+                    f"(one chunk's scores alive at a time: {chunk_mib:.3g} MiB per batch row "
+                    f"at length {sq})", chunks=chunks)
 
 
 def _group(counts: np.ndarray, max_groups: int = 3) -> list[np.ndarray]:
@@ -314,6 +326,9 @@ def plan_block(b: Block, q_len: int | None, k_len: int | None, wants_weights: bo
         return Plan("dense", f"dense attention: {reason}")
     dense_ms = _dense_ms(b, sq, sk)
     ms, best = min(cands, key=lambda c: c[0])
+    if best.kind == "dense_chunks" and 4 * b.heads * sq * sk / 2**20 > DENSE_MAX_MIB:
+        return _with_reason(best, f"{best.reason}; the one-tensor scores would take "
+                            f"{4 * b.heads * sq * sk / 2**30:.3g} GiB per batch row{at}")
     if ms < dense_ms:
         return _with_reason(best, f"{best.reason}; estimated {ms:.3g} ms vs dense "
                             f"{dense_ms:.3g} ms{at}")

@@ -1,0 +1,212 @@
+"""The chunked dense lowering (``dense_chunks``: query chunks that each attend every key)
+against the numpy reference, and the GQA row folding of the dense and chunked lowerings.
+
+``plan.py`` picks the chunked dense lowering under ``--sparse auto`` for blocks whose allowed
+offsets are not bounded above (no mask, ``padding``, ``~causal``, a global row ...) when the
+cost model says it wins: dynamic lengths are costed at ``seq_hint`` (4096 by default, where
+the one-tensor scores of a benchmark-sized block outgrow the cost model's cache share). The
+reference tests shrink that cache share (``small_cache``), so their small blocks are chunked
+too: 8 chunks at the default hint, most of them empty or of one row at these lengths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import onnx
+import pytest
+from helpers import check_against_reference, one_block
+
+from attndsl.inputs import random_inputs
+from attndsl.ir.nodes import Model
+from attndsl.lower import plan as plan_module
+from attndsl.lower.compile import CompileOptions, compile_with_explanations
+from attndsl.lower.plan import plan_block
+from attndsl.runtime import make_session
+from attndsl.weights import load_weights
+
+ATOL = {"float32": 2e-5, "float16": 4e-3}
+CHUNKED = "portable/dense chunks"
+LENGTHS = [{"batch": 1, "seq": s} for s in (1, 2, 3, 5, 8, 13)] + [{"batch": 3, "seq": 6}]
+HEADS = {"mha": "    heads: 4", "gqa": "    heads: 6\n    kv_heads: 2\n    head_dim: 8",
+         "mqa": "    heads: 4\n    kv_heads: 1\n    head_dim: 6\n    v_head_dim: 5"}
+
+
+@pytest.fixture
+def small_cache(monkeypatch):
+    """The cost model with no cache: the one-tensor scores always spill, so the chunked
+    lowering wins at every length where its nodes pay off."""
+    monkeypatch.setattr(plan_module, "COST", replace(plan_module.COST, cache_mib=0.0))
+
+
+def spec(block: str, *, seq: str = "dynamic", inputs: str = "", dtype: str = "float32",
+         extra_dims: str = "") -> Model:
+    return one_block(block, dtype=dtype, seed=3, seq=seq, dims=extra_dims, inputs=inputs)
+
+
+def run_cases(model: Model, cases: list[dict], seq_hint: int | None = None,
+              chunks: int | None = None) -> onnx.ModelProto:
+    """Compile once with ``--sparse auto``; check the plan chose the chunked dense lowering
+    (in ``chunks`` chunks when given) and every case against the reference."""
+    weights = load_weights(model)
+    proto, explain = compile_with_explanations(model, weights, CompileOptions(seq_hint=seq_hint))
+    assert explain[0].lowering == CHUNKED, explain[0]
+    if chunks is not None:
+        assert f"in {chunks} query chunks" in explain[0].reason, explain[0].reason
+    session = make_session(proto)
+    for i, case in enumerate(cases):
+        sizes = {k: v for k, v in case.items() if k != "past"}
+        feed = random_inputs(model, sizes, seed=i)
+        check_against_reference(model, feed, ATOL[model.dtype], session=session,
+                                weights=weights, where=case)
+    return proto
+
+
+@pytest.mark.parametrize("heads", HEADS)
+@pytest.mark.usefixtures("small_cache")
+def test_unmasked(heads):
+    run_cases(spec(HEADS[heads]), LENGTHS)
+
+
+@pytest.mark.usefixtures("small_cache")
+def test_eight_chunks_at_the_default_hint():
+    run_cases(spec(HEADS["gqa"]), LENGTHS, chunks=8)
+
+
+def test_two_chunks_at_a_shorter_hint(small_cache):
+    run_cases(spec(HEADS["gqa"]), LENGTHS, seq_hint=1024, chunks=2)
+
+
+@pytest.mark.parametrize("mask", ["padding(lens)", "~causal", "causal | global(0)",
+                                  "heads(0, 1) & causal | heads(2, 3) & ~sliding(2)"])
+@pytest.mark.usefixtures("small_cache")
+def test_masks_unbounded_above(mask):
+    """Masks that may allow any key: evaluated per chunk; ``~causal`` leaves the last row with
+    no key (the guard zeroes it), padding(lens) may leave none at all."""
+    model = spec(f"    heads: 4\n    kv_heads: 2\n    mask: \"{mask}\"",
+                 inputs="  lens: {shape: [batch], dtype: int64}")
+    run_cases(model, LENGTHS)
+
+
+@pytest.mark.parametrize("score", ["[alibi]", "[softcap(2.0)]",
+                                   "[relative_bias(buckets=8, max_distance=6)]"])
+@pytest.mark.usefixtures("small_cache")
+def test_scores(score):
+    run_cases(spec(f"    heads: 6\n    kv_heads: 3\n    head_dim: 4\n    scale: 2.0\n"
+                   f"    score: {score}"), LENGTHS)
+
+
+@pytest.mark.usefixtures("small_cache")
+def test_sinks_softmax():
+    run_cases(spec("    heads: 4\n    kv_heads: 2\n    head_dim: 8\n    sinks: true"), LENGTHS)
+
+
+@pytest.mark.usefixtures("small_cache")
+def test_float16():
+    run_cases(spec("    heads: 4\n    kv_heads: 2\n    score: [alibi]", dtype="float16"),
+              LENGTHS)
+
+
+@pytest.mark.usefixtures("small_cache")
+def test_cross_attention():
+    model = spec("    key_value: mem\n    heads: 4\n    kv_heads: 2",
+                 inputs="  mem: [batch, mem_len, d]", extra_dims="  mem_len: dynamic")
+    run_cases(model, [{"batch": 2, "seq": s, "mem_len": m}
+                      for s, m in ((7, 3), (1, 5), (9, 9), (4, 1))])
+
+
+def test_static_length(small_cache):
+    """Static lengths: the plan costs the real length (1200: 3 chunks of 400 rows)."""
+    model = spec("    heads: 2\n    head_dim: 4", seq="1200")
+    proto = run_cases(model, [{"batch": 1}, {"batch": 2}], chunks=3)
+    softmaxes = [n for n in proto.graph.node if n.op_type == "Softmax"]
+    assert len(softmaxes) == 3  # one per chunk, and no mask: no Where
+    assert not any(n.op_type == "Where" for n in proto.graph.node)
+
+
+# ---------------------------------------------------------------- plan choices
+
+
+def plan_of(model: Model, **options) -> tuple[str, str]:
+    _, explain = compile_with_explanations(model, None, CompileOptions(**options))
+    return explain[0].lowering, explain[0].reason
+
+
+def test_plan_picks_chunks_by_cost():
+    bench = spec("    heads: 12\n    head_dim: 64", seq="4096")
+    lowering, reason = plan_of(bench)
+    assert lowering == CHUNKED and "estimated" in reason and "MiB per batch row" in reason
+    # 2048: the scores (192 MiB) stay in the cache share; re-packing K and V per chunk loses
+    lowering, reason = plan_of(spec("    heads: 12\n    head_dim: 64", seq="2048"))
+    assert lowering == "portable/dense" and "dense chunks, estimated" in reason
+    huge = plan_block(spec("    heads: 12\n    head_dim: 64").blocks[0], 16384, 16384, False)
+    assert huge.kind == "dense_chunks" and "12 GiB per batch row" in huge.reason
+    short = spec("    heads: 4", seq="64")
+    lowering, reason = plan_of(short)
+    assert lowering == "portable/dense" and "dense chunks, estimated" in reason
+    assert plan_of(spec("    heads: 4"), seq_hint=32)[0] == "portable/dense"
+
+
+def test_plan_chunk_rows_grow_with_length():
+    """A chunk's scores stay within the cost model's cache share: more chunks as S grows, so
+    peak memory grows with S, not S^2."""
+    model = spec("    heads: 12\n    head_dim: 64")
+    counts = []
+    for s in (3072, 4096, 8192):
+        p = plan_block(model.blocks[0], s, s, False)
+        assert p.kind == "dense_chunks", p.reason
+        counts.append(p.chunks)
+        assert 4 * 12 * -(-s // p.chunks) * s / 2**20 <= 64  # one chunk's scores, MiB
+    assert counts == sorted(counts) and counts[-1] > counts[0]
+
+
+def test_forced_modes_keep_one_tensor():
+    model = spec("    heads: 12\n    head_dim: 64", seq="4096")
+    assert plan_of(model, sparse="dense")[0] == "portable/dense"
+    lowering, reason = plan_of(model, sparse="block")  # block: block-sparse strategies only
+    assert lowering == "portable/dense" and "no mask" in reason
+
+
+def test_auto_keeps_cached_blocks_dense():
+    lowering, reason = plan_of(spec("    heads: 4\n    cache: true"))
+    assert lowering == "portable/dense" and "no mask" in reason
+
+
+def test_weights_output_stays_dense():
+    model = one_block("    heads: 4", outputs="y: attn\n  p: attn.weights")
+    lowering, reason = plan_of(model)
+    assert lowering == "portable/dense" and "attn.weights" in reason
+
+
+# ---------------------------------------------------------------- GQA row folding
+
+
+def test_gqa_decode_reads_each_kv_head_once():
+    """A GQA decode graph: no Unsqueeze/Expand/Tile of the keys or values, and the only
+    Transposes of a [B, G, S, D] cache-sized value are none (the scores' MatMul reads the
+    concatenated keys through a transpose ORT fuses into the MatMul: the one Transpose of
+    the present keys is the MatMul's own operand)."""
+    model = spec("    heads: 8\n    kv_heads: 2\n    head_dim: 8\n    mask: causal\n"
+                 "    cache: true")
+    proto, _ = compile_with_explanations(model, None, CompileOptions())
+    present = {n.input[0] for n in proto.graph.node if n.output[0] == "attn.present_key"}
+    users = [n for n in proto.graph.node if present & set(n.input)]
+    assert not any(n.op_type in ("Expand", "Tile", "Unsqueeze") for n in users)
+    transposed = [n for n in users if n.op_type == "Transpose"]
+    assert len(transposed) == 1
+    matmuls = [n for n in proto.graph.node if transposed[0].output[0] in n.input]
+    assert [n.op_type for n in matmuls] == ["MatMul"]
+    assert not any(n.op_type in ("Expand", "Tile") for n in proto.graph.node)
+
+
+@pytest.mark.parametrize("seq", [1, 7])
+def test_gqa_folded_rows_against_reference(seq):
+    model = spec("    heads: 6\n    kv_heads: 2\n    head_dim: 4\n    mask: causal\n"
+                 "    cache: true")
+    weights = load_weights(model)
+    proto, _ = compile_with_explanations(model, weights, CompileOptions())
+    session = make_session(proto)
+    for batch, past in ((1, 0), (2, 5), (3, 11)):
+        feed = random_inputs(model, {"batch": batch, "seq": seq}, seed=batch, past_len=past)
+        check_against_reference(model, feed, ATOL["float32"], session=session,
+                                weights=weights, where={"batch": batch, "past": past})
