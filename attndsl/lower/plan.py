@@ -9,8 +9,16 @@ strategies of ``block_sparse`` apply:
   and chunking them only adds nodes;
 - tiles: static lengths and no cache, with empty tiles in the tile classification.
 
-``--sparse dense`` keeps every block dense, ``block`` takes the best applicable strategy,
-``auto`` compares the cost model's estimates with dense and takes the cheapest. Blocks whose
+Blocks whose mask is not bounded above (no mask, ``padding``, ``~causal``, global rows ...)
+may also run as **chunked dense** (``dense_chunks``, ``auto`` only, no cache): the queries in
+chunks that each attend every key, so only one chunk's scores are alive at a time; chosen
+when the one-tensor scores would outgrow the cache share of the cost model and the chunks'
+re-packing of K and V costs less than that, and always when the one-tensor scores would pass
+``DENSE_MAX_MIB``.
+
+``--sparse dense`` keeps every block dense (one score tensor), ``block`` takes the best
+applicable block-sparse strategy, ``auto`` compares the cost model's estimates of the
+block-sparse and chunked dense plans with dense and takes the cheapest. Blocks whose
 probabilities are a graph output, whose mask is an input (``mask(m)``) or that add a
 ``bias(t)`` input stay dense: those are indexed by absolute cells. Dynamic lengths are costed
 at ``SparseOptions.seq_hint`` (default 4096).
@@ -18,9 +26,11 @@ at ``SparseOptions.seq_hint`` (default 4096).
 The cost model estimates milliseconds on ONNX Runtime CPU with 2 threads: matmul FLOPs at the
 rate of large and of tile-sized GEMMs, a per-score-cell cost of the elementwise passes (mask,
 Softmax: the dense graph's are slower, its score tensor never fits a cache), a per-element
-cost of gathered or sliced keys/values, and a fixed cost per node. The constants come from
-ORT profiles of ``benchmarks/sparse_probe.py`` (core attention, H=12, D=64, fp32, two pinned
-cores; see ``CostModel``); only their ratios matter for the choice.
+cost of gathered or sliced keys/values (and of the keys/values a chunk's GEMMs re-pack), and
+a fixed cost per node. The constants come from ORT profiles of ``benchmarks/sparse_probe.py``
+(core attention, H=12, D=64, fp32, two pinned cores; see ``CostModel``) and, for the chunked
+dense plan, from paired timings of the dense-{1024,2048,4096} benchmark cases
+(benchmarks/README.md, "Cost model calibration"); only their ratios matter for the choice.
 """
 
 from __future__ import annotations
