@@ -2,16 +2,14 @@
 against the numpy reference, and the GQA row folding of the dense and chunked lowerings.
 
 ``plan.py`` picks the chunked dense lowering under ``--sparse auto`` for blocks whose allowed
-offsets are not bounded above (no mask, ``padding``, ``~causal``, a global row ...) when the
-cost model says it wins: dynamic lengths are costed at ``seq_hint`` (4096 by default, where
-the one-tensor scores of a benchmark-sized block outgrow the cost model's cache share). The
-reference tests shrink that cache share (``small_cache``), so their small blocks are chunked
-too: 8 chunks at the default hint, most of them empty or of one row at these lengths.
+offsets are not bounded above (no mask, ``padding``, ``~causal``, a global row ...) when one
+score tensor would pass ``DENSE_MAX_MIB`` (dynamic lengths costed at ``seq_hint``, 4096 by
+default). The reference tests lower that limit to 0 (``small_limit``), so their small blocks
+are chunked too: 8 chunks at the default hint, most of them empty or of one row at these
+lengths.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import onnx
 import pytest
@@ -33,10 +31,9 @@ HEADS = {"mha": "    heads: 4", "gqa": "    heads: 6\n    kv_heads: 2\n    head_
 
 
 @pytest.fixture
-def small_cache(monkeypatch):
-    """The cost model with no cache: the one-tensor scores always spill, so the chunked
-    lowering wins at every length where its nodes pay off."""
-    monkeypatch.setattr(plan_module, "COST", replace(plan_module.COST, cache_mib=0.0))
+def small_limit(monkeypatch):
+    """No one-tensor score graph is small enough: every eligible block is chunked."""
+    monkeypatch.setattr(plan_module, "DENSE_MAX_MIB", 0)
 
 
 def spec(block: str, *, seq: str = "dynamic", inputs: str = "", dtype: str = "float32",
@@ -63,23 +60,23 @@ def run_cases(model: Model, cases: list[dict], seq_hint: int | None = None,
 
 
 @pytest.mark.parametrize("heads", HEADS)
-@pytest.mark.usefixtures("small_cache")
+@pytest.mark.usefixtures("small_limit")
 def test_unmasked(heads):
     run_cases(spec(HEADS[heads]), LENGTHS)
 
 
-@pytest.mark.usefixtures("small_cache")
+@pytest.mark.usefixtures("small_limit")
 def test_eight_chunks_at_the_default_hint():
     run_cases(spec(HEADS["gqa"]), LENGTHS, chunks=8)
 
 
-def test_two_chunks_at_a_shorter_hint(small_cache):
+def test_two_chunks_at_a_shorter_hint(small_limit):
     run_cases(spec(HEADS["gqa"]), LENGTHS, seq_hint=1024, chunks=2)
 
 
 @pytest.mark.parametrize("mask", ["padding(lens)", "~causal", "causal | global(0)",
                                   "heads(0, 1) & causal | heads(2, 3) & ~sliding(2)"])
-@pytest.mark.usefixtures("small_cache")
+@pytest.mark.usefixtures("small_limit")
 def test_masks_unbounded_above(mask):
     """Masks that may allow any key: evaluated per chunk; ``~causal`` leaves the last row with
     no key (the guard zeroes it), padding(lens) may leave none at all."""
@@ -90,24 +87,24 @@ def test_masks_unbounded_above(mask):
 
 @pytest.mark.parametrize("score", ["[alibi]", "[softcap(2.0)]",
                                    "[relative_bias(buckets=8, max_distance=6)]"])
-@pytest.mark.usefixtures("small_cache")
+@pytest.mark.usefixtures("small_limit")
 def test_scores(score):
     run_cases(spec(f"    heads: 6\n    kv_heads: 3\n    head_dim: 4\n    scale: 2.0\n"
                    f"    score: {score}"), LENGTHS)
 
 
-@pytest.mark.usefixtures("small_cache")
+@pytest.mark.usefixtures("small_limit")
 def test_sinks_softmax():
     run_cases(spec("    heads: 4\n    kv_heads: 2\n    head_dim: 8\n    sinks: true"), LENGTHS)
 
 
-@pytest.mark.usefixtures("small_cache")
+@pytest.mark.usefixtures("small_limit")
 def test_float16():
     run_cases(spec("    heads: 4\n    kv_heads: 2\n    score: [alibi]", dtype="float16"),
               LENGTHS)
 
 
-@pytest.mark.usefixtures("small_cache")
+@pytest.mark.usefixtures("small_limit")
 def test_cross_attention():
     model = spec("    key_value: mem\n    heads: 4\n    kv_heads: 2",
                  inputs="  mem: [batch, mem_len, d]", extra_dims="  mem_len: dynamic")
@@ -115,7 +112,7 @@ def test_cross_attention():
                       for s, m in ((7, 3), (1, 5), (9, 9), (4, 1))])
 
 
-def test_static_length(small_cache):
+def test_static_length(small_limit):
     """Static lengths: the plan costs the real length (1200: 3 chunks of 400 rows)."""
     model = spec("    heads: 2\n    head_dim: 4", seq="1200")
     proto = run_cases(model, [{"batch": 1}, {"batch": 2}], chunks=3)
@@ -132,19 +129,26 @@ def plan_of(model: Model, **options) -> tuple[str, str]:
     return explain[0].lowering, explain[0].reason
 
 
-def test_plan_picks_chunks_by_cost():
+def test_plan_picks_chunks_by_memory():
     bench = spec("    heads: 12\n    head_dim: 64", seq="4096")
     lowering, reason = plan_of(bench)
-    assert lowering == CHUNKED and "estimated" in reason and "MiB per batch row" in reason
-    # 2048: the scores (192 MiB) stay in the cache share; re-packing K and V per chunk loses
+    assert lowering == CHUNKED and "768 MiB per batch row (over 512 MiB)" in reason
+    assert "estimated" in reason and "48 MiB per batch row" in reason
+    # 2048: one score tensor (192 MiB) is allowed
     lowering, reason = plan_of(spec("    heads: 12\n    head_dim: 64", seq="2048"))
-    assert lowering == "portable/dense" and "dense chunks, estimated" in reason
-    huge = plan_block(spec("    heads: 12\n    head_dim: 64").blocks[0], 16384, 16384, False)
-    assert huge.kind == "dense_chunks" and "12 GiB per batch row" in huge.reason
-    short = spec("    heads: 4", seq="64")
-    lowering, reason = plan_of(short)
-    assert lowering == "portable/dense" and "dense chunks, estimated" in reason
-    assert plan_of(spec("    heads: 4"), seq_hint=32)[0] == "portable/dense"
+    assert lowering == "portable/dense" and "192 MiB per batch row" in reason
+    assert plan_of(spec("    heads: 12\n    head_dim: 64"), seq_hint=2048)[0] == "portable/dense"
+    assert plan_of(spec("    heads: 12\n    head_dim: 64"))[0] == CHUNKED  # hint 4096
+
+
+def test_cheaper_sparse_plan_wins_over_chunks():
+    """A mask bounded above keeps its block-sparse plan; so does a static pattern with empty
+    tiles that the cost model finds cheaper than chunks over every key."""
+    causal = spec("    heads: 12\n    head_dim: 64\n    mask: causal", seq="4096")
+    assert plan_of(causal)[0] == "portable/block-sparse chunks"
+    longformer = spec("    heads: 12\n    head_dim: 64\n    mask: \"sliding(64) | global(0)\"",
+                      seq="4096")
+    assert plan_of(longformer)[0] == "portable/block-sparse tiles"
 
 
 def test_plan_chunk_rows_grow_with_length():
@@ -152,7 +156,7 @@ def test_plan_chunk_rows_grow_with_length():
     peak memory grows with S, not S^2."""
     model = spec("    heads: 12\n    head_dim: 64")
     counts = []
-    for s in (3072, 4096, 8192):
+    for s in (4096, 8192, 16384):
         p = plan_block(model.blocks[0], s, s, False)
         assert p.kind == "dense_chunks", p.reason
         counts.append(p.chunks)

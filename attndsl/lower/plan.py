@@ -10,11 +10,12 @@ strategies of ``block_sparse`` apply:
 - tiles: static lengths and no cache, with empty tiles in the tile classification.
 
 Blocks whose mask is not bounded above (no mask, ``padding``, ``~causal``, global rows ...)
-may also run as **chunked dense** (``dense_chunks``, ``auto`` only, no cache): the queries in
-chunks that each attend every key, so only one chunk's scores are alive at a time; chosen
-when the one-tensor scores would outgrow the cache share of the cost model and the chunks'
-re-packing of K and V costs less than that, and always when the one-tensor scores would pass
-``DENSE_MAX_MIB``.
+run as **chunked dense** (``dense_chunks``, ``auto`` only, no cache) when one [H, Sq, Sk]
+score tensor would pass ``DENSE_MAX_MIB``: the queries in chunks that each attend every key,
+so only one chunk's scores are alive at a time and peak memory grows with S, not S². It is a
+memory choice (it never computes fewer cells, and each chunk re-packs K and V: measured at
+best as fast as the one-tensor graph); a block-sparse plan the cost model finds cheaper
+still wins.
 
 ``--sparse dense`` keeps every block dense (one score tensor), ``block`` takes the best
 applicable block-sparse strategy, ``auto`` compares the cost model's estimates of the
@@ -28,9 +29,10 @@ rate of large and of tile-sized GEMMs, a per-score-cell cost of the elementwise 
 Softmax: the dense graph's are slower, its score tensor never fits a cache), a per-element
 cost of gathered or sliced keys/values (and of the keys/values a chunk's GEMMs re-pack), and
 a fixed cost per node. The constants come from ORT profiles of ``benchmarks/sparse_probe.py``
-(core attention, H=12, D=64, fp32, two pinned cores; see ``CostModel``) and, for the chunked
-dense plan, from paired timings of the dense-{1024,2048,4096} benchmark cases
-(benchmarks/README.md, "Cost model calibration"); only their ratios matter for the choice.
+(core attention, H=12, D=64, fp32, two pinned cores; see ``CostModel``); the chunked dense
+plan's figures (chunk size, re-packing) from paired timings of the dense-{1024,2048,4096}
+benchmark cases (benchmarks/README.md, "Cost model calibration"); only their ratios matter
+for the choice.
 """
 
 from __future__ import annotations
@@ -56,7 +58,10 @@ MAX_PIECES = 32
 CHUNK_CHOICES = (2, 4, 8, 16, 32)
 DENSE_CHUNK_ROWS = (64, 128, 256, 512)  # query rows per chunk of the chunked dense lowering
 MAX_DENSE_CHUNKS = 256
-DENSE_MAX_MIB = 1024  # a one-tensor score graph above this is chunked whatever the estimate
+# a one-tensor score graph above this (per batch row; the probabilities as much again) runs
+# in query chunks instead, whatever the estimates say: measured at S=4096 (768 MiB), the
+# chunks took 0.92-1.0x of the one-tensor graph's time and 202 instead of 871 MiB peak
+DENSE_MAX_MIB = 512
 
 
 @dataclass(frozen=True)
@@ -82,13 +87,10 @@ class CostModel:
     cell_ns: float = 1.6  # mask Add + Softmax per computed cell of a chunk or tile run
     copy_ns: float = 0.6  # per gathered or sliced key / value element
     node_us: float = 15.0  # fixed cost of one node
-    # the chunked dense lowering (``_dense_chunks``): once the one-tensor graph's scores
-    # outgrow ``cache_mib`` (the 300 MiB L3 of the measuring machine), each of its score cells
-    # costs ``spill_ns`` more than a cell of a chunk of at most ``chunk_mib``; each chunk's
-    # GEMMs re-pack K^T and V (``copy_ns`` per element), which is what small chunks lose
-    cache_mib: float = 256.0
+    # the chunked dense lowering (``_dense_chunks``): rows per chunk such that one chunk's
+    # scores stay within ``chunk_mib`` (smaller chunks pay more re-packing of K^T and V by
+    # their GEMMs, ``copy_ns`` per element; larger ones ran slower at S=4096)
     chunk_mib: float = 64.0
-    spill_ns: float = 0.7
     dense_chunk_nodes: int = 8  # nodes per chunk (Slice, 2 MatMul, Softmax, reshapes)
 
     def estimate(self, b: Block, cells: float, gflops: float, cell_ns: float, copied: float,
@@ -209,13 +211,18 @@ def _dense_chunks(b: Block, sq: int, sk: int, rows: int) -> tuple[float, Plan]:
     # heads of a group are folded into the rows), sk x (D + Dv) elements per chunk
     packed = chunks * b.kv_heads * sk * (b.head_dim + b.v_head_dim)
     chunk_mib = 4 * b.heads * rows * sk / 2**20  # one chunk's scores, per batch row
-    spills = 4 * cells / 2**20 > COST.cache_mib and chunk_mib <= COST.chunk_mib
-    cell_ns = COST.dense_cell_ns - (COST.spill_ns if spills else 0.0)
-    ms = COST.estimate(b, cells, COST.gemm_gflops, cell_ns, packed,
+    ms = COST.estimate(b, cells, COST.gemm_gflops, COST.dense_cell_ns, packed,
                        6 + COST.dense_chunk_nodes * chunks)
+    if chunk_mib > COST.chunk_mib:  # a chunk whose scores spill: a last resort
+        ms *= 2
     return ms, Plan("dense_chunks", f"dense attention in {chunks} query chunks of {rows} rows "
                     f"(one chunk's scores alive at a time: {chunk_mib:.3g} MiB per batch row "
                     f"at length {sq})", chunks=chunks)
+
+
+def _scores_mib(b: Block, sq: int, sk: int) -> float:
+    """MiB of one [H, Sq, Sk] float32 score tensor (one batch row)."""
+    return 4 * b.heads * sq * sk / 2**20
 
 
 def _group(counts: np.ndarray, max_groups: int = 3) -> list[np.ndarray]:
@@ -322,11 +329,22 @@ def plan_block(b: Block, q_len: int | None, k_len: int | None, wants_weights: bo
     if options.mode == "block" and cands:
         ms, best = min(cands, key=lambda c: c[0])
         return _with_reason(best, f"{best.reason}; forced by --sparse block")
-    if options.mode == "auto" and not b.cache and (bounds is None or bounds[1] is None):
-        # every key may be attended: the chunked dense lowering (scores of one chunk alive)
-        cands += [_dense_chunks(b, sq, sk, r) for r in DENSE_CHUNK_ROWS]
+    too_big = _scores_mib(b, sq, sk) > DENSE_MAX_MIB
+    if (options.mode == "auto" and not b.cache and (bounds is None or bounds[1] is None)
+            and too_big):  # every key may be attended, and one score tensor is too big
+        ms, best = min((_dense_chunks(b, sq, sk, r) for r in DENSE_CHUNK_ROWS),
+                       key=lambda c: c[0])
+        sparse = [c for c in cands if c[0] < ms]
+        if not sparse:
+            return _with_reason(best, f"{best.reason}; one score tensor would take "
+                                f"{_scores_mib(b, sq, sk):.4g} MiB per batch row (over "
+                                f"{DENSE_MAX_MIB} MiB), estimated {ms:.3g} ms vs dense "
+                                f"{_dense_ms(b, sq, sk):.3g} ms{at}")
     if not cands:
-        reason = ("no mask: every (query, key) pair is attended" if unmasked
+        fits = ("" if b.cache or options.mode != "auto" else
+                f" (its scores, {_scores_mib(b, sq, sk):.4g} MiB per batch row{at}, fit the "
+                f"{DENSE_MAX_MIB} MiB a one-tensor graph may take)")
+        reason = (f"no mask: every (query, key) pair is attended{fits}" if unmasked
                   else "the mask's pattern has no empty tiles to skip" if bounds is None
                   or static
                   else "causal-like with a KV cache: decode steps have few query rows"
@@ -336,14 +354,11 @@ def plan_block(b: Block, q_len: int | None, k_len: int | None, wants_weights: bo
         return Plan("dense", f"dense attention: {reason}")
     dense_ms = _dense_ms(b, sq, sk)
     ms, best = min(cands, key=lambda c: c[0])
-    if best.kind == "dense_chunks" and 4 * b.heads * sq * sk / 2**20 > DENSE_MAX_MIB:
-        return _with_reason(best, f"{best.reason}; the one-tensor scores would take "
-                            f"{4 * b.heads * sq * sk / 2**30:.3g} GiB per batch row{at}")
     if ms < dense_ms:
         return _with_reason(best, f"{best.reason}; estimated {ms:.3g} ms vs dense "
                             f"{dense_ms:.3g} ms{at}")
-    return Plan("dense", f"dense attention: cheaper than the best chunked or sparse plan "
-                f"({best.lowering.split('/')[-1]}, estimated {ms:.3g} ms vs dense "
+    return Plan("dense", f"dense attention: cheaper than the best sparse plan "
+                f"({best.kind}, estimated {ms:.3g} ms vs dense "
                 f"{dense_ms:.3g} ms{at})")
 
 
