@@ -68,6 +68,26 @@ class GraphBuilder:
         self.nodes.append(helper.make_node("Identity", [value], [name], name=f"{name}/Identity"))
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
 
+    def add_output_in_place(self, name: str, value: str, elem_type: int, shape: Dims) -> None:
+        """Expose ``value`` as graph output ``name`` by renaming it (no Identity node), when a
+        node of this graph makes it and it is not an output yet; else as ``add_output``.
+
+        ONNX Runtime copies a value into an Identity's output when another node also reads
+        it: for a KV cache's present keys and values (which the attention reads too) that is
+        a second copy of the whole cache per decode step."""
+        producers = [n for n in self.nodes if value in n.output]
+        if not producers or any(o.name == value for o in self.outputs):
+            self.add_output(name, value, elem_type, shape)
+            return
+        for node in self.nodes:
+            for i, x in enumerate(node.input):
+                if x == value:
+                    node.input[i] = name
+            for i, x in enumerate(node.output):
+                if x == value:
+                    node.output[i] = name
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+
     def add_initializer(self, name: str, array: np.ndarray) -> str:
         """An initializer from ``array`` (converted once; not copied when it is already
         C-contiguous). Inside ``weight_store.holding_weights()`` a parameter (a name without

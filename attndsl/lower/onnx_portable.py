@@ -116,8 +116,9 @@ class PortableLowering:
             if b.cache:
                 batch = self.onnx_dim(self.model.stream_dims(b.query)[0])
                 for what, shape in cache_shapes(b, batch, PRESENT_LEN).items():
-                    g.add_output(f"{b.name}.present_{what}", self.results[b.name][what],
-                                 self.dtype, list(shape))
+                    # the join's own output (an Identity would copy the whole cache)
+                    g.add_output_in_place(f"{b.name}.present_{what}",
+                                          self.results[b.name][what], self.dtype, list(shape))
 
     def onnx_dim(self, entry: str | int) -> str | int:
         """A shape entry as ONNX sees it: fixed dims are numbers, dynamic ones dim_params."""
