@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .source import Span
 
@@ -11,11 +11,24 @@ from .source import Span
 class AttnDSLError(Exception):
     """Base of every error attndsl raises on purpose (bad spec, bad input, lowering limits)."""
 
-    def __init__(self, message: str, span: Span | None = None, hint: str | None = None):
+    def __init__(self, message: str, span: Span | None = None,
+                 hint: str | Callable[[], str | None] | None = None):
         super().__init__(message)
         self.message = message
         self.span = span
-        self.hint = hint
+        self._hint = hint
+
+    @property
+    def hint(self) -> str | None:
+        """The suggestion; one given as a callable (``suggest``) is worked out when first
+        read, so a spec with thousands of errors pays only for the ones written out."""
+        if callable(self._hint):
+            self._hint = self._hint()
+        return self._hint
+
+    @hint.setter
+    def hint(self, value: str | None) -> None:
+        self._hint = value
 
     def __str__(self) -> str:
         loc = f"{self.span.location()}: " if self.span is not None else ""
@@ -79,6 +92,15 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     return f"did you mean '{close[0]}'?" if close else None
 
 
+def suggest(word: str, choices: Iterable[str],
+            otherwise: str | None = None) -> Callable[[], str | None]:
+    """``did_you_mean(word, choices) or otherwise``, worked out only when the error's hint is
+    read (the fuzzy match costs about 0.2 ms; a 64 KiB spec can hold 7,000 unknown keys, of
+    which 50 are written out)."""
+    options = tuple(choices)
+    return lambda: did_you_mean(word, options) or otherwise
+
+
 class ErrorCollector:
     """Collects errors; ``raise_if_any`` raises one error or a SpecErrors group."""
 
@@ -88,7 +110,8 @@ class ErrorCollector:
     def add(self, err: AttnDSLError) -> None:
         self.errors.append(err)
 
-    def error(self, message: str, span: Span | None, hint: str | None = None) -> None:
+    def error(self, message: str, span: Span | None,
+              hint: str | Callable[[], str | None] | None = None) -> None:
         self.add(SpecError(message, span, hint))
 
     def raise_if_any(self) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .arrays import realize
 from .features.blocks.rope import apply_rope as rope
 from .features.registry import block_rules, cache_axis, cache_layout, cache_shapes, replacing, rule
 from .ir.nodes import Block, Model
@@ -23,8 +24,8 @@ __all__ = ["BlockState", "ScoreEvaluation", "rope", "run_block", "run_reference"
 
 
 def _linear(x: np.ndarray, w: Mapping[str, np.ndarray], name: str, bias: bool) -> np.ndarray:
-    y = x @ w[f"{name}.weight"].T
-    return y + w[f"{name}.bias"] if bias else y
+    y = x @ realize(w[f"{name}.weight"]).T
+    return y + realize(w[f"{name}.bias"]) if bias else y
 
 
 def _heads(x: np.ndarray, n: int) -> np.ndarray:
@@ -48,7 +49,7 @@ class ScoreEvaluation:
         return self.block.heads
 
     def weight(self, name: str) -> np.ndarray:
-        return self.weights[name]
+        return realize(self.weights[name])
 
 
 @dataclass
@@ -81,7 +82,7 @@ class BlockState:
     extra: dict[str, object] = field(default_factory=dict)
 
     def weight(self, name: str) -> np.ndarray:
-        return self.weights[name]
+        return realize(self.weights[name])
 
 
 def _hooks(st: BlockState, hook: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arrays import as_dtype
 from .errors import WeightsError
 from .features.registry import block_feature_of
 from .ir.nodes import Model
@@ -137,8 +138,8 @@ def check_weights(model: Model, weights: Weights, origin: str) -> Weights:
     if problems:
         raise _mismatch(origin, problems)
     keep16 = model.dtype == "float16"
-    return {name: np.asarray(weights[name], dtype=np.float16 if keep16 and np.asarray(
-        weights[name]).dtype == np.float16 else np.float32) for name in expected}
+    return {name: as_dtype(weights[name], np.float16 if keep16 and weights[name].dtype
+                           == np.float16 else np.float32) for name in expected}
 
 
 def _load_safetensors(model: Model, p: Path, origin: str) -> tuple[Weights, list[Conversion]]:

@@ -123,6 +123,18 @@ def child(spec: str, weights: str, out: str) -> None:
     print(json.dumps({"compile_s": dt, "peak_rss": peak}))
 
 
+def verify_child(model: str) -> None:
+    """``attndsl run MODEL --verify`` as the API does it (in a fresh process): JSON with
+    seconds, peak RSS bytes and whether every output matched the reference."""
+    from attndsl import api
+
+    t0 = time.perf_counter()
+    report = api.verify(model, sizes={"batch": 1, "seq": 7})
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"verify_s": dt, "verify_peak_rss": peak, "passed": report.passed}))
+
+
 @dataclass
 class Row:
     """One measured compile."""
@@ -137,6 +149,9 @@ class Row:
     probe_s: float
     time_per_probe: float
     peak_per_weight: float
+    verify_s: float = 0.0
+    verify_peak_rss: int = 0
+    verify_passed: bool = False
 
 
 def _env() -> dict[str, str]:
@@ -145,26 +160,36 @@ def _env() -> dict[str, str]:
     return env
 
 
-def measure(shape: str, blocks: int, size: str, work: Path) -> Row:
-    """Write the spec and its weights, compile in a child, run the probe."""
+def measure(shape: str, blocks: int, size: str, work: Path, verify: bool = True) -> Row:
+    """Write the spec and its weights, compile in a child, run the probe, then (``verify``)
+    ``run --verify`` the compiled model in another child."""
     spec = work / f"{shape}_{blocks}.yaml"
     spec.write_text(spec_text(shape, blocks, size))
     weights = work / f"{shape}_{blocks}.safetensors"
     wbytes = write_weights(spec, weights)
+    os.sync()  # the compile must not pay for writing back the weights file just made
     out = work / f"{shape}_{blocks}.onnx"
-    r = subprocess.run([sys.executable, __file__, "--child", str(spec), str(weights), str(out)],
-                       capture_output=True, text=True, env=_env(), check=False)
-    if r.returncode != 0:
-        raise SystemExit(f"compile of {blocks} {shape} blocks failed:\n{r.stderr}")
-    got = json.loads(r.stdout.strip().splitlines()[-1])
+    got = _run_child(["--child", str(spec), str(weights), str(out)], f"compile of {blocks}")
     data = Path(str(out) + ".data")
     written = out.stat().st_size + (data.stat().st_size if data.exists() else 0)
-    for p in (out, data):
-        p.unlink(missing_ok=True)
+    os.sync()
     probe = copy_probe(weights, work / "probe.bin", wbytes)
     weights.unlink()
+    ver = _run_child(["--verify-child", str(out)], f"verify of {blocks}") if verify else {}
+    for p in (out, data):
+        p.unlink(missing_ok=True)
     return Row(shape, blocks, wbytes // 4, wbytes, got["compile_s"], got["peak_rss"],
-               written, probe, got["compile_s"] / probe, got["peak_rss"] / wbytes)
+               written, probe, got["compile_s"] / probe, got["peak_rss"] / wbytes,
+               ver.get("verify_s", 0.0), ver.get("verify_peak_rss", 0),
+               ver.get("passed", False))
+
+
+def _run_child(args: list[str], what: str) -> dict:
+    r = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                       env=_env(), check=False)
+    if r.returncode != 0:
+        raise SystemExit(f"{what} failed:\n{r.stderr}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def time_tools(spec: Path) -> dict[str, float]:
@@ -188,12 +213,15 @@ def _gb(n: float) -> str:
 def render(rows: list[Row], tools: dict[str, float], tools_blocks: int) -> str:
     """The markdown report: one row per compile, the scaling ratio, the tools' times."""
     lines = ["| shape | blocks | params | weights | compile s | peak RSS | written | probe s |"
-             " time/probe | peak/weights |", "|---|---|---|---|---|---|---|---|---|---|"]
+             " time/probe | peak/weights | verify s | verify peak/weights |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        ver = (f"{r.verify_s:.2f}{'' if r.verify_passed else ' (FAILED)'} | "
+               f"{r.verify_peak_rss / r.weight_bytes:.2f}" if r.verify_peak_rss else "— | —")
         lines.append(f"| {r.shape} | {r.blocks} | {r.params / 1e6:.1f} M | "
                      f"{_gb(r.weight_bytes)} | {r.compile_s:.2f} | {_gb(r.peak_rss)} | "
                      f"{_gb(r.written_bytes)} | {r.probe_s:.2f} | {r.time_per_probe:.1f} | "
-                     f"{r.peak_per_weight:.2f} |")
+                     f"{r.peak_per_weight:.2f} | {ver} |")
     for shape in sorted({r.shape for r in rows}):
         by = {r.blocks: r.compile_s for r in rows if r.shape == shape}
         if 32 in by and 8 in by:
@@ -216,11 +244,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="block count of the spec check/viz/ir are timed on (0: skip)")
     p.add_argument("--workdir", help="where the weights and models go (default: a temp dir)")
     p.add_argument("--json", help="write the rows and tool times here")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip `run --verify` of each compiled model")
     p.add_argument("--child", nargs=3, metavar=("SPEC", "WEIGHTS", "OUT"),
                    help=argparse.SUPPRESS)
+    p.add_argument("--verify-child", metavar="MODEL", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         child(*args.child)
+        return 0
+    if args.verify_child:
+        verify_child(args.verify_child)
         return 0
     size_name = "dry" if args.dry else "quick" if args.quick else "full"
     blocks = [int(b) for b in args.blocks.split(",") if b]
@@ -231,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for shape in shapes:
             for n in blocks:
-                rows.append(measure(shape, n, size_name, work))
+                rows.append(measure(shape, n, size_name, work, not args.no_verify))
                 print(render(rows[-1:], {}, 0).splitlines()[-1], file=sys.stderr, flush=True)
         tools: dict[str, float] = {}
         if args.tools_blocks:

@@ -37,6 +37,8 @@ def test_dry_scale_run_reports_every_field(tmp_path: Path) -> None:
         assert r["compile_s"] > 0 and r["probe_s"] > 0 and r["peak_rss"] > 0
         assert r["time_per_probe"] == r["compile_s"] / r["probe_s"]
         assert r["peak_per_weight"] == r["peak_rss"] / r["weight_bytes"]
+        # run --verify of the compiled model (external data) matched the reference
+        assert r["verify_passed"] and r["verify_s"] > 0 and r["verify_peak_rss"] > 0
     by = {(r["shape"], r["blocks"]): r["params"] for r in data["rows"]}
     assert by["llama", 2] == 2 * by["llama", 1] and by["mla", 2] == 2 * by["mla", 1]
     assert data["tools_blocks"] == 3 and set(data["tools"]) == {"check", "viz", "ir"}

@@ -72,14 +72,17 @@ def save_outputs(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray])
         raise AttnDSLError(f"cannot write '{path}': {err.strerror or err}") from None
 
 
-def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
+def load_onnx(path: str | os.PathLike[str], external_data: bool = True) -> onnx.ModelProto:
     """An ONNX file, read and checked as untrusted input (``api/_untrusted.py``): bounded in
     size, parsed before anything else, external data only from inside the model's folder,
-    standard and ``com.microsoft`` operators only. InputError for anything wrong."""
+    standard and ``com.microsoft`` operators only. InputError for anything wrong.
+    ``external_data=False``: external data is checked but not read (the tensors keep their
+    references into the files next to the model)."""
     from ..limits import current
     from ._untrusted import load_untrusted, max_model_bytes
 
-    return load_untrusted(path, max_model_bytes(current().max_weights_bytes))
+    return load_untrusted(path, max_model_bytes(current().max_weights_bytes),
+                          read_external=external_data)
 
 
 def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
@@ -118,6 +121,7 @@ class RunResult:
     outputs: dict[str, np.ndarray]
     provider: str
     note: str | None = None
+    model_dir: Path | None = None  # where the external data of a model run from a file lies
 
 
 def _model_and_proto(spec_or_model: RunTarget,
@@ -130,7 +134,8 @@ def _model_and_proto(spec_or_model: RunTarget,
         return _spec_of(spec_or_model, "<ModelProto>"), spec_or_model
     if (isinstance(spec_or_model, (str, os.PathLike))
             and Path(spec_or_model).suffix.lower() == ".onnx"):
-        proto = load_onnx(spec_or_model)
+        # ONNX Runtime loads the weights from the file itself; the proto keeps references
+        proto = load_onnx(spec_or_model, external_data=False)
         return _spec_of(proto, str(spec_or_model)), proto
     model = model_of(spec_or_model)
     return model, _compile(model, **options)[0]  # type: ignore[arg-type]
@@ -200,7 +205,8 @@ def execute(spec_or_model: RunTarget, inputs: InputsLike | None = None, *,
     if note and on_note is not None:
         on_note(note)
     outputs = run_session(session, arrays)
-    return RunResult(model, proto, arrays, outputs, session.get_providers()[0], note)
+    return RunResult(model, proto, arrays, outputs, session.get_providers()[0], note,
+                     Path(spec_or_model).parent if is_file else None)
 
 
 def run(spec_or_model: RunTarget, inputs: InputsLike | None = None, *,
@@ -263,8 +269,9 @@ class _Initializers(Mapping[str, "np.ndarray"]):
     decoded from the model only when the reference reads it: ``run --verify`` never holds
     an array copy of every weight at once."""
 
-    def __init__(self, proto: onnx.ModelProto, model: Model):
+    def __init__(self, proto: onnx.ModelProto, model: Model, folder: Path | None = None):
         tensors = {t.name: t for t in proto.graph.initializer}
+        self._folder = folder
         names = list(model.weight_shapes())
         missing = [n for n in names if n not in tensors]
         if missing:
@@ -274,7 +281,12 @@ class _Initializers(Mapping[str, "np.ndarray"]):
     def __getitem__(self, name: str) -> np.ndarray:
         from onnx import numpy_helper
 
-        return numpy_helper.to_array(self._tensors[name])
+        from ._untrusted import read_external_tensor
+
+        tensor = self._tensors[name]
+        if self._folder is not None:  # a model run from its file: external data read now
+            tensor = read_external_tensor(str(self._folder), self._folder, tensor)
+        return numpy_helper.to_array(tensor)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensors)
@@ -283,9 +295,11 @@ class _Initializers(Mapping[str, "np.ndarray"]):
         return len(self._tensors)
 
 
-def _initializers(proto: onnx.ModelProto, model: Model) -> Mapping[str, np.ndarray]:
-    """``_Initializers``: the model's weights by name, decoded lazily."""
-    return _Initializers(proto, model)
+def _initializers(proto: onnx.ModelProto, model: Model,
+                  folder: Path | None = None) -> Mapping[str, np.ndarray]:
+    """``_Initializers``: the model's weights by name, decoded lazily (read from the files
+    in ``folder`` when they are external data)."""
+    return _Initializers(proto, model, folder)
 
 
 def _max_abs_error(got: np.ndarray, want: np.ndarray) -> float:
@@ -310,7 +324,8 @@ def compare(result: RunResult, tolerance: float | None = None) -> VerifyReport:
     # the initializers follow the IR the compile-time passes made (fused, folded...)
     passes = parse_pass_list(_metadata(result.proto).get("attndsl.passes", ""))
     model = model_after(result.model, passes)
-    expected = run_reference(model, _initializers(result.proto, model), result.inputs)
+    expected = run_reference(model, _initializers(result.proto, model, result.model_dir),
+                             result.inputs)
     tol = TOLERANCE[model.dtype] if tolerance is None else float(tolerance)
     checks = []
     for name, want in expected.items():

@@ -100,9 +100,13 @@ def _external_file(where: str, folder: Path, tensor: onnx.TensorProto) -> tuple[
     return real, offset, length
 
 
-def load_untrusted(path: str | os.PathLike[str], max_bytes: int) -> onnx.ModelProto:
+def load_untrusted(path: str | os.PathLike[str], max_bytes: int,
+                   read_external: bool = True) -> onnx.ModelProto:
     """Read and check an ONNX file as described in the module docstring (steps 1-4);
-    InputError for anything wrong. External data is read into the returned proto."""
+    InputError for anything wrong. External data is read into the returned proto, or with
+    ``read_external=False`` only checked: the tensors keep their references, which
+    ``read_external_tensor`` reads one at a time (a model run from its file, whose weights
+    ONNX Runtime loads itself, is then not held twice)."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -148,12 +152,34 @@ def load_untrusted(path: str | os.PathLike[str], max_bytes: int) -> onnx.ModelPr
             raise LimitError(f"'{where}' with its external data is over the limit of "
                              f"{max_bytes:,} bytes", hint="raise it with --max-weights-gib "
                              "or ATTNDSL_MAX_WEIGHTS_GIB (see docs/limits.md)")
-        with open(file, "rb") as f:  # read here: onnx's loader would follow the path itself
-            f.seek(offset)
-            t.raw_data = f.read(length)
-        del t.external_data[:]
-        t.data_location = onnx.TensorProto.DEFAULT
+        if read_external:
+            _read_into_tensor(t, file, offset, length)
     return proto
+
+
+def _read_into_tensor(t: onnx.TensorProto, file: Path, offset: int, length: int) -> None:
+    import onnx
+
+    with open(file, "rb") as f:  # read here: onnx's loader would follow the path itself
+        f.seek(offset)
+        t.raw_data = f.read(length)
+    del t.external_data[:]
+    t.data_location = onnx.TensorProto.DEFAULT
+
+
+def read_external_tensor(where: str, folder: Path, tensor: onnx.TensorProto
+                         ) -> onnx.TensorProto:
+    """A copy of ``tensor`` with its external data (checked again: inside ``folder``, a
+    regular file, within its bounds) read in; an inline tensor as it is."""
+    import onnx
+
+    if tensor.data_location != onnx.TensorProto.EXTERNAL:
+        return tensor
+    file, offset, length = _external_file(where, folder, tensor)
+    out = onnx.TensorProto()
+    out.CopyFrom(tensor)
+    _read_into_tensor(out, file, offset, length)
+    return out
 
 
 def _check_domains(where: str, proto: onnx.ModelProto) -> None:

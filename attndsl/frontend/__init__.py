@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 from pathlib import Path
 
 from ..errors import SpecFileError
@@ -30,8 +31,15 @@ def detect_syntax(source: Source) -> str:
     return "yaml"
 
 
+_LONE_CR = re.compile(r"\r(?!\n)")
+
+
 def parse_source(source: Source) -> SpecAST:
-    """Parse spec text in the syntax ``detect_syntax`` finds."""
+    """Parse spec text in the syntax ``detect_syntax`` finds. A lone carriage return (old
+    Mac line endings) ends a line as ``\n`` does, in both syntaxes and in error positions;
+    CRLF needs nothing (the parsers and ``Source`` take it as it is)."""
+    if "\r" in source.text and _LONE_CR.search(source.text):
+        source = Source(_LONE_CR.sub("\n", source.text), source.path)
     return parse_yaml(source) if detect_syntax(source) == "yaml" else parse_dsl(source)
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ErrorCollector, did_you_mean
+from ..errors import ErrorCollector, did_you_mean, suggest
 from ..features import nodes as mn
 from ..features.block_base import REPLACING_HOOKS, BlockFeature, BlockNode
 from ..features.registry import BLOCKS, SCORES, block_order, block_rules, feature_of
@@ -64,7 +64,8 @@ class Builder:
         self.bad_dims: set[str] = set()  # reported once, not again where they are used
         self.bad_streams: set[str] = set()  # inputs with a reported error in their shape
 
-    def err(self, msg: str, span: Span | None, hint: str | None = None) -> None:
+    def err(self, msg: str, span: Span | None,
+            hint: str | Callable[[], str | None] | None = None) -> None:
         self.errors.error(msg, span, hint)
 
     # ------------------------------------------------------------ top level
@@ -79,7 +80,7 @@ class Builder:
                      "this compiler reads version 1")
         for extra in spec.extra:
             self.err(f"unknown top-level key '{extra.key}'", extra.span,
-                     did_you_mean(extra.key, TOP_KEYS) or f"valid keys: {', '.join(TOP_KEYS)}")
+                     suggest(extra.key, TOP_KEYS, f"valid keys: {', '.join(TOP_KEYS)}"))
         top: dict[str, ast.Setting] = {}
         for s in spec.top:
             if s.key in top:
@@ -307,7 +308,7 @@ class Builder:
         for st in b.settings:
             if st.key not in BLOCK_KEYS:
                 self.err(f"unknown key '{st.key}' in block '{b.name}'", st.span,
-                         did_you_mean(st.key, BLOCK_KEYS) or f"valid keys: {', '.join(BLOCK_KEYS)}")
+                         suggest(st.key, BLOCK_KEYS, f"valid keys: {', '.join(BLOCK_KEYS)}"))
             elif st.key in s:
                 self.err(f"duplicate key '{st.key}' in block '{b.name}'", st.span)
             else:
@@ -375,6 +376,8 @@ class Builder:
         if not project and "v_head_dim" not in s and v_stream.width % kv_heads == 0:
             v_default = v_stream.width // kv_heads
         v_head_dim = self.pos_int(s, "v_head_dim", v_default, b)
+        if v_head_dim is None:  # not a positive integer: the error is recorded
+            return None
         return head_dim, v_head_dim
 
     def check_core_mode(self, s: dict[str, ast.Setting], b: ast.BlockDecl, heads: int,
@@ -482,8 +485,7 @@ class Builder:
             for kw in st.value:
                 if kw.key not in options:
                     self.err(f"unknown {f.key} key '{kw.key}'", kw.span,
-                             did_you_mean(kw.key, options)
-                             or f"valid keys: {', '.join(options)}")
+                             suggest(kw.key, options, f"valid keys: {', '.join(options)}"))
                     ok = False
                 elif kw.key in given:
                     self.err(f"duplicate key '{kw.key}' in {f.key}", kw.span)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from ..errors import ErrorCollector, did_you_mean
+from ..errors import ErrorCollector, did_you_mean, suggest
 from ..features import nodes as n
 from ..features.base import Feature, Param, format_value
 from ..features.registry import MASKS, SCORES
@@ -114,7 +114,7 @@ def _given(call: ast.Call, prim: Feature, errors: ErrorCollector) -> dict[str, o
             names = [p.name for p in prim.params]
             if arg.name not in names:
                 errors.error(f"{call.name} has no parameter '{arg.name}'", arg.span,
-                             did_you_mean(arg.name, names) or _usage(prim))
+                             suggest(arg.name, names, _usage(prim)))
                 return None
             if arg.name in given:
                 errors.error(f"{call.name}: '{arg.name}' given twice", arg.span)

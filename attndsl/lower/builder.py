@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ..arrays import Deferred, realize
 from . import progress
 from .weight_store import held_weights, is_parameter, weight_stub
 
@@ -92,13 +93,14 @@ class GraphBuilder:
         """An initializer from ``array`` (converted once; not copied when it is already
         C-contiguous). Inside ``weight_store.holding_weights()`` a parameter (a name without
         the leading ``/``) is kept aside by reference and the graph gets its stub."""
-        arr = np.asarray(array, order="C")
         held = held_weights()
-        if held is not None and is_parameter(name):
+        if held is not None and is_parameter(name):  # a deferred array stays deferred
+            arr = array if isinstance(array, Deferred) else np.asarray(array, order="C")
             held[name] = arr
             self.initializers.append(weight_stub(name, arr))
         else:
-            self.initializers.append(numpy_helper.from_array(arr, name))
+            self.initializers.append(numpy_helper.from_array(
+                np.asarray(realize(array), order="C"), name))
         return name
 
     def make_graph(self, name: str) -> onnx.GraphProto:

@@ -36,6 +36,7 @@ import numpy as np
 import onnx
 from google.protobuf.message import Message
 
+from ..arrays import realize
 from ..errors import AttnDSLError, LoweringError
 from .progress import Progress
 from .weight_store import DetachedModel, check_stub, copy_fields, is_stub
@@ -130,7 +131,7 @@ def save_detached(detached: DetachedModel, path: str | Path, external: str = "au
         for tensor in detached.proto.graph.initializer:
             if not is_stub(tensor):
                 continue
-            array = detached.weights[tensor.name]
+            array = realize(detached.weights[tensor.name])  # one made weight at a time
             check_stub(tensor, array)
             align = LARGE_ALIGN if array.nbytes >= LARGE_TENSOR else SMALL_ALIGN
             pad = -offset % align
@@ -163,7 +164,7 @@ def _inline_pieces(detached: DetachedModel) -> tuple[list[memoryview | np.ndarra
             body = tensor.SerializeToString(deterministic=True)
             graph_pieces += [memoryview(_header(5, len(body))), memoryview(body)]
             continue
-        array = detached.weights[tensor.name]
+        array = realize(detached.weights[tensor.name])
         check_stub(tensor, array)
         head = onnx.TensorProto()
         head.dims.extend(tensor.dims)

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from ..arrays import as_dtype
 from ..features.registry import block_rules, cache_axis, cache_layout, cache_shapes, replacing, rule
 from ..ir.nodes import Block, Model
 from ..weights import check_weights
@@ -87,7 +88,7 @@ class PortableLowering:
                 for what, shape in cache_shapes(b, batch, PAST_LEN).items():
                     g.add_input(f"{b.name}.past_{what}", self.dtype, list(shape))
         for name, arr in self.weights.items():
-            g.add_initializer(name, np.asarray(arr, dtype=m.dtype))  # no copy if same dtype
+            g.add_initializer(name, as_dtype(arr, m.dtype))  # no copy if same dtype
         for b in m.blocks:
             with g.scope(b.name):
                 self.block(b)

@@ -19,7 +19,6 @@ from ..errors import AttnDSLError, did_you_mean
 from ..ir.nodes import Model
 from ..ir.printer import print_ir
 from ..passes import IR_PASSES, Pass, PassManager, Program, run_ir_passes
-from ..weights import seeded_weights
 from .graph_passes import GRAPH_PASSES
 from .onnx_portable import lower_portable
 from .targets import DEFAULT_OPSET
@@ -84,12 +83,16 @@ def model_after(model: Model, passes: Iterable[PassSpec] | None = None) -> Model
     """The IR model the IR passes of ``passes`` make of ``model``: the layout the initializers
     of a model compiled with ``passes`` follow (``attndsl run --verify`` reads a compiled
     file's ``attndsl.passes`` metadata and checks it against the reference of this model).
-    IR passes decide from the model alone, never from weight values, so the seeded weights
-    stand in for the real ones."""
+    IR passes decide from the model alone, never from weight values, and the weights they
+    make are deferred (``arrays.py``), so zero-stride stand-ins of the right shapes (no
+    memory, nothing computed) take the real ones' place."""
     selected = [p for p in resolve(passes) if p.stage == "ir"]
     if not selected:
         return model
-    return run_passes(Program(model, seeded_weights(model)), selected).model
+    dtype = np.float16 if model.dtype == "float16" else np.float32
+    stand_ins = {name: np.broadcast_to(dtype(0), shape)
+                 for name, shape in model.weight_shapes().items()}
+    return run_passes(Program(model, stand_ins), selected).model
 
 
 def ir_after(model: Model, weights: Mapping[str, np.ndarray], pass_name: str,

@@ -27,6 +27,8 @@ import onnx
 from google.protobuf.message import Message
 from onnx import helper, numpy_helper
 
+from ..arrays import realize
+
 HELD_LOCATION = "<attndsl: weight held in memory, not in a file>"
 
 _HELD: ContextVar[dict[str, np.ndarray] | None] = ContextVar("attndsl_held_weights",
@@ -97,7 +99,7 @@ class DetachedModel:
         for tensor in self.proto.graph.initializer:
             if not is_stub(tensor):
                 continue
-            array = self.weights.pop(tensor.name)
+            array = realize(self.weights.pop(tensor.name))  # made now if deferred
             check_stub(tensor, array)
             tensor.CopyFrom(numpy_helper.from_array(array, tensor.name))
             if on_bytes is not None:

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 
+from ..arrays import ArrayLike, Deferred
 from ..errors import AttnDSLError
 from ..ir.nodes import Model
 
@@ -28,9 +29,12 @@ Stage = Literal["ir", "graph"]
 T = TypeVar("T")
 
 
-def _read_only(weights: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-    out = {}
+def _read_only(weights: Mapping[str, ArrayLike]) -> Mapping[str, ArrayLike]:
+    out: dict[str, ArrayLike] = {}
     for name, arr in weights.items():
+        if isinstance(arr, Deferred):  # read-only already, and made only when written
+            out[name] = arr
+            continue
         view = np.asarray(arr).view()  # a view: the caller's array keeps its flags
         view.flags.writeable = False
         out[name] = view

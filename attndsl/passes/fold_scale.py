@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..arrays import derived
 from ..features.registry import pass_allowed
 from .base import IRPass, PassResult, Program
 
@@ -44,8 +45,12 @@ class FoldScale(IRPass):
             rows = b.heads * b.head_dim  # the query rows (first in a fused weight)
             bias = b.has_bias("qkv" if b.fused_qkv else "q")
             names = [f"{proj}.weight"] + ([f"{proj}.bias"] if bias else [])
-            for name in names:
-                weights[name] = _scaled_rows(np.asarray(weights[name]), rows, b.scale)
+            for name in names:  # scaled when written (arrays.py): no second copy held
+                src = weights[name]
+                weights[name] = derived(
+                    src, np.float16 if src.dtype == np.float16 else np.float32,
+                    lambda a, rows=rows, scale=b.scale: _scaled_rows(a, rows, scale),
+                    f"{name} (fold-scale x{b.scale:g})")
             blocks.append(replace(b, scale=1.0))
         if all(new is old for new, old in zip(blocks, program.model.blocks, strict=True)):
             return PassResult(program, False)

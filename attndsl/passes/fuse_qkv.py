@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..arrays import concatenate
 from ..features.registry import pass_allowed
 from .base import IRPass, PassResult, Program
 
@@ -36,13 +37,16 @@ class FuseQKV(IRPass):
                 continue
             names = [f"{b.name}.{p}_proj.weight" for p in "qkv"]
             rows = [weights[n].shape[0] for n in names]
-            weights[f"{b.name}.qkv_proj.weight"] = np.concatenate(
-                [weights.pop(n) for n in names], axis=0)
+            # stacked when written (arrays.py): never the unfused and fused arrays at once
+            weights[f"{b.name}.qkv_proj.weight"] = concatenate(
+                [weights.pop(n) for n in names], f"{b.name}.qkv_proj.weight (fuse-qkv)")
             if b.has_bias("qkv"):  # a projection without a bias adds zeros (exact)
-                weights[f"{b.name}.qkv_proj.bias"] = np.concatenate(
+                dtype = weights[f"{b.name}.qkv_proj.weight"].dtype
+                weights[f"{b.name}.qkv_proj.bias"] = concatenate(
                     [weights.pop(f"{b.name}.{p}_proj.bias") if b.has_bias(p)
-                     else np.zeros(n, np.asarray(weights[f"{b.name}.qkv_proj.weight"]).dtype)
-                     for p, n in zip("qkv", rows, strict=True)], axis=0)
+                     else np.zeros(n, dtype)
+                     for p, n in zip("qkv", rows, strict=True)],
+                    f"{b.name}.qkv_proj.bias (fuse-qkv)")
             blocks.append(replace(b, fused_qkv=True))
         if all(new is old for new, old in zip(blocks, program.model.blocks, strict=True)):
             return PassResult(program, False)
