@@ -56,6 +56,11 @@ class Deferred:
                                  f"declared {self.dtype}{list(self.shape)}")
         return out
 
+    def __getitem__(self, key: Any) -> np.ndarray:
+        """Indexing makes the array (a convenience for tests and tools, not for the
+        compiler's own paths, which write each deferred array whole)."""
+        return self.realize()[key]
+
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         out = self.realize()
         return out if dtype is None else out.astype(dtype, copy=False)

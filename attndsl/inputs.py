@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .features import nodes as mn
-from .features.registry import cache_shapes
+from .features.registry import cache_inputs
 from .ir.nodes import Model
 
 DEFAULT_DYNAMIC = {"batch": 2}
@@ -67,7 +67,10 @@ def random_inputs(model: Model, sizes: Mapping[str, int] | None = None, seed: in
     for b in model.blocks:
         if b.cache:
             batch = shapes[model.root_stream(b.query)][0]
-            for what, shape in cache_shapes(b, batch, past_len).items():
-                out[f"{b.name}.past_{what}"] = rng.standard_normal(shape).astype(model.dtype)
+            for name, shape in cache_inputs(b, batch, past_len).items():
+                # a static cache: random buffers (the slots from the write position on are
+                # overwritten or masked) and the write position past_len
+                out[name] = (np.array(past_len, np.int64) if shape == ()
+                             else rng.standard_normal(shape).astype(model.dtype))
     return out
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 
 from .errors import AttnDSLError, LimitError
 from .features import nodes as fn
-from .features.registry import cache_shapes
+from .features.registry import cache_inputs
 from .ir.nodes import Block, Model
 from .source import Source, Span
 
@@ -337,7 +337,9 @@ def check_run(model: Model, shapes: Mapping[str, tuple[int, ...]], past_len: int
     for b in model.blocks:
         bq, sq = (_size(model, e, shapes) for e in model.stream_dims(b.query))
         sk = _size(model, model.stream_dims(b.key)[1], shapes)
-        largest = max(largest, bq * b.heads * sq * (sk + (past_len if b.cache else 0)) * 4)
+        keys = (b.cache_max_len if b.static_cache  # attends over every slot of its buffer
+                else sk + (past_len if b.cache else 0))
+        largest = max(largest, bq * b.heads * sq * keys * 4)
     if total + largest > limits.max_run_bytes:
         raise LimitError(f"a run at these sizes needs about {format_bytes(total + largest)} "
                          f"(inputs {format_bytes(total)}, scores {format_bytes(largest)}), over "
@@ -365,6 +367,5 @@ def input_shapes(model: Model, dims: Mapping[str, int],
     for b in model.blocks:
         if b.cache:
             batch = shapes[model.root_stream(b.query)][0]
-            for what, shape in cache_shapes(b, batch, past_len).items():
-                shapes[f"{b.name}.past_{what}"] = tuple(shape)
+            shapes.update(cache_inputs(b, batch, past_len))
     return shapes

@@ -15,8 +15,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .arrays import realize
+from .errors import InputError
 from .features.blocks.rope import apply_rope as rope
-from .features.registry import block_rules, cache_axis, cache_layout, cache_shapes, replacing, rule
+from .features.registry import (
+    block_rules,
+    cache_axis,
+    cache_layout,
+    cache_outputs,
+    cache_shapes,
+    replacing,
+    rule,
+)
 from .ir.nodes import Block, Model
 from .masks.eval import eval_mask
 
@@ -64,7 +73,9 @@ class BlockState:
     ``q_pos`` [Sq] and ``k_pos_new`` [Sk] are the absolute positions of the queries and the
     new keys; ``o`` is the attention output [B, H, Sq, Dv] at ``attended`` and [B, Sq,
     H*Dv] at ``merged``. ``weight(name)`` reads a parameter, ``inputs`` the graph inputs;
-    ``past`` the past cache entries by name (``{}`` without a cache) for a ``cache`` rule."""
+    ``past`` the past cache entries by name (``{}`` without a cache) for a ``cache`` rule,
+    ``past_len`` the cached positions before the new tokens (a static cache's write
+    position)."""
 
     block: Block
     weights: Mapping[str, np.ndarray]
@@ -79,6 +90,7 @@ class BlockState:
     k_pos_new: np.ndarray | None = None
     o: np.ndarray | None = None
     past: dict[str, np.ndarray] = field(default_factory=dict)
+    past_len: int = 0
     extra: dict[str, object] = field(default_factory=dict)
 
     def weight(self, name: str) -> np.ndarray:
@@ -130,11 +142,22 @@ def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, n
     kv_heads = layout.kv[0] if layout is not None else b.kv_heads
     st.q, st.k, st.v = _heads(st.q, b.heads), _heads(st.k, kv_heads), _heads(st.v, kv_heads)
     past = 0
-    if b.cache:
+    sq, sk = st.q.shape[2], st.k.shape[2]
+    buffers: dict[str, np.ndarray] = {}
+    if b.static_cache:  # the same step as a growing cache over the slots before write_pos
+        buffers = {w: np.asarray(inputs[f"{b.name}.cache_{w}"], np.float64)
+                   for w in ("key", "value")}
+        past = int(inputs[f"{b.name}.write_pos"])
+        if not 0 <= past <= b.cache_max_len - sk:
+            raise InputError(f"block '{b.name}': write position {past} with {sk} new tokens "
+                             f"does not fit the static cache's {b.cache_max_len} slots",
+                             hint="the write position is in 0..max_len - new tokens")
+        st.past = {w: x[:, :, :past] for w, x in buffers.items()}
+    elif b.cache:
         st.past = {name: np.asarray(inputs[f"{b.name}.past_{name}"], np.float64)
                    for name in cache_shapes(b, 0, 0)}
         past = next(iter(st.past.values())).shape[cache_axis(b)]
-    sq, sk = st.q.shape[2], st.k.shape[2]
+    st.past_len = past
     st.q_pos = q_pos = (past if b.self_attention else 0) + np.arange(sq)
     st.k_pos_new = past + np.arange(sk)
     for hook in ("heads", "rope", "post_rope"):
@@ -148,6 +171,10 @@ def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, n
         st.k = np.concatenate([st.past["key"], st.k], axis=2)
         st.v = np.concatenate([st.past["value"], st.v], axis=2)
         out["present_key"], out["present_value"] = st.k, st.v
+        if buffers:  # the written buffers: the slots after the new tokens as they were
+            out["present_key"], out["present_value"] = (
+                np.concatenate([x, buffers[w][:, :, past + sk:]], axis=2)
+                for w, x in (("key", st.k), ("value", st.v)))
     _hooks(st, "values")  # after the cache: what a feature does to the values is not cached
     q, k, v = st.q, st.k, st.v
     k_pos = np.arange(k.shape[2])
@@ -170,6 +197,8 @@ def run_block(block: Block, w: Mapping[str, np.ndarray], streams: Mapping[str, n
     o = st.o
     if b.project:
         o = _linear(o, w, f"{b.name}.o_proj", b.has_bias("o"))
+    if buffers:  # probabilities over every slot of the buffer (0 past the new tokens)
+        p = np.pad(p, [(0, 0)] * 3 + [(0, b.cache_max_len - p.shape[-1])])
     out["out"], out["weights"] = o, p
     return out
 
@@ -216,6 +245,7 @@ def run_reference(model: Model, weights: Mapping[str, np.ndarray],
         out[o.name] = results[o.stream]["weights" if o.attr == "weights" else "out"]
     for b in model.blocks:
         if b.cache:
-            for name in cache_shapes(b, 0, 0):
-                out[f"{b.name}.present_{name}"] = results[b.name][f"present_{name}"]
+            for onnx_name, name in zip(cache_outputs(b, 0, 0), cache_shapes(b, 0, 0),
+                                       strict=True):
+                out[onnx_name] = results[b.name][f"present_{name}"]
     return out

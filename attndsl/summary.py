@@ -20,7 +20,7 @@ import numpy as np
 
 from .errors import AttnDSLError, did_you_mean
 from .features import nodes as mn
-from .features.registry import BLOCK_FEATURES, block_feature_of, cache_shapes, replacing
+from .features.registry import BLOCK_FEATURES, block_feature_of, cache_inputs, replacing
 from .features.text import format_leaf, format_mask
 from .inputs import random_inputs
 from .ir.nodes import Block, Model
@@ -109,7 +109,7 @@ def graph_input_names(model: Model) -> list[str]:
     names = [i.name for i in model.inputs]
     for b in model.blocks:
         if b.cache:
-            names += [f"{b.name}.past_{what}" for what in cache_shapes(b, 0, 0)]
+            names += list(cache_inputs(b, 0, 0))
     return names
 
 
@@ -195,7 +195,9 @@ def format_summary(s: Summary) -> str:
             if node is not None or feature.listed:
                 text = feature.summary(node, b) if node is not None else "-"
                 lines.append(f"    {feature.key:<6} {text}")
-        lines.append(f"    cache  {'yes' if b.cache else 'no'}")
+        cache = (f"static, {b.cache_max_len} slots" if b.static_cache
+                 else "yes" if b.cache else "no")
+        lines.append(f"    cache  {cache}")
         note = ""
         if info.inputs_used:
             note = (f" (depends on inputs {', '.join(info.inputs_used)}: random example "

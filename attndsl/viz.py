@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import AttnDSLError, InputError, did_you_mean
 from .features import nodes as mn
-from .features.registry import cache_axis, cache_shapes, rule
+from .features.registry import cache_inputs, cache_past_len, rule
 from .features.text import format_mask
 from .inputs import random_inputs
 from .ir.nodes import Block, Model, Output
@@ -139,8 +139,8 @@ def run_lengths(model: Model, block: str | Block | None,
     try:
         q_len = int(np.shape(inputs[model.root_stream(b.query)])[1])
         new_k = int(np.shape(inputs[model.root_stream(b.key)])[1])
-        past = (int(np.shape(inputs[f"{b.name}.past_{next(iter(cache_shapes(b, 0, 0)))}"])
-                    [cache_axis(b)]) if b.cache else 0)
+        past = cache_past_len(b, {n: np.asarray(inputs[n]) for n in cache_inputs(b, 0, 0)}
+                              if b.cache else {})
     except KeyError as e:
         raise InputError(f"the inputs have no '{e.args[0]}'") from None
     return q_len, past + new_k, past
@@ -155,8 +155,7 @@ def prob_grid(model: Model, block: str | Block | None, inputs: Mapping[str, np.n
 
     b = pick_block(model, block)
     names = [i.name for i in model.inputs]
-    names += [f"{x.name}.past_{what}" for x in model.blocks if x.cache
-              for what in cache_shapes(x, 0, 0)]
+    names += [name for x in model.blocks if x.cache for name in cache_inputs(x, 0, 0)]
     missing = [name for name in names if name not in inputs]
     if missing:
         raise InputError(f"the inputs lack {', '.join(missing)}")
@@ -166,6 +165,8 @@ def prob_grid(model: Model, block: str | Block | None, inputs: Mapping[str, np.n
     except (ValueError, IndexError) as e:
         raise InputError(f"the inputs do not fit the model: {e}") from None
     p = p["weights"]
+    if b.static_cache:  # the buffer's slots past the written ones: probability 0, not keys
+        p = p[..., :cache_past_len(b, inputs) + int(np.shape(inputs[model.root_stream(b.key)])[1])]
     if not 0 <= batch < p.shape[0]:
         raise InputError(f"batch index {batch} is out of range (batch {p.shape[0]})")
     return p[batch]

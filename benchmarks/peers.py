@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .cases import Case
-from .variants import Variant, compile_variant, model_digest
+from .variants import Variant, _line, compile_variant, model_digest
 
 
 class Skip(Exception):
@@ -122,6 +122,46 @@ def _attndsl_loop(case: Case, model: bytes, inputs: dict[str, np.ndarray], setti
 
     return Prepared(call, output, time.perf_counter() - start,
                     {"model_mb": round(len(model) / 2**20, 2), **info})
+
+
+def static_spec_text(case: Case) -> str:
+    """The decode case's spec with a static KV cache of ``past + 1`` slots (the step's token
+    is written at slot ``past``)."""
+    return case.spec_text().replace(
+        "    cache: true", f"    cache: {{layout: static, max_len: {case.seq + 1}}}")
+
+
+def _attndsl_static(case: Case, inputs: dict[str, np.ndarray], settings: Settings) -> Prepared:
+    """One decode step with attndsl's static KV cache: the case's spec with ``cache: {layout:
+    static, max_len: past + 1}``, compiled with ``--target ort --opset 24`` (the block stays on the
+    portable lowering, which writes the cache with TensorScatter at opset 24), run through the
+    decode helper's I/O binding (``attndsl.runtime.decode.StaticBinding``): the buffers are bound
+    once as both input and output (the past K/V copied into slots ``0..past-1`` untimed), each call
+    binds q/k/v and the write position, writes slot ``past`` in place and attends over the ``past +
+    1`` slots."""
+    from attndsl.api import parse_spec
+    from attndsl.lower.compile import CompileOptions, compile_with_explanations
+    from attndsl.runtime.decode import StaticBinding
+
+    start = time.perf_counter()
+    spec = parse_spec(static_spec_text(case), "bench.yaml")
+    # opset 24 (TensorScatter) is the ort target's; it keeps a static cache block portable
+    proto, explain = compile_with_explanations(spec, options=CompileOptions(target="ort",
+                                                                            opset=24))
+    data = proto.SerializeToString(deterministic=True)
+    compile_s = time.perf_counter() - start
+    session = ort_session(data, settings.threads)
+    binding = StaticBinding(spec, session, case.batch)
+    b, g, d, past = case.batch, case.kv_heads, case.head_dim, case.seq
+    for w in ("key", "value"):
+        buffer = np.zeros((b, g, past + 1, d), np.float32)
+        buffer[:, :, :past] = inputs[f"attn.past_{w}"]
+        binding.load(f"attn.cache_{w}", buffer)
+    feed = {n: inputs[n] for n in ("q", "k", "v")}
+    return Prepared(lambda: binding.run(feed, past), lambda out: out["y"],
+                    time.perf_counter() - start,
+                    {"model_mb": round(len(data) / 2**20, 2), "compile_s": compile_s,
+                     "sha": model_digest(proto), "explain": [_line(e) for e in explain]})
 
 
 def _graph(nodes, inputs, outputs, opsets, initializers=()) -> bytes:
@@ -490,6 +530,11 @@ PEERS: list[Runner] = [
            quadratic=lambda case: False),  # O(S²) time, but no [B, H, S, S] tensor
     Runner("onnx-attention", "ort", "ONNX Attention-23 (is_causal, bool attn_mask, past KV)",
            _attention23, _only(*_ONE_CALL)),
+    Runner("attndsl static-cache", "attndsl", "attndsl's decode step with a static KV cache "
+           "(cache: {layout: static, max_len: past + 1}; --target ort --opset 24: the portable "
+           "block with TensorScatter), buffers "
+           "bound once through ORT I/O binding and written in place", _attndsl_static,
+           _only("decode"), quadratic=lambda case: False),
     Runner("memcpy", "probe", "numpy copy of the KV cache's bytes (past K and V) into "
            "preallocated arrays: the decode step's memory-bandwidth floor", _memcpy,
            _only("decode"), quadratic=lambda case: False),

@@ -115,6 +115,11 @@ def _setting_value(block: str, key: str, value: object) -> object:
         if not _is_int(value):
             raise _type_error(block, key, "an int", value)
         return value
+    if key == "cache" and isinstance(value, Mapping):  # {"layout": "static", "max_len": N}
+        if not all(isinstance(k, str) and isinstance(v, (int, str)) for k, v in value.items()):
+            raise _type_error(block, key, "True, False or a mapping like "
+                              "{'layout': 'static', 'max_len': 4096}", value)
+        return tuple(ast.Setting(k, v) for k, v in value.items())
     if key in _BOOL_KEYS and not (key in BLOCKS and isinstance(value, Mapping)):
         if not isinstance(value, bool):
             raise _type_error(block, key, "True or False", value)
@@ -163,7 +168,7 @@ def _python_value(s: ast.Setting) -> object:
         return format_expr(v)
     if s.key == "score" and isinstance(v, tuple):
         return [format_call(c) for c in v]
-    if s.key in BLOCKS and isinstance(v, tuple):
+    if (s.key in BLOCKS or s.key == "cache") and isinstance(v, tuple):
         return {k.key: k.value for k in v}
     return v
 
@@ -404,14 +409,15 @@ class Spec:
                   bias: bool | Mapping[str, bool] | None = None, out_dim: int | None = None,
                   scale: float | None = None, mask: str | None = None,
                   score: str | Sequence[str] | None = None, rope: RopeValue | None = None,
-                  cache: bool | None = None,
+                  cache: bool | Mapping[str, int | str] | None = None,
                   features: Mapping[str, FeatureValue] | None = None) -> Spec:
         """A new attention block (its name is its output stream). Settings left None are
         not written, so they take their defaults (see the README's "The spec language"):
         ``mask`` is an expression such as ``"causal & sliding(16)"``, ``score`` one or more
         modifiers such as ``["alibi", "softcap(30.0)"]``, ``rope`` True (defaults), False or
         ``{"theta": 1e4, "dim": 32}``; ``bias`` True (all four projections) or the ones
-        that have one, ``{"q": True, "k": True, "v": True}``; ``features`` any block feature
+        that have one, ``{"q": True, "k": True, "v": True}``; ``cache`` True (growing) or
+        ``{"layout": "static", "max_len": 4096}``; ``features`` any block feature
         by its key, e.g. ``{"qk_norm": "rms"}`` or ``{"qk_norm": {"kind": "layer", "eps":
         1e-5}}``."""
         values = _given(locals())
@@ -426,7 +432,8 @@ class Spec:
                    project: bool | None = None, bias: bool | Mapping[str, bool] | None = None,
                    out_dim: int | None = None, scale: float | None = None,
                    mask: str | None = None, score: str | Sequence[str] | None = None,
-                   rope: RopeValue | None = None, cache: bool | None = None,
+                   rope: RopeValue | None = None,
+                   cache: bool | Mapping[str, int | str] | None = None,
                    features: Mapping[str, FeatureValue] | None = None,
                    remove: Iterable[str] = ()) -> Spec:
         """Block ``name`` with the settings given changed (in place) or added; settings left
@@ -450,7 +457,7 @@ class Spec:
                       bias: bool | Mapping[str, bool] | None = None, out_dim: int | None = None,
                       scale: float | None = None, mask: str | None = None,
                       score: str | Sequence[str] | None = None, rope: RopeValue | None = None,
-                      cache: bool | None = None,
+                      cache: bool | Mapping[str, int | str] | None = None,
                       features: Mapping[str, FeatureValue] | None = None) -> Spec:
         """Block ``name`` with exactly these settings (as ``add_block``), at its place."""
         values = _given(locals())

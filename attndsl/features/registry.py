@@ -159,6 +159,55 @@ def cache_shapes(block, batch, length) -> dict[str, tuple]:
     return {name: (batch, length, width) for name, width in layout.entries}
 
 
+def cache_inputs(block, batch, past_len) -> dict[str, tuple]:
+    """The cache graph inputs of a cached ``block``, name -> shape. Growing (``cache:
+    true``): ``<block>.past_<entry>`` with ``past_len`` tokens (``cache_shapes``). Static:
+    the buffers ``<block>.cache_key`` / ``cache_value`` ``[batch, kv_heads, max_len, D]``
+    and the write position ``<block>.write_pos`` (shape ``()``, int64; every other cache
+    input is in the model dtype)."""
+    n = block.name
+    if getattr(block, "static_cache", False):
+        m = block.cache_max_len
+        return {f"{n}.cache_key": (batch, block.kv_heads, m, block.head_dim),
+                f"{n}.cache_value": (batch, block.kv_heads, m, block.v_head_dim),
+                f"{n}.write_pos": ()}
+    return {f"{n}.past_{w}": shape for w, shape in cache_shapes(block, batch, past_len).items()}
+
+
+def cache_outputs(block, batch, present_len) -> dict[str, tuple]:
+    """The cache graph outputs of a cached ``block``, name -> shape, in the order of
+    ``cache_shapes``' entries: ``<block>.present_<entry>`` (growing, ``present_len``
+    tokens) or the updated buffers ``<block>.cache_key_out`` / ``cache_value_out``
+    (static, ``max_len`` slots)."""
+    n = block.name
+    if getattr(block, "static_cache", False):
+        m = block.cache_max_len
+        return {f"{n}.cache_key_out": (batch, block.kv_heads, m, block.head_dim),
+                f"{n}.cache_value_out": (batch, block.kv_heads, m, block.v_head_dim)}
+    return {f"{n}.present_{w}": shape
+            for w, shape in cache_shapes(block, batch, present_len).items()}
+
+
+def cache_feedback(block) -> dict[str, str]:
+    """Cache output -> the input the next decode step reads it as (``present_key`` ->
+    ``past_key``; a static buffer ``cache_key_out`` -> ``cache_key``)."""
+    outs = cache_outputs(block, 0, 0)
+    ins = [n for n, shape in cache_inputs(block, 0, 0).items() if shape != ()]
+    return dict(zip(outs, ins, strict=True))
+
+
+def cache_past_len(block, inputs) -> int:
+    """The cached positions before the new tokens in a run with ``inputs`` (by graph input
+    name): the past entries' length (growing), the write position (static), 0 without a
+    cache. A missing input raises KeyError."""
+    if not block.cache:
+        return 0
+    if getattr(block, "static_cache", False):
+        return int(inputs[f"{block.name}.write_pos"])
+    first = next(iter(cache_shapes(block, 0, 0)))
+    return int(inputs[f"{block.name}.past_{first}"].shape[cache_axis(block)])
+
+
 def cache_axis(block) -> int:
     """The time axis of ``block``'s cache entries (2 for per-head K/V, 1 for a feature's)."""
     return 2 if cache_layout(block) is None else 1

@@ -11,19 +11,25 @@ from pathlib import Path
 
 from ..errors import ErrorCollector, did_you_mean, suggest
 from ..features import nodes as mn
-from ..features.block_base import REPLACING_HOOKS, BlockFeature, BlockNode
-from ..features.registry import BLOCKS, SCORES, block_order, block_rules, feature_of
+from ..features.block_base import REPLACING_HOOKS, BlockFeature, BlockNode, Option
+from ..features.registry import BLOCKS, SCORES, block_order, block_rules, feature_of, rule
 from ..frontend import ast
 from ..frontend.ast import TOP_KEYS
 from ..source import Span
 from .calls import build_call, build_mask
-from .nodes import FLOAT_DTYPES, INPUT_DTYPES, Block, Dim, Input, Model, Output
+from .nodes import CACHE_LAYOUTS, FLOAT_DTYPES, INPUT_DTYPES, Block, Dim, Input, Model, Output
 
 # the block settings: the core ones, then one per block feature (``features/blocks/``)
 CORE_KEYS = ("query", "key_value", "key", "value", "heads", "kv_heads", "head_dim",
              "v_head_dim", "project", "bias", "out_dim", "scale", "score", "mask", "cache")
 # a key both core and a feature (``bias``): the core setting takes a scalar (``bias: true``),
 # the feature a mapping (``bias: {q: true, v: true}``)
+# the options of a ``cache`` mapping (``cache: {layout: static, max_len: 4096}``)
+CACHE_OPTIONS = (
+    Option("layout", "choice", "growing", choices=CACHE_LAYOUTS,
+           doc="growing: past_key/past_value in, present_* out; static: preallocated buffers"),
+    Option("max_len", "int", None, minimum=1, doc="a static cache's slots per sequence"),
+)
 BLOCK_KEYS = CORE_KEYS[:-1] + tuple(k for k in BLOCKS if k not in CORE_KEYS) + CORE_KEYS[-1:]
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -284,7 +290,7 @@ class Builder:
                                  v_stream)
         out_dim = self.pos_int(s, "out_dim", q.width, b) if project else heads * v_head_dim
         bias = False if _mapping(s.get("bias")) else self.flag(s, "bias", False)
-        cache = self.flag(s, "cache", False)
+        cache, cache_layout, max_len = self.cache_setting(s)
         scale = self.block_scale(s, head_dim)
         self_attn = (k_stream.name == q.name) if project else True
         facts = BlockCheck(self, b.name, heads, kv_heads, head_dim, v_head_dim, project, cache,
@@ -292,6 +298,8 @@ class Builder:
         features = self.block_features(s, facts, b)
         mask = self.mask(s.get("mask"), b, heads, self_attn, cache, q, k_stream)
         score = self.scores(s.get("score"), b, heads)
+        if cache_layout == "static":
+            self.check_static_cache(s["cache"], self_attn, features, mask, score)
         if len(self.errors.errors) > n_err:
             return None
         return Block(
@@ -299,7 +307,7 @@ class Builder:
             kv_heads=kv_heads, head_dim=head_dim, v_head_dim=v_head_dim, width_q=q.width,
             width_kv=k_stream.width, out_dim=out_dim, project=project, bias=bias, scale=scale,
             mask=mask, score=score, features=features, cache=cache, self_attention=self_attn,
-            span=b.span)
+            cache_layout=cache_layout, cache_max_len=max_len, span=b.span)
 
     def block_settings(self, b: ast.BlockDecl) -> dict[str, ast.Setting]:
         """The block's settings by key; unknown and repeated keys and an unknown kind are
@@ -440,6 +448,66 @@ class Builder:
         self.err(f"'{key}' must be true or false", st.value_span or st.span,
                  f"or a mapping like {BLOCKS[key].example}" if key in BLOCKS else None)
         return default
+
+    def cache_setting(self, s) -> tuple[bool, str, int | None]:
+        """``cache``: ``true`` / ``false`` (a growing cache or none), or a mapping
+        ``{layout: growing | static, max_len: N}`` (``.attn``: ``cache layout = static,
+        max_len = N``). Returns (cached, layout, max_len)."""
+        st = s.get("cache")
+        if st is None or not _mapping(st):
+            return self.flag(s, "cache", False), "growing", None
+        options = {o.name: o for o in CACHE_OPTIONS}
+        given: dict[str, ast.Setting] = {}
+        n_err = len(self.errors.errors)
+        for kw in st.value:
+            opt = options.get(kw.key)
+            if opt is None:
+                self.err(f"unknown cache key '{kw.key}'", kw.span,
+                         did_you_mean(kw.key, options) or f"valid keys: {', '.join(options)}")
+            elif kw.key in given:
+                self.err(f"duplicate key '{kw.key}' in cache", kw.span)
+            elif not opt.accepts(kw.value):
+                hint = (did_you_mean(kw.value, opt.choices)
+                        if opt.kind == "choice" and isinstance(kw.value, str) else None)
+                self.err(f"cache {kw.key} must be {opt.describe()}, got {kw.value!r}",
+                         kw.value_span or kw.span, hint)
+            else:
+                given[kw.key] = kw
+        layout = given["layout"].value if "layout" in given else "growing"
+        max_len = given["max_len"].value if "max_len" in given else None
+        if len(self.errors.errors) > n_err:  # no cross-checks on a mapping with a wrong key
+            return True, "growing", None
+        if layout == "static" and max_len is None:
+            self.err("a static cache needs 'max_len' (its slots per sequence)", st.span,
+                     "write cache: {layout: static, max_len: 4096}")
+        elif layout != "static" and "max_len" in given:
+            self.err("'max_len' is for a static cache", given["max_len"].span,
+                     "add 'layout: static', or drop 'max_len' for the growing cache")
+        return True, layout, max_len if layout == "static" else None
+
+    def check_static_cache(self, st: ast.Setting, self_attn: bool,
+                           features: tuple[BlockNode, ...], mask: mn.Mask,
+                           score: tuple[mn.Score, ...]) -> None:
+        """What a static cache cannot hold: its write position is the position of the first
+        new query (self-attention); it holds per-head keys and values (not a feature's own
+        layout, MLA's latent); the attention reads all ``max_len`` slots, so inputs laid out
+        over the keys (document ids, bool masks, ``bias(t)``) would need the buffer's
+        length and are refused."""
+        if not self_attn:
+            self.err("a static cache needs self-attention (the write position is the "
+                     "position of the first new query)", st.span,
+                     "use 'cache: true' for cross-attention")
+        for f in features:
+            if BLOCKS[BLOCKS_BY_NODE[type(f)]].cache is not None:
+                self.err(f"a static cache holds per-head keys and values; "
+                         f"'{BLOCKS_BY_NODE[type(f)]}' caches its own layout", st.span,
+                         "use 'cache: true' with it")
+        for node in [*mn.walk(mask), *score]:
+            for name, role in rule("inputs", node)(node):
+                if role in ("ids", "cells"):
+                    self.err(f"a static cache attends over its max_len slots; input '{name}' "
+                             f"is laid out over the keys ({role})", st.span,
+                             "use 'cache: true' with inputs over the keys")
 
     def pos_int(self, s, key, default, b) -> int | None:
         st = s.get(key)

@@ -16,6 +16,9 @@ from ..features.registry import block_feature_of, replacing, rule
 from ..source import Span
 
 FLOAT_DTYPES = ("float32", "float16")
+# KV cache layouts: ``growing`` (``cache: true``: past_key/past_value in, present_* = past and
+# the new rows out) and ``static`` (preallocated buffers of ``max_len`` slots written in place)
+CACHE_LAYOUTS = ("growing", "static")
 INPUT_DTYPES = ("float32", "float16", "int64", "int32", "bool")
 
 
@@ -43,7 +46,9 @@ class Block:
     """One attention block. ``project=False`` is core mode: ``query``/``key``/``value`` are
     already per-head-packed streams and no weights exist. ``features`` holds the block
     features (``rope``, ``qk_norm``, ...: ``features/blocks/``), at most one per key, in the
-    registry's order; ``mask`` is always an expression (``all`` when the spec has none)."""
+    registry's order; ``mask`` is always an expression (``all`` when the spec has none).
+    ``cache_layout`` is ``growing`` or, with ``cache_max_len`` slots, ``static``
+    (docs/language.md, "KV cache")."""
 
     name: str
     query: str
@@ -65,7 +70,15 @@ class Block:
     cache: bool = False
     self_attention: bool = True  # query positions are past_len + i (else i)
     fused_qkv: bool = False  # one weight <block>.qkv_proj.{weight,bias} = [q; k; v] rows
+    cache_layout: str = "growing"  # with cache: "growing" or "static" (CACHE_LAYOUTS)
+    cache_max_len: int | None = None  # a static cache's slots per sequence
     span: Span | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def static_cache(self) -> bool:
+        """Whether the block keeps a static cache: preallocated ``[batch, kv_heads, max_len,
+        D]`` buffers plus a write position, updated in place (TensorScatter)."""
+        return self.cache and self.cache_layout == "static"
 
     @property
     def group(self) -> int:

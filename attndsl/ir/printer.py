@@ -39,7 +39,9 @@ def print_ir(model: Model) -> str:
         for f in b.features:
             feature = block_feature_of(f)
             lines.append(f"    {format_node(feature.key, feature.format(f))}")
-        if b.cache:
+        if b.static_cache:
+            lines.append(f"    cache layout=static, max_len={b.cache_max_len}")
+        elif b.cache:
             lines.append("    cache")
         if b.fused_qkv:
             lines.append("    fused qkv projection")

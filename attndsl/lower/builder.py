@@ -89,6 +89,20 @@ class GraphBuilder:
                     node.output[i] = name
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
 
+    def expose(self, name: str, elem_type: int, shape: Dims) -> None:
+        """Declare graph output ``name`` that a node already writes under that name (no
+        Identity: a runtime may then give that node the caller's output buffer, which a
+        static KV cache's in-place write needs)."""
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+
+    def op_to(self, name: str, op_type: str, *inputs: str, **attrs: object) -> str:
+        """Add one node whose single output is named ``name`` (a graph output, see
+        ``expose``); returns ``name``."""
+        attrs = {k: v for k, v in attrs.items() if v is not None}
+        self.nodes.append(helper.make_node(op_type, list(inputs), [name],
+                                           name=self.fresh(op_type), **attrs))
+        return name
+
     def add_initializer(self, name: str, array: np.ndarray) -> str:
         """An initializer from ``array`` (converted once; not copied when it is already
         C-contiguous). Inside ``weight_store.holding_weights()`` a parameter (a name without

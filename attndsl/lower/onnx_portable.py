@@ -23,11 +23,20 @@ import onnx
 from onnx import helper
 
 from ..arrays import as_dtype
-from ..features.registry import block_rules, cache_axis, cache_layout, cache_shapes, replacing, rule
+from ..features.registry import (
+    block_rules,
+    cache_axis,
+    cache_inputs,
+    cache_layout,
+    cache_outputs,
+    cache_shapes,
+    replacing,
+    rule,
+)
 from ..ir.nodes import Block, Model
 from ..weights import check_weights
 from . import block_sparse as bs
-from .builder import FLOAT, ONNX_TYPES, GraphBuilder
+from .builder import FLOAT, INT64, ONNX_TYPES, GraphBuilder
 from .mask_ops import MaskLowering, lower_scores, row_witnesses, zero_empty_rows
 from .plan import Plan, SparseOptions, plan_block
 from .positions import Positions
@@ -85,8 +94,9 @@ class PortableLowering:
         for b in m.blocks:
             if b.cache:
                 batch = self.onnx_dim(self.model.stream_dims(b.query)[0])
-                for what, shape in cache_shapes(b, batch, PAST_LEN).items():
-                    g.add_input(f"{b.name}.past_{what}", self.dtype, list(shape))
+                for name, shape in cache_inputs(b, batch, PAST_LEN).items():
+                    # shape (): a static cache's write position
+                    g.add_input(name, INT64 if shape == () else self.dtype, list(shape))
         for name, arr in self.weights.items():
             g.add_initializer(name, as_dtype(arr, m.dtype))  # no copy if same dtype
         for b in m.blocks:
@@ -104,7 +114,7 @@ class PortableLowering:
             b = m.block(o.stream)
             batch, seq = (self.onnx_dim(e) for e in self.model.stream_dims(b.name))
             if o.attr == "weights":
-                k_len = (PRESENT_LEN if b.cache
+                k_len = (b.cache_max_len if b.static_cache else PRESENT_LEN if b.cache
                          else self.onnx_dim(self.model.stream_dims(b.key)[1]))
                 probs = self.results[b.name]["weights"]
                 if self.dtype != FLOAT:
@@ -116,10 +126,13 @@ class PortableLowering:
         for b in m.blocks:
             if b.cache:
                 batch = self.onnx_dim(self.model.stream_dims(b.query)[0])
-                for what, shape in cache_shapes(b, batch, PRESENT_LEN).items():
-                    # the join's own output (an Identity would copy the whole cache)
-                    g.add_output_in_place(f"{b.name}.present_{what}",
-                                          self.results[b.name][what], self.dtype, list(shape))
+                for (name, shape), what in zip(cache_outputs(b, batch, PRESENT_LEN).items(),
+                                               cache_shapes(b, 0, 0), strict=True):
+                    if b.static_cache:  # ``write_cache`` wrote it under the output's name
+                        g.expose(name, self.dtype, list(shape))
+                    else:  # the join's own output (an Identity would copy the cache)
+                        g.add_output_in_place(name, self.results[b.name][what], self.dtype,
+                                              list(shape))
 
     def onnx_dim(self, entry: str | int) -> str | int:
         """A shape entry as ONNX sees it: fixed dims are numbers, dynamic ones dim_params."""
@@ -256,6 +269,10 @@ class PortableLowering:
             st.q = q
             result, self.cores[b.name] = own[1](own[0], st)
             q, k, v = st.q, st.k, st.v
+        elif b.static_cache:
+            result["key"] = self.write_cache(b, "key", self.to_model_dtype(k), pos)
+            result["value"] = self.write_cache(b, "value", v, pos)
+            k, v = result["key"], result["value"]
         elif b.cache:
             result["key"] = g.concat([f"{b.name}.past_key", self.to_model_dtype(k)], axis=2)
             result["value"] = g.concat([f"{b.name}.past_value", v], axis=2)
@@ -269,12 +286,34 @@ class PortableLowering:
                 self._v_width[b.name] = st.v_width
         return q, k, v, pos, result
 
+    def write_cache(self, b: Block, what: str, new: str, pos: Positions) -> str:
+        """A static cache's buffer ``<block>.cache_<what>`` [B, G, max_len, D] with the new rows [B,
+        G, S, D] (model dtype) written at slots ``write_pos ..``: ``TensorScatter`` (linear mode) at
+        opset 24 (the ``ort`` target keeps such a block on this lowering), ``ScatterElements`` on
+        axis 2 before (the same copy of the new rows; both write in place when ONNX Runtime gets the
+        output bound to the input's buffer, docs/runtimes.md). The buffer input has no other reader,
+        so a runtime that aliases the two never lets a node see a half-written cache."""
+        g = self.g
+        buffer, out = f"{b.name}.cache_{what}", f"{b.name}.cache_{what}_out"
+        with g.scope(f"write_{what}"):  # straight into the graph output: no Identity copy
+            if self.opset >= 24:  # write_indices: the one write position for every row
+                rows = g.shape(buffer, 0, 1)
+                at = g.op("Expand", g.reshape(pos.past, [1]), rows)
+                return g.op_to(out, "TensorScatter", buffer, new, at, mode="linear", axis=2)
+            slots = g.op("Expand", g.reshape(pos.k_new, [1, 1, -1, 1]), g.shape(new))
+            return g.op_to(out, "ScatterElements", buffer, slots, new, axis=2)
+
     def positions(self, b: Block) -> Positions:
         """The query and key positions of block ``b`` (absolute: past keys first). Lengths
         come from the root input of each stream (``Model.root_stream``), so the blocks of one
         chain build their positions from the same value and ``share-computations`` builds
         them once."""
         past = None
+        if b.static_cache:  # the write position; the keys are the buffer's max_len slots
+            return Positions(self.g, b.self_attention, f"{b.name}.write_pos",
+                             self.streams[self.model.root_stream(b.query)],
+                             self.streams[self.model.root_stream(b.key)],
+                             same_stream=b.query == b.key, slots=b.cache_max_len)
         if b.cache:  # past length: the time axis of the block's first cached tensor
             first = next(iter(cache_shapes(b, 0, 0)))  # (per-head K/V, or MLA's latent)
             past = self.g.dim(f"{b.name}.past_{first}", cache_axis(b))
@@ -341,6 +380,10 @@ class PortableLowering:
         mask = b.mask
         allowed = MaskLowering(g, b, pos, self.input_types, lens).lower(mask)
         guard = not row_witnesses(mask, self.model.has_diagonal(b))
+        if b.static_cache and allowed is not False:  # slots not written yet hold no keys
+            # (a row's witness key, key 0 or its own, is a written slot: no new guard)
+            written = g.less(pos.k, pos.k_total)
+            allowed = written if allowed is True else g.and_(allowed, written)
         # scores that add an input over the cells (bias(t)): its -inf cells are masked out
         added = [name for mod in b.score for name, role in rule("inputs", mod)(mod)
                  if role == "cells"]

@@ -510,6 +510,14 @@ class OrtLowering(PortableLowering):
     """The portable lowering with fused ONNX Runtime kernels for the blocks that map."""
 
     def block(self, b: Block) -> None:
+        if b.static_cache:  # the fused kernels' caches grow (or share a buffer per their
+            # own seqlens contract, GroupQueryAttention): the portable lowering writes it
+            first = len(self.explain)
+            super().block(b)
+            self.explain[first:] = [BlockExplanation(
+                e.block, e.lowering, "no fused op: a static KV cache (the fused kernels take a "
+                f"growing past/present cache); {e.reason}") for e in self.explain[first:]]
+            return
         reasons: list[tuple[str, str]] = []
         pattern = mask_pattern(b.mask)
         first = GQA if isinstance(pattern, Pattern) and pattern.causal else MHA

@@ -157,6 +157,9 @@ def _cell_inputs(node: object) -> list[str]:
 
 def _dense_reason(b: Block, wants_weights: bool) -> str | None:
     """Why the block must stay dense whatever the mode (None: it may be sparse)."""
+    if b.static_cache:
+        return (f"a static KV cache: the keys are the {b.cache_max_len} slots of its buffer, "
+                "those not yet written masked")
     if wants_weights:
         return f"'{b.name}.weights' is an output: the probabilities of every pair are needed"
     for mod in b.score:

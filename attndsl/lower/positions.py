@@ -22,15 +22,19 @@ class Positions:
 
     ``past`` is the past length (int64 scalar) of a cached block, else None; ``x_q`` and
     ``x_k`` are the query and key streams [B, S, width]; ``same_stream`` says they are one
-    tensor read in self-attention (query positions are then the new key positions)."""
+    tensor read in self-attention (query positions are then the new key positions).
+    ``slots``: a static cache's buffer length: the keys attended over are its ``slots``
+    positions (``k``), of which the first ``k_total`` are written (``past`` is then the
+    write position)."""
 
     pair_rank = 2  # the pair axes are [Sq, Sk]
     whole = True  # every (query, key) pair in order: whole-matrix tables apply as they are
     cheap_offsets = False  # q_minus_k is as large as the pair shape
 
     def __init__(self, g: GraphBuilder, self_attention: bool, past: str | None, x_q: str,
-                 x_k: str, same_stream: bool):
+                 x_k: str, same_stream: bool, slots: int | None = None):
         self.g = g
+        self.slots = slots
         self.self_attention = self_attention
         self.past = past
         self.x_q = x_q
@@ -75,7 +79,9 @@ class Positions:
 
     @cached_property
     def k(self) -> str:
-        """Positions of all keys [Sk_total]."""
+        """Positions of all keys [Sk_total] (a static cache: of all its slots)."""
+        if self.slots is not None:
+            return self._range(None, self.g.scalar(self.slots, "int64"))
         return self.k_new if self.past is None else self._range(None, self.k_total)
 
     @cached_property

@@ -145,7 +145,7 @@ def _reference(r: Rope, st) -> None:
         length = int(q_pos.max()) + 1 if q_pos.size else 0
     else:
         q_pos, k_pos = st.q_pos, st.k_pos_new
-        past = np.shape(st.inputs[f"{b.name}.past_key"])[2] if b.cache else 0
+        past = st.past_len
         q_end = (past if b.self_attention else 0) + st.q.shape[2]
         length = max(q_end, past + st.k.shape[2])
     inv, factor = frequencies(r, length)
