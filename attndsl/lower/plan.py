@@ -60,7 +60,7 @@ DENSE_CHUNK_ROWS = (64, 128, 256, 512)  # query rows per chunk of the chunked de
 MAX_DENSE_CHUNKS = 256
 # a one-tensor score graph above this (per batch row; the probabilities as much again) runs
 # in query chunks instead, whatever the estimates say: measured at S=4096 (768 MiB), the
-# chunks took 0.92-1.0x of the one-tensor graph's time and 202 instead of 871 MiB peak
+# chunks took 1.02-1.15x the one-tensor graph's time and 202 instead of 871 MiB peak
 DENSE_MAX_MIB = 512
 
 
