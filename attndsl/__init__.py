@@ -8,6 +8,7 @@ attention of a Hugging Face checkpoint.
 
 from .api import (
     CompileResult,
+    DecodeResult,
     OutputCheck,
     RunResult,
     Spec,
@@ -16,6 +17,7 @@ from .api import (
     check,
     compile,
     compile_to,
+    decode,
     draw,
     execute,
     import_hf,
@@ -30,8 +32,8 @@ from .ir import Model, print_ir
 from .version import __version__
 
 __all__ = [
-    "AttnDSLError", "CompileResult", "Model", "OutputCheck", "RunResult", "Spec", "SpecError",
-    "SpecErrors", "SpecSyntaxError", "Summary", "VerifyReport", "__version__", "check",
-    "compile", "compile_to", "draw", "execute", "import_hf", "ir_text", "load_spec", "parse_spec",
-    "print_ir", "run", "verify",
+    "AttnDSLError", "CompileResult", "DecodeResult", "Model", "OutputCheck", "RunResult", "Spec",
+    "SpecError", "SpecErrors", "SpecSyntaxError", "Summary", "VerifyReport", "__version__",
+    "check", "compile", "compile_to", "decode", "draw", "execute", "import_hf", "ir_text",
+    "load_spec", "parse_spec", "print_ir", "run", "verify",
 ]

@@ -8,7 +8,6 @@ batch; ``python tools/fuzz.py --mutants 100000 --jobs 2`` prints the counts of a
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 import fuzz  # noqa: E402
 
-from attndsl import api  # noqa: E402
+from attndsl import runtime  # noqa: E402
 
 MUTANTS = int(os.environ.get("ATTNDSL_FUZZ_MUTANTS", "150"))
 SEED = int(os.environ.get("ATTNDSL_FUZZ_SEED", "0"))
@@ -52,17 +51,16 @@ def test_mutants_are_deterministic_and_varied():
 def test_the_fuzzer_sees_faults(monkeypatch, fault):
     """A fault put into the run (the children are forked, so they see the patch) is
     counted: the batch test can fail."""
-    real = api.execute
+    real = runtime.run_session
 
     def faulty(*args, **kwargs):
-        result = real(*args, **kwargs)
+        outputs = real(*args, **kwargs)
         if fault == "crash":
             raise IndexError("injected")
         bump = np.nan if fault == "nan" else 1.0
-        outputs = {k: v + bump for k, v in result.outputs.items()}
-        return dataclasses.replace(result, outputs=outputs)
+        return {k: v + bump for k, v in outputs.items()}
 
-    monkeypatch.setattr(api, "execute", faulty)
+    monkeypatch.setattr(runtime, "run_session", faulty)
     outcomes = fuzz.run_batch(6, seed=0, jobs=1)
     kinds = {o.kind for o in outcomes}
     assert fault in kinds and "ok" not in kinds

@@ -104,6 +104,6 @@ def test_readme_python_section_runs(tmp_path, monkeypatch, capsys):
 def test_readme_python_section_shows_every_api_function():
     code = "\n".join(_python_blocks())
     for name in ("Spec.load", "with_block", "attndsl.compile(", "attndsl.compile_to(",
-                 "attndsl.run(", "attndsl.verify(", "attndsl.check(", "Spec.new(", "to_attn()",
-                 ".save("):
+                 "attndsl.run(", "attndsl.verify(", "attndsl.check(", "attndsl.decode(",
+                 "Spec.new(", "to_attn()", ".save("):
         assert name in code, name

@@ -5,7 +5,8 @@
   ``.attn`` (``to_yaml``, ``to_attn``, ``save``).
 - ``compile`` / ``compile_to``: ONNX models, as ``attndsl compile``.
 - ``execute`` / ``run`` / ``verify``: ONNX Runtime runs, checked against the numpy reference,
-  as ``attndsl run [--verify]``.
+  as ``attndsl run [--verify]``; ``decode``: a generation loop (prefill, then one position
+  at a time with the KV cache).
 - ``import_hf`` / ``import_hf_to``: a Hugging Face checkpoint's attention as a Spec and its
   weights, as ``attndsl import-hf``.
 - ``check`` (with ``format_summary``), ``ir_text``, ``convert``, ``draw``: what ``attndsl
@@ -19,6 +20,7 @@ from ..lower.targets import DEFAULT_OPSET, OPSETS, SPARSE_MODES, TARGET_NAMES, o
 from ..summary import Summary
 from ._check import check, draw, format_summary
 from ._compile import CompileResult, SpecLike, WeightsLike, compile, compile_to, convert, ir_text
+from ._decode import DecodeResult, decode
 from ._import import ImportReport, import_hf, import_hf_to
 from ._run import (
     TOLERANCE,
@@ -37,7 +39,8 @@ from ._spec import SYNTAXES, Spec, load_spec, parse_spec
 
 __all__ = [
     "DEFAULT_OPSET", "OPSETS", "SPARSE_MODES", "SYNTAXES", "TARGET_NAMES", "opset_ranges",
-    "TOLERANCE", "CompileResult", "ImportReport", "import_hf", "import_hf_to", "OutputCheck",
+    "TOLERANCE", "CompileResult", "DecodeResult", "decode", "ImportReport", "import_hf",
+    "import_hf_to", "OutputCheck",
     "RunResult", "Spec", "SpecLike",
     "Summary", "VerifyReport", "WeightsLike", "check", "compare", "compile", "compile_to",
     "convert", "draw", "execute", "format_summary", "ir_text", "load_onnx", "load_spec",

@@ -1,10 +1,14 @@
 """The ``ort`` target: ONNX Runtime's fused attention kernels where a block maps onto one of
 them exactly, the portable lowering (standard ops) for the other blocks.
 
-Per block, causal masks try GQA first and the others MHA first, then ONNX Attention; the first
-kernel that matches wins (``match_*`` returns a plan or the reason it does not apply,
-``emit_*`` builds the nodes), unless the portable block-sparse plan skips work the kernel
-would do (``portable_skips_more``):
+Per block, causal masks try GQA first and the others MHA first, then ONNX Attention
+(``match_*`` returns a plan or the reason it does not apply, ``emit_*`` builds the nodes).
+Only an exact kernel is a candidate; it is then weighed against the portable plan: under
+``--sparse auto`` by the cost model measured on this machine (``ort_cost.py``: the cheaper
+estimate wins, the kernel within 10%, and ``--explain`` gives both), under ``--sparse
+dense`` / ``block`` and where the cost model has no constants by a fixed rule
+(``portable_skips_more``). The first exact kernel that wins is used; when none does, the
+block is portable:
 
 - ``com.microsoft.GroupQueryAttention``: self-attention over one query/key length, causal
   (attndsl's bottom-right alignment, which GQA shares), causal with a window (``sliding(w)``
@@ -59,6 +63,7 @@ from ..features.blocks.rope import rope_tables, run_length
 from ..features.registry import block_feature_of, rule
 from ..features.text import format_leaf, format_mask
 from ..ir.nodes import Block
+from . import ort_cost
 from .builder import FLOAT
 from .mask_ops import MaskLowering, lower_scores
 from .onnx_portable import BlockExplanation, PortableLowering
@@ -481,7 +486,9 @@ def _finish(low: PortableLowering, b: Block, o: str, probs: str | None, cache: l
 
 def portable_skips_more(low: PortableLowering, b: Block, kernel: str,
                         plan: GqaPlan | MhaPlan | AttentionPlan) -> str | None:
-    """Why the portable block-sparse plan (``plan.py``) beats the fused kernel, else None.
+    """Why the portable block-sparse plan (``plan.py``) beats the fused kernel, else None:
+    the fixed rule for ``--sparse dense`` / ``block`` and for the blocks the cost model
+    (``ort_cost``) has no constants for.
 
     GQA skips the future as the query chunks do, in about the same time and with less memory,
     and serves decode steps faster than the portable graph, so it keeps causal blocks. Its
@@ -491,7 +498,7 @@ def portable_skips_more(low: PortableLowering, b: Block, kernel: str,
     benchmarks/README.md ("Figures behind the lowering choices"). ``--sparse dense`` keeps
     the fused kernels, ``--sparse block`` the portable plan."""
     portable = low.plan(b)
-    if portable.kind == "dense":
+    if portable.kind in ("dense", "dense_chunks"):  # chunked dense skips no pair either
         return None
     if kernel == GQA and (plan.window is None or b.cache):
         return None
@@ -507,7 +514,13 @@ FUSED: tuple[tuple[str, Callable, Callable], ...] = (
 
 
 class OrtLowering(PortableLowering):
-    """The portable lowering with fused ONNX Runtime kernels for the blocks that map."""
+    """The portable lowering with fused ONNX Runtime kernels for the blocks that map.
+
+    Per block the kernels are tried in order (causal masks GroupQueryAttention first, the
+    others MultiHeadAttention first); an exact one is then weighed against the portable plan:
+    under ``--sparse auto`` by the measured cost model (``ort_cost.compare``: the cheaper
+    wins, the kernel within 10%; ``--explain`` gives both estimates), else, and where the
+    cost model has no constants for a side, by ``portable_skips_more``."""
 
     def block(self, b: Block) -> None:
         if b.static_cache:  # the fused kernels' caches grow (or share a buffer per their
@@ -518,25 +531,45 @@ class OrtLowering(PortableLowering):
                 e.block, e.lowering, "no fused op: a static KV cache (the fused kernels take a "
                 f"growing past/present cache); {e.reason}") for e in self.explain[first:]]
             return
-        reasons: list[tuple[str, str]] = []
+        reasons: list[tuple[str, str, bool]] = []  # (kernel, why not, exact)
         pattern = mask_pattern(b.mask)
         first = GQA if isinstance(pattern, Pattern) and pattern.causal else MHA
         for name, match, emit in sorted(FUSED, key=lambda f: f[0] != first):
             plan = match(self, b)
-            if not isinstance(plan, str):
-                plan = portable_skips_more(self, b, name, plan) or plan
             if isinstance(plan, str):
-                reasons.append((name, plan))
+                reasons.append((name, plan, False))
+                continue
+            choice = self.weigh(b, name, plan)
+            if not choice.fused:
+                reasons.append((name, choice.text, True))
                 continue
             emit(self, b, plan)
             label = name if name != "Attention" else f"Attention-{min(self.opset, 24)}"
-            self.explain.append(BlockExplanation(b.name, label, plan.reason))
+            reason = plan.reason + (f"; {choice.text}" if choice.text else "")
+            self.explain.append(BlockExplanation(b.name, label, reason))
             return
         first = len(self.explain)
         super().block(b)
         why = _fallback_reason(reasons)
         self.explain[first:] = [BlockExplanation(e.block, e.lowering, f"{why}; {e.reason}")
                                 for e in self.explain[first:]]
+
+    def weigh(self, b: Block, kernel: str, plan: GqaPlan | MhaPlan | AttentionPlan
+              ) -> ort_cost.Choice:
+        """The exact kernel against the portable plan: the cost model under ``--sparse
+        auto`` where it has constants for both, else ``portable_skips_more``."""
+        if self.sparse.mode == "auto":
+            causal = (plan.causal if isinstance(plan, GqaPlan) else
+                      isinstance(plan, AttentionPlan) and (plan.is_causal or plan.mask
+                                                           is not None or bool(plan.additive)))
+            window = plan.window if isinstance(plan, GqaPlan) else None
+            shape = ort_cost.block_shape(self.model, b, self.sparse.seq_hint)
+            choice = ort_cost.compare(kernel, causal, window, b, shape, self.plan(b))
+            if choice is not None:
+                return choice
+        why = portable_skips_more(self, b, kernel, plan)
+        return ort_cost.Choice(why is None, "" if why is None else
+                               f"{kernel.rsplit('.', 1)[-1]} is exact, but {why}")
 
     def run(self) -> onnx.ModelProto:
         proto = super().run()
@@ -545,11 +578,18 @@ class OrtLowering(PortableLowering):
         return proto
 
 
-def _fallback_reason(reasons: list[tuple[str, str]]) -> str:
-    texts = {r for _, r in reasons}
+def _fallback_reason(reasons: list[tuple[str, str, bool]]) -> str:
+    """Why no fused kernel was used: the exact ones the portable plan beat (their words
+    first), then the others' reasons."""
+    exact = [r for _, r, ok in reasons if ok]
+    other = [(n, r) for n, r, ok in reasons if not ok]
+    texts = {r for _, r in other}
+    if exact:
+        rest = "; ".join(f"{n.rsplit('.', 1)[-1]}: {r}" for n, r in other)
+        return "; ".join(exact) + (f" (not exact: {rest})" if rest else "")
     if len(texts) == 1:
         return f"no fused op: {texts.pop()}"
-    return "no fused op (" + "; ".join(f"{n.rsplit('.', 1)[-1]}: {r}" for n, r in reasons) + ")"
+    return "no fused op (" + "; ".join(f"{n.rsplit('.', 1)[-1]}: {r}" for n, r in other) + ")"
 
 
 __all__ = ["ATTENTION_OPSET", "OrtLowering", "Pattern", "emit_attention", "emit_gqa",
