@@ -9,8 +9,8 @@ interleaved (medians, and ratios within one process). Memory: one child per vari
 RSS (``ru_maxrss``) and RSS before the first run (inputs and session made).
 
 Variants: ``dense`` / ``auto`` / ``block`` (``--sparse``), ``band<N>`` (band strategy, tile
-N; ``band<N>p<P>``: in P runs of tiles), ``chunks<N>`` (N query chunks), ``sdpa`` (PyTorch
-``scaled_dot_product_attention``).
+N; ``band<N>p<P>``: in P runs of tiles), ``chunks<N>`` (N query chunks; for the ``dense``
+pattern the chunked dense lowering), ``sdpa`` (PyTorch ``scaled_dot_product_attention``).
 
     python -m benchmarks.sparse_probe                      # the issue's shapes
     python -m benchmarks.sparse_probe --case sliding:8192 --variants dense,band64,band128
@@ -66,7 +66,7 @@ def build(pattern: str, seq: int, variant: str) -> tuple[bytes, str]:
     """ONNX bytes and the plan's explanation."""
     from attndsl.api import parse_spec
     from attndsl.lower import onnx_portable as op
-    from attndsl.lower.plan import SparseOptions
+    from attndsl.lower.plan import Plan, SparseOptions
 
     model = parse_spec(spec_text(pattern), "probe.yaml")
     name, number, pieces = re.fullmatch(r"([a-z]+)(\d*)(?:p(\d+))?", variant).groups()
@@ -77,6 +77,8 @@ def build(pattern: str, seq: int, variant: str) -> tuple[bytes, str]:
     class Probe(op.PortableLowering):
         def plan(self, b):
             plan = super().plan(b)
+            if name == "chunks" and pattern == "dense":  # the chunked dense lowering
+                return Plan("dense_chunks", f"probe: {number} chunks", chunks=number)
             if name == "chunks":
                 assert plan.kind == "chunks", plan
                 return dataclasses.replace(plan, chunks=number,
@@ -211,7 +213,7 @@ def _spawn(job: dict, timeout: float) -> dict:
 def _variants_for(pattern: str, seq: int, variants: list[str]) -> list[str]:
     return [v for v in variants if not (v == "dense" and seq > 8192)
             and not (v == "sdpa" and pattern != "causal")
-            and not (v.startswith("chunks") and pattern != "causal")
+            and not (v.startswith("chunks") and pattern not in ("causal", "dense"))
             and not (v.startswith("band") and pattern != "sliding")]
 
 

@@ -142,8 +142,11 @@ def test_pick_agrees_with_the_probe_measurements():
         fused, portable = (won, lost) if won[0] == "ort" else (lost, won)
         prefix = KERNEL_KINDS[fused[1]]
         t_fused = min(ms for k, ms in measured.items() if k.startswith(prefix))
+        # the probe timed the one-tensor dense graph; the chunked dense plan computes the
+        # same cells (measured 1.02-1.15x its time, benchmarks/README.md)
+        kind = "dense" if portable[1] == "dense_chunks" else portable[1]
         t_portable = min(ms for k, ms in measured.items()
-                         if k.split("-")[0] == portable[1] and not k.startswith(prefix))
+                         if k.split("-")[0] == kind and not k.startswith(prefix))
         if max(t_fused, t_portable) / min(t_fused, t_portable) > TIE:
             assert (won[0] == "ort") == (t_fused < t_portable), (case, found[0], measured)
             checked += 1

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import nullcontext as _nullscope
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -73,9 +74,11 @@ class Context:
 # ---------------------------------------------------------------- shared pieces
 
 
-def _grouped_matmul(ctx: Context, a: str, kv: str) -> str:
-    """``a`` [B, H, *batch, M, K] @ ``kv`` [B, G, *batch, K, N] (see GraphBuilder)."""
-    return ctx.g.grouped_matmul(a, kv, ctx.block.heads, ctx.block.kv_heads)
+def _grouped_matmul(ctx: Context, a: str, kv: str, fold_rows: bool) -> str:
+    """``a`` [B, H, *batch, M, K] @ ``kv`` [B, G, *batch, K, N] (see GraphBuilder);
+    ``fold_rows`` (no ``*batch``: query chunks) folds the heads of a group into the rows,
+    one GEMM per kv head; gathered tiles broadcast the kv operand over the group."""
+    return ctx.g.grouped_matmul(a, kv, ctx.block.heads, ctx.block.kv_heads, fold_rows)
 
 
 def _keys_t(ctx: Context, k: str, rank: int) -> str:
@@ -84,13 +87,13 @@ def _keys_t(ctx: Context, k: str, rank: int) -> str:
 
 
 def _attend(ctx: Context, q: str, kt: str, v: str, pp: PairPositions,
-            valid: str | None) -> str:
+            valid: str | None, fold_rows: bool = False) -> str:
     """Attention of q [B, H, *batch, M, D] over the keys kt [B, G, *batch, D, N] (transposed)
     and values v [B, G, *batch, N, Dv] whose cells have positions ``pp``; ``valid`` (bool,
-    broadcastable to the pair shape) marks the keys that exist. Returns [B, H, *batch, M, Dv]
-    (float32)."""
+    broadcastable to the pair shape) marks the keys that exist; ``fold_rows``: no ``*batch``
+    (``_grouped_matmul``). Returns [B, H, *batch, M, Dv] (float32)."""
     g, b = ctx.g, ctx.block
-    s = _grouped_matmul(ctx, q, kt)
+    s = _grouped_matmul(ctx, q, kt, fold_rows)
     s = lower_scores(g, b, pp, s, ctx.float32)
     allowed = MaskLowering(g, b, pp, ctx.input_types, ctx.static_lens).lower(b.mask)
     if valid is not None and allowed is not False:
@@ -102,7 +105,7 @@ def _attend(ctx: Context, q: str, kt: str, v: str, pp: PairPositions,
         s = g.add(s, g.where(allowed, zero, minus_inf))
     p = (g.op("Softmax", s, axis=-1) if ctx.softmax is None
          else ctx.softmax(s, None if allowed is True else allowed))
-    o = _grouped_matmul(ctx, p, v)
+    o = _grouped_matmul(ctx, p, v, fold_rows)
     if ctx.guard and allowed is not True:  # rows with no allowed key: 0, not NaN
         o = zero_empty_rows(g, allowed, o, empty_safe=True)
     return o
@@ -175,29 +178,68 @@ def attend_band(ctx: Context, q: str, k: str, v: str, pos: Positions, tile: int,
 
 
 def attend_chunks(ctx: Context, q: str, k: str, v: str, pos: Positions, chunks: int,
-                  hi: int) -> str:
-    """Attention whose allowed offsets are at most ``hi``: the queries in ``chunks`` chunks
-    (bounds from the run-time length), chunk c against the keys up to its last query + hi."""
+                  hi: int | None) -> str:
+    """Attention in query chunks: the queries in ``chunks`` chunks (bounds from the run-time
+    length). With ``hi`` (the allowed offsets are at most ``hi``) chunk c attends the keys up
+    to its last query + hi (a prefix Slice of the keys and values); with ``hi`` None (the
+    chunked dense lowering) every chunk attends every key, nothing is sliced but the queries.
+    Only one chunk's scores [B, H, rows, keys] are alive at a time."""
     g, i64 = ctx.g, ctx.i64
     sq, sk, q0 = g.dim(q, 2), pos.k_total, pos.q_first
     one = i64(1)
     bounds = [g.div(g.mul(sq, i64(c)), i64(chunks)) for c in range(1, chunks)]
     bounds = [i64(0), *bounds, sq]
-    kt = _keys_t(ctx, k, 4)  # once: each chunk slices a prefix of the transposed keys
+    kt = _keys_t(ctx, k, 4)  # once: each chunk reads (a prefix of) the transposed keys
     outs = []
+    all_keys: list[str] = []  # every key's position [1, Sk], built once when a mask reads it
     for c in range(chunks):
         with g.scope(f"chunk{c}"):
             r0, r1 = bounds[c], bounds[c + 1]
-            end = g.op("Clip", g.add(g.add(q0, r1), i64(hi)), one, sk)  # keys [0, end)
-            end1 = g.reshape(end, [1])
-            q_c = g.op("Slice", q, g.reshape(r0, [1]), g.reshape(r1, [1]), g.i64(2))
-            kt_c = g.op("Slice", kt, g.i64(0), end1, g.i64(3))  # [B, G, D, end]
-            v_c = g.op("Slice", v, g.i64(0), end1, g.i64(2))
-            q_col = g.unsqueeze(g.range(g.add(q0, r0), g.add(q0, r1), one), [1])  # [rows, 1]
-            keys = g.unsqueeze(g.range(i64(0), end, one), [0])  # [1, end]
-            pp = PairPositions(g, q_col, keys, 2, sk, q0)
-            outs.append(_attend(ctx, q_c, kt_c, v_c, pp, None))
+            if hi is None:
+                q_c = g.op("Slice", q, g.reshape(r0, [1]), g.reshape(r1, [1]), g.i64(2))
+                kt_c, v_c = kt, v
+                pp: PairPositions = _ChunkPairs(g, (r0, r1), all_keys, sk, q0)
+            else:
+                end = g.op("Clip", g.add(g.add(q0, r1), i64(hi)), one, sk)  # keys [0, end)
+                end1 = g.reshape(end, [1])
+                q_c = g.op("Slice", q, g.reshape(r0, [1]), g.reshape(r1, [1]), g.i64(2))
+                kt_c = g.op("Slice", kt, g.i64(0), end1, g.i64(3))  # [B, G, D, end]
+                v_c = g.op("Slice", v, g.i64(0), end1, g.i64(2))
+                q_col = g.unsqueeze(g.range(g.add(q0, r0), g.add(q0, r1), one), [1])
+                keys = g.unsqueeze(g.range(i64(0), end, one), [0])  # [1, end]
+                pp = PairPositions(g, q_col, keys, 2, sk, q0)
+            outs.append(_attend(ctx, q_c, kt_c, v_c, pp, None, fold_rows=True))
     return g.concat(outs, axis=2)
+
+
+class _ChunkPairs(PairPositions):
+    """The positions of a query chunk [r0, r1) against every key, built only when a mask or
+    score rule reads them (an unmasked block reads none: its chunks are MatMul, Softmax,
+    MatMul). The key row is shared by all chunks (``shared`` holds it once built)."""
+
+    def __init__(self, g: GraphBuilder, rows: tuple[str, str], shared: list[str],
+                 k_total: str, q_first: str):
+        self.g, self.pair_rank, self.k_total, self.q_first = g, 2, k_total, q_first
+        self._rows, self._shared = rows, shared
+        self._offsets, self.cheap_offsets = None, False
+
+    @cached_property
+    def q_col(self) -> str:  # type: ignore[override]
+        g, (r0, r1) = self.g, self._rows
+        one = g.scalar(1, "int64")
+        return g.unsqueeze(g.range(g.add(self.q_first, r0), g.add(self.q_first, r1), one), [1])
+
+    @cached_property
+    def k(self) -> str:  # type: ignore[override]
+        if not self._shared:
+            g = self.g
+            self._shared.append(g.unsqueeze(
+                g.range(g.scalar(0, "int64"), self.k_total, g.scalar(1, "int64")), [0]))
+        return self._shared[0]
+
+    @property
+    def k_row(self) -> str:  # type: ignore[override]
+        return self.k
 
 
 # ---------------------------------------------------------------- static tile lists

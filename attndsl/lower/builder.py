@@ -69,6 +69,26 @@ class GraphBuilder:
         self.nodes.append(helper.make_node("Identity", [value], [name], name=f"{name}/Identity"))
         self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
 
+    def add_output_in_place(self, name: str, value: str, elem_type: int, shape: Dims) -> None:
+        """Expose ``value`` as graph output ``name`` by renaming it (no Identity node), when a
+        node of this graph makes it and it is not an output yet; else as ``add_output``.
+
+        ONNX Runtime copies a value into an Identity's output when another node also reads
+        it: for a KV cache's present keys and values (which the attention reads too) that is
+        a second copy of the whole cache per decode step."""
+        producers = [n for n in self.nodes if value in n.output]
+        if not producers or any(o.name == value for o in self.outputs):
+            self.add_output(name, value, elem_type, shape)
+            return
+        for node in self.nodes:
+            for i, x in enumerate(node.input):
+                if x == value:
+                    node.input[i] = name
+            for i, x in enumerate(node.output):
+                if x == value:
+                    node.output[i] = name
+        self.outputs.append(helper.make_tensor_value_info(name, elem_type, list(shape)))
+
     def expose(self, name: str, elem_type: int, shape: Dims) -> None:
         """Declare graph output ``name`` that a node already writes under that name (no
         Identity: a runtime may then give that node the caller's output buffer, which a
@@ -213,15 +233,30 @@ class GraphBuilder:
             return self.op(op_type, x, self.i64(*axes), keepdims=int(keepdims))
         return self.op(op_type, x, axes=list(axes), keepdims=int(keepdims))
 
-    def grouped_matmul(self, a: str, kv: str, heads: int, kv_heads: int) -> str:
+    def grouped_matmul(self, a: str, kv: str, heads: int, kv_heads: int,
+                       fold_rows: bool = False) -> str:
         """``a`` [B, heads, *batch, M, K] @ ``kv`` [B, kv_heads, *batch, K, N] ->
-        [B, heads, *batch, M, N], query head h reading kv head h // (heads / kv_heads): the kv
-        operand is broadcast over each group, never repeated. Shapes are explicit with
-        ``allowzero`` so empty tensors (batch 0, no keys, an empty query chunk) work."""
+        [B, heads, *batch, M, N], query head h reading kv head h // (heads / kv_heads).
+
+        ``fold_rows`` (``a`` of rank 4, no ``*batch``): the heads of a group become rows,
+        ``a`` is reshaped (no copy: the heads of a group are adjacent) to [B, kv_heads,
+        group*M, K], so one GEMM per kv head reads its K or V once (a decode step: M=1, one
+        [group, K] x [K, N] product instead of ``group`` vector products), and the result is
+        reshaped back. Otherwise the kv operand is broadcast over each group (an Unsqueeze,
+        never repeated). Shapes are explicit with ``allowzero`` so empty tensors (batch 0, no
+        keys, an empty query chunk) work."""
         if heads == kv_heads:
             return self.matmul(a, kv)
+        group = heads // kv_heads
         batch = self.shape(a, 0, 1)
-        split = self.concat([batch, self.i64(kv_heads, heads // kv_heads), self.shape(a, 2)], 0)
+        if fold_rows:
+            rows = self.shape(a, 2, 3)
+            split = self.concat([batch, self.i64(kv_heads), self.mul(rows, self.i64(group)),
+                                 self.shape(a, 3)], 0)
+            out = self.matmul(self.op("Reshape", a, split, allowzero=1), kv)
+            merged = self.concat([batch, self.i64(heads), rows, self.shape(out, 3)], axis=0)
+            return self.op("Reshape", out, merged, allowzero=1)
+        split = self.concat([batch, self.i64(kv_heads, group), self.shape(a, 2)], 0)
         out = self.matmul(self.op("Reshape", a, split, allowzero=1), self.unsqueeze(kv, [2]))
         merged = self.concat([batch, self.i64(heads), self.shape(out, 3)], axis=0)
         return self.op("Reshape", out, merged, allowzero=1)

@@ -130,9 +130,9 @@ class PortableLowering:
                                                cache_shapes(b, 0, 0), strict=True):
                     if b.static_cache:  # ``write_cache`` wrote it under the output's name
                         g.expose(name, self.dtype, list(shape))
-                    else:
-                        g.add_output(name, self.results[b.name][what], self.dtype,
-                                     list(shape))
+                    else:  # the join's own output (an Identity would copy the cache)
+                        g.add_output_in_place(name, self.results[b.name][what], self.dtype,
+                                              list(shape))
 
     def onnx_dim(self, entry: str | int) -> str | int:
         """A shape entry as ONNX sees it: fixed dims are numbers, dynamic ones dim_params."""
@@ -209,7 +209,8 @@ class PortableLowering:
 
     def attend_sparse(self, b: Block, plan: Plan, q: str, k: str, v: str,
                       pos: Positions) -> str:
-        """Block-sparse attention (``block_sparse.py``): output [B, H, Sq, Dv] (float32)."""
+        """Block-sparse attention or the chunked dense lowering (``block_sparse.py``): output
+        [B, H, Sq, Dv] (float32)."""
         lens = self.model.static_lens(b)
         ctx = bs.Context(self.g, b, self.input_types, lens, self.float32,
                          guard=not row_witnesses(b.mask, self.model.has_diagonal(b)),
@@ -220,6 +221,8 @@ class PortableLowering:
                                       plan.pieces)
             if plan.kind == "chunks":
                 return bs.attend_chunks(ctx, q, k, v, pos, plan.chunks, plan.hi)
+            if plan.kind == "dense_chunks":  # every key, queries in chunks
+                return bs.attend_chunks(ctx, q, k, v, pos, plan.chunks, None)
             return bs.attend_tiles(ctx, q, k, v, plan.tile, plan.groups, plan.q_len,
                                    plan.k_len)
 
@@ -365,8 +368,9 @@ class PortableLowering:
 
     def per_group(self, b: Block, a: str, kv: str) -> str:
         """``a`` [B, H, Sq, X] @ ``kv`` [B, G, X, Y], query head h reading kv head
-        h // group (one batched MatMul; K/V are never repeated)."""
-        return self.g.grouped_matmul(a, kv, b.heads, b.kv_heads)
+        h // group (one batched MatMul; K/V are never repeated: the heads of a group are
+        folded into the rows, ``GraphBuilder.grouped_matmul``)."""
+        return self.g.grouped_matmul(a, kv, b.heads, b.kv_heads, fold_rows=True)
 
     def allowed(self, b: Block, pos: Positions) -> tuple[str | bool, bool]:
         """The block's bool mask with bias(t) -inf cells removed, and whether some query row

@@ -498,7 +498,7 @@ def portable_skips_more(low: PortableLowering, b: Block, kernel: str,
     benchmarks/README.md ("Figures behind the lowering choices"). ``--sparse dense`` keeps
     the fused kernels, ``--sparse block`` the portable plan."""
     portable = low.plan(b)
-    if portable.kind == "dense":
+    if portable.kind in ("dense", "dense_chunks"):  # chunked dense skips no pair either
         return None
     if kernel == GQA and (plan.window is None or b.cache):
         return None

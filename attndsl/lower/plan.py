@@ -9,8 +9,17 @@ strategies of ``block_sparse`` apply:
   and chunking them only adds nodes;
 - tiles: static lengths and no cache, with empty tiles in the tile classification.
 
-``--sparse dense`` keeps every block dense, ``block`` takes the best applicable strategy,
-``auto`` compares the cost model's estimates with dense and takes the cheapest. Blocks whose
+Blocks whose mask is not bounded above (no mask, ``padding``, ``~causal``, global rows ...)
+run as **chunked dense** (``dense_chunks``, ``auto`` only, no cache) when one [H, Sq, Sk]
+score tensor would pass ``DENSE_MAX_MIB``: the queries in chunks that each attend every key,
+so only one chunk's scores are alive at a time and peak memory grows with S, not S². It is a
+memory choice (it never computes fewer cells, and each chunk re-packs K and V: measured at
+best as fast as the one-tensor graph); a block-sparse plan the cost model finds cheaper
+still wins.
+
+``--sparse dense`` keeps every block dense (one score tensor), ``block`` takes the best
+applicable block-sparse strategy, ``auto`` compares the cost model's estimates of the
+block-sparse and chunked dense plans with dense and takes the cheapest. Blocks whose
 probabilities are a graph output, whose mask is an input (``mask(m)``) or that add a
 ``bias(t)`` input stay dense: those are indexed by absolute cells. Dynamic lengths are costed
 at ``SparseOptions.seq_hint`` (default 4096).
@@ -18,9 +27,12 @@ at ``SparseOptions.seq_hint`` (default 4096).
 The cost model estimates milliseconds on ONNX Runtime CPU with 2 threads: matmul FLOPs at the
 rate of large and of tile-sized GEMMs, a per-score-cell cost of the elementwise passes (mask,
 Softmax: the dense graph's are slower, its score tensor never fits a cache), a per-element
-cost of gathered or sliced keys/values, and a fixed cost per node. The constants come from
-ORT profiles of ``benchmarks/sparse_probe.py`` (core attention, H=12, D=64, fp32, two pinned
-cores; see ``CostModel``); only their ratios matter for the choice.
+cost of gathered or sliced keys/values (and of the keys/values a chunk's GEMMs re-pack), and
+a fixed cost per node. The constants come from ORT profiles of ``benchmarks/sparse_probe.py``
+(core attention, H=12, D=64, fp32, two pinned cores; see ``CostModel``); the chunked dense
+plan's figures (chunk size, re-packing) from paired timings of the dense-{1024,2048,4096}
+benchmark cases (benchmarks/README.md, "Cost model calibration"); only their ratios matter
+for the choice.
 """
 
 from __future__ import annotations
@@ -44,6 +56,12 @@ DEFAULT_SEQ = 4096
 PIECE_BYTES = 64 << 20  # working memory of one run of band tiles (smaller runs stay in cache)
 MAX_PIECES = 32
 CHUNK_CHOICES = (2, 4, 8, 16, 32)
+DENSE_CHUNK_ROWS = (64, 128, 256, 512)  # query rows per chunk of the chunked dense lowering
+MAX_DENSE_CHUNKS = 256
+# a one-tensor score graph above this (per batch row; the probabilities as much again) runs
+# in query chunks instead, whatever the estimates say: measured at S=4096 (768 MiB), the
+# chunks took 1.02-1.15x the one-tensor graph's time and 202 instead of 871 MiB peak
+DENSE_MAX_MIB = 512
 
 
 @dataclass(frozen=True)
@@ -69,6 +87,11 @@ class CostModel:
     cell_ns: float = 1.6  # mask Add + Softmax per computed cell of a chunk or tile run
     copy_ns: float = 0.6  # per gathered or sliced key / value element
     node_us: float = 15.0  # fixed cost of one node
+    # the chunked dense lowering (``_dense_chunks``): rows per chunk such that one chunk's
+    # scores stay within ``chunk_mib`` (smaller chunks pay more re-packing of K^T and V by
+    # their GEMMs, ``copy_ns`` per element; larger ones ran slower at S=4096)
+    chunk_mib: float = 64.0
+    dense_chunk_nodes: int = 8  # nodes per chunk (Slice, 2 MatMul, Softmax, reshapes)
 
     def estimate(self, b: Block, cells: float, gflops: float, cell_ns: float, copied: float,
                  nodes: int) -> float:
@@ -98,7 +121,9 @@ class Plan:
 
     @property
     def lowering(self) -> str:
-        return "portable/dense" if self.kind == "dense" else f"portable/block-sparse {self.kind}"
+        if self.kind in ("dense", "dense_chunks"):
+            return "portable/dense" + (" chunks" if self.kind == "dense_chunks" else "")
+        return f"portable/block-sparse {self.kind}"
 
 
 # ---------------------------------------------------------------- mask analysis
@@ -140,8 +165,6 @@ def _dense_reason(b: Block, wants_weights: bool) -> str | None:
     for mod in b.score:
         if _cell_inputs(mod):
             return f"score {format_leaf(mod)} is an input over every (query, key) cell"
-    if simplify(b.mask, b.heads) == mn.All():
-        return "no mask: every (query, key) pair is attended"
     for node in mn.walk(b.mask):
         if _cell_inputs(node):
             return f"{format_leaf(node)} is an input over every (query, key) cell"
@@ -181,6 +204,28 @@ def _chunks(b: Block, hi: int, sq: int, sk: int, chunks: int, q0: int) -> tuple[
     return ms, Plan("chunks", f"block-sparse chunks: queries in {chunks} chunks, each "
                     f"attending keys up to its last query{'' if hi == 0 else f' + {hi}'} "
                     f"({100 * frac:.1f}% of the pairs at length {sq})", chunks=chunks, hi=hi)
+
+
+def _dense_chunks(b: Block, sq: int, sk: int, rows: int) -> tuple[float, Plan]:
+    chunks = max(2, min(MAX_DENSE_CHUNKS, -(-sq // rows)))
+    rows = -(-sq // chunks)
+    cells = b.heads * sq * sk
+    # every chunk's two GEMMs pack their right operand (K^T, V) again: per kv head (the query
+    # heads of a group are folded into the rows), sk x (D + Dv) elements per chunk
+    packed = chunks * b.kv_heads * sk * (b.head_dim + b.v_head_dim)
+    chunk_mib = 4 * b.heads * rows * sk / 2**20  # one chunk's scores, per batch row
+    ms = COST.estimate(b, cells, COST.gemm_gflops, COST.dense_cell_ns, packed,
+                       6 + COST.dense_chunk_nodes * chunks)
+    if chunk_mib > COST.chunk_mib:  # a chunk whose scores spill: a last resort
+        ms *= 2
+    return ms, Plan("dense_chunks", f"dense attention in {chunks} query chunks of {rows} rows "
+                    f"(one chunk's scores alive at a time: {chunk_mib:.3g} MiB per batch row "
+                    f"at length {sq})", chunks=chunks)
+
+
+def _scores_mib(b: Block, sq: int, sk: int) -> float:
+    """MiB of one [H, Sq, Sk] float32 score tensor (one batch row)."""
+    return 4 * b.heads * sq * sk / 2**20
 
 
 def _group(counts: np.ndarray, max_groups: int = 3) -> list[np.ndarray]:
@@ -266,7 +311,8 @@ def plan_block(b: Block, q_len: int | None, k_len: int | None, wants_weights: bo
     if why is not None:
         return Plan("dense", f"dense attention: {why}")
     mask = simplify(b.mask, b.heads)
-    bounds = offset_bounds(mask)
+    unmasked = mask == mn.All()
+    bounds = None if unmasked else offset_bounds(mask)
     hint = options.seq_hint or DEFAULT_SEQ
     static = q_len is not None and k_len is not None and not b.cache
     sq = q_len if q_len is not None else hint
@@ -278,27 +324,45 @@ def plan_block(b: Block, q_len: int | None, k_len: int | None, wants_weights: bo
         cands += [_band(b, bounds[0], bounds[1], sq, sk, t) for t in tiles]
     if bounds is not None and bounds[1] is not None and (not b.cache or options.mode == "block"):
         cands += [_chunks(b, bounds[1], sq, sk, c, 0) for c in CHUNK_CHOICES]  # wide bands too
-    if static and not cands:
+    if static and not cands and not unmasked:
         tile_sizes = tiles if options.block_size else tuple(
             sorted({*tiles, *(t for n in mn.walk(mask) for t in _tile_sizes(n))}))
         cands += [c for c in (_tiles(b, sq, sk, t) for t in tile_sizes if t <= max(sq, sk))
                   if c is not None]
+    if options.mode == "block" and cands:
+        ms, best = min(cands, key=lambda c: c[0])
+        return _with_reason(best, f"{best.reason}; forced by --sparse block")
+    too_big = _scores_mib(b, sq, sk) > DENSE_MAX_MIB
+    if (options.mode == "auto" and not b.cache and (bounds is None or bounds[1] is None)
+            and too_big):  # every key may be attended, and one score tensor is too big
+        ms, best = min((_dense_chunks(b, sq, sk, r) for r in DENSE_CHUNK_ROWS),
+                       key=lambda c: c[0])
+        sparse = [c for c in cands if c[0] < ms]
+        if not sparse:
+            return _with_reason(best, f"{best.reason}; one score tensor would take "
+                                f"{_scores_mib(b, sq, sk):.4g} MiB per batch row (over "
+                                f"{DENSE_MAX_MIB} MiB), estimated {ms:.3g} ms vs dense "
+                                f"{_dense_ms(b, sq, sk):.3g} ms{at}")
     if not cands:
-        reason = ("the mask's pattern has no empty tiles to skip" if bounds is None or static
+        fits = ("" if b.cache or options.mode != "auto" else
+                f" (its scores, {_scores_mib(b, sq, sk):.4g} MiB per batch row{at}, fit the "
+                f"{DENSE_MAX_MIB} MiB a one-tensor graph may take)")
+        reason = (f"no mask: every (query, key) pair is attended{fits}" if unmasked
+                  else "the mask's pattern has no empty tiles to skip" if bounds is None
+                  or static
                   else "causal-like with a KV cache: decode steps have few query rows"
                   if b.cache and bounds[1] is not None
                   else "no bounded offset band, and lengths are dynamic (tile lists need "
                   "static lengths)")
         return Plan("dense", f"dense attention: {reason}")
-    ms, best = min(cands, key=lambda c: c[0])
     dense_ms = _dense_ms(b, sq, sk)
-    if options.mode == "block":
-        return _with_reason(best, f"{best.reason}; forced by --sparse block")
+    ms, best = min(cands, key=lambda c: c[0])
     if ms < dense_ms:
         return _with_reason(best, f"{best.reason}; estimated {ms:.3g} ms vs dense "
                             f"{dense_ms:.3g} ms{at}")
     return Plan("dense", f"dense attention: cheaper than the best sparse plan "
-                f"({best.kind}, estimated {ms:.3g} ms vs dense {dense_ms:.3g} ms{at})")
+                f"({best.kind}, estimated {ms:.3g} ms vs dense "
+                f"{dense_ms:.3g} ms{at})")
 
 
 def _with_reason(p: Plan, reason: str) -> Plan:
