@@ -336,7 +336,7 @@ def compare(result: RunResult, tolerance: float | None = None,
     """The outputs of ``result`` against the reference evaluated on its inputs, with the
     weights its model holds (``tolerance``: by default ``TOLERANCE`` of the model's dtype;
     ``relative_tolerance`` of the output's largest reference magnitude is allowed on top of
-    it, by default
+    it, by default (when neither is given)
     ``RELATIVE_TOLERANCE`` of the dtype)."""
     import numpy as np
 
@@ -349,8 +349,10 @@ def compare(result: RunResult, tolerance: float | None = None,
     expected = run_reference(model, _initializers(result.proto, model, result.model_dir),
                              result.inputs)
     tol = TOLERANCE[model.dtype] if tolerance is None else float(tolerance)
-    rtol = (RELATIVE_TOLERANCE[model.dtype] if relative_tolerance is None
-            else float(relative_tolerance))
+    if relative_tolerance is not None:
+        rtol = float(relative_tolerance)
+    else:  # an explicit absolute tolerance is the whole bound unless a relative one is given
+        rtol = RELATIVE_TOLERANCE[model.dtype] if tolerance is None else 0.0
     checks = []
     for name, want in expected.items():
         if name not in result.outputs:
@@ -367,7 +369,8 @@ def verify(spec_or_run: RunTarget | RunResult, inputs: InputsLike | None = None,
            provider: str = "cpu", opset: int = 18, target: str = "portable",
            sparse: str = "auto", block_size: int | None = None, seq_hint: int | None = None,
            passes: str | Sequence[str] | None = None, weights: WeightsLike | None = None,
-           tolerance: float | None = None) -> VerifyReport:
+           tolerance: float | None = None,
+           relative_tolerance: float | None = None) -> VerifyReport:
     """Run (arguments as ``execute``; a ``RunResult`` is used as it is) and compare every
     output with the numpy reference, as ``attndsl run --verify`` does. A compiled model is
     checked with the weights it holds, in the layout its recorded passes made. The default
@@ -380,4 +383,4 @@ def verify(spec_or_run: RunTarget | RunResult, inputs: InputsLike | None = None,
                          provider=provider, opset=opset, target=target, sparse=sparse,
                          block_size=block_size, seq_hint=seq_hint, passes=passes,
                          weights=weights)
-    return compare(result, tolerance)
+    return compare(result, tolerance, relative_tolerance)
