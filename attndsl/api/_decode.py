@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import AttnDSLError, InputError
 from ..ir import Model
+from ._compile import WeightsLike
 from ._run import InputsLike, _model_and_proto, _random_inputs, read_inputs
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ def decode(spec_or_model: RunTarget, inputs: InputsLike | None = None, *, prompt
            sizes: Mapping[str, int] | None = None, seed: int = 0, provider: str = "cpu",
            opset: int = 18, target: str = "portable", sparse: str = "auto",
            block_size: int | None = None, seq_hint: int | None = None,
-           passes: str | Sequence[str] | None = None, weights: object = None) -> DecodeResult:
+           passes: str | Sequence[str] | None = None,
+           weights: WeightsLike | None = None) -> DecodeResult:
     """Run a spec (compiled with the options of ``compile``), an attndsl ``.onnx`` file or
     ModelProto as a generation loop: a prefill over positions ``[0, prompt_len)`` of the
     full-sequence ``inputs`` (arrays by name or an ``.npz``; None: random valid inputs of
