@@ -43,14 +43,15 @@ def _read_only(weights: Mapping[str, ArrayLike]) -> Mapping[str, ArrayLike]:
 
 @dataclass(frozen=True, eq=False)
 class Program:
-    """What IR passes rewrite: the model and its parameters (name -> array, read-only).
+    """What IR passes rewrite: the model and its parameters (name -> array, read-only; the
+    weights a pass makes are ``arrays.Deferred``, made only when written).
 
     The weights always match ``model.weight_shapes()``; passes that change the layout (fused
     projections, dropped blocks) change both together. (Compared by identity: arrays have no
     plain equality.)"""
 
     model: Model
-    weights: Mapping[str, np.ndarray] = field(repr=False)
+    weights: Mapping[str, ArrayLike] = field(repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", _read_only(self.weights))
