@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -433,6 +434,11 @@ def test_compile_explain_target_and_sparse_flags(tmp_path):
     assert r.returncode == 0 and "local: portable/dense" in r.stdout, r.stdout + r.stderr
     r = attndsl_cli("compile", EXAMPLES / "mistral_block.yaml", "-o", out, "--target", "ort",
                     "--opset", "23", "--explain")
+    assert r.returncode == 0, r.stderr  # the cost model's pick, with both estimates
+    assert re.search(r"attn: .+ — (portable|ort) .+ \(est\. [0-9.e+-]+ ms\) over "
+                     r"(portable|ort) .+ \(est\. [0-9.e+-]+ ms\)", r.stdout), r.stdout
+    r = attndsl_cli("compile", EXAMPLES / "mistral_block.yaml", "-o", out, "--target", "ort",
+                    "--opset", "23", "--explain", "--sparse", "dense")  # keeps the fused op
     assert r.returncode == 0, r.stderr
     assert "attn: com.microsoft.GroupQueryAttention" in r.stdout
     assert onnx.load(out).metadata_props  # written

@@ -169,11 +169,11 @@ def test_cache_prefill_then_steps_equals_full_run():
 def test_ort_target_keeps_the_fused_kernel(variant):
     model = _model(variant, extra="    cache: true\n")
     w = _nonzero_biases(model)
-    _, explain = compile_with_explanations(model, w, CompileOptions(target="ort"))
+    options = CompileOptions(target="ort", sparse="dense")  # the fused kernel, not the pick
+    _, explain = compile_with_explanations(model, w, options)
     assert explain[0].lowering == "com.microsoft.GroupQueryAttention", explain
     feed = random_inputs(model, {"batch": 2, "seq": 5}, seed=1, past_len=2)
-    err = check_against_reference(model, feed, 1e-5, weights=w,
-                                  options=CompileOptions(target="ort"))
+    err = check_against_reference(model, feed, 1e-5, weights=w, options=options)
     ERRORS.record("ORT target (GQA) float32", err)
 
 

@@ -32,7 +32,7 @@ CASES: dict[str, tuple[str, dict, list[str]]] = {
                       ["portable/block-sparse tiles"]),
     "gqa_cache": ("tests/golden/mistral_gqa_cache.yaml", {"sparse": "dense"},
                   ["portable/dense"]),
-    "ort_gqa": ("examples/mistral_block.yaml", {"target": "ort"},
+    "ort_gqa": ("examples/mistral_block.yaml", {"target": "ort", "sparse": "dense"},
                 ["com.microsoft.GroupQueryAttention"]),
 }
 
