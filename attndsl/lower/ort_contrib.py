@@ -491,9 +491,11 @@ def portable_skips_more(low: PortableLowering, b: Block, kernel: str,
     (``ort_cost``) has no constants for.
 
     GQA skips the future as the query chunks do, in about the same time and with less memory,
-    and serves decode steps faster than the portable graph, so it keeps causal blocks. Its
-    local window still costs about the causal triangle: without a cache a block-sparse band
-    wins, by more the longer the sequence. MHA and Attention compute every pair, so any
+    so it keeps causal blocks, and cached ones: a rule, not a measurement (since issue 11's
+    decode graphs the portable decode step is the faster one on CPU, which ``--sparse auto``
+    knows from the cost model; this rule keeps the kernel the user asked for). Its local
+    window still costs about the causal triangle: without a cache a block-sparse band wins,
+    by more the longer the sequence. MHA and Attention compute every pair, so any
     block-sparse plan wins. The measurements behind these choices are in
     benchmarks/README.md ("Figures behind the lowering choices"). ``--sparse dense`` keeps
     the fused kernels, ``--sparse block`` the portable plan."""
