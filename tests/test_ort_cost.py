@@ -273,3 +273,61 @@ def test_margin_keeps_the_fused_kernel_on_near_ties(monkeypatch):
         choice = ort_cost.compare(GQA, True, None, b, shape, plan)
         assert choice.fused == fused_wins, (ratio, choice)
         assert ("within 10%" in choice.text) == (1 < ratio <= ort_cost.MARGIN)
+
+
+# ------------------------------------------------------------------ kernels against each other
+def _dense_cached_block():
+    """MHA 8/8 heads of 128 with a cache: both MultiHeadAttention and Attention-23 map it."""
+    return core("all", heads=8, kv=8, dim=128, cache=True)
+
+
+@pytest.mark.parametrize(("mha_ns", "attention_ns", "picked"), [
+    (2.0, 0.5, "Attention-23"),  # a later kernel estimated far cheaper wins
+    (1.0, 0.95, MHA),  # within MARGIN: the kernel order keeps MultiHeadAttention
+    (0.5, 2.0, MHA),  # the first kernel cheaper
+])
+def test_the_cheapest_exact_kernel_wins(monkeypatch, mha_ns, attention_ns, picked):
+    """Every exact kernel that beats the portable plan is weighed against the others: the
+    cheapest estimate wins unless it is within ``MARGIN`` of an earlier kernel's, and the
+    explanation lists each estimate."""
+    decode = dict(ort_cost.DECODE)
+    decode.update({"mha": ((1.0, mha_ns),), "attention": ((1.0, attention_ns),),
+                   "dense": ((1.0, 10.0),)})
+    monkeypatch.setattr(ort_cost, "DECODE", decode)
+    text = explain(_dense_cached_block(), seq_hint=4096)
+    assert text.startswith(f"{picked}:"), text
+    assert re.search(r"kernels that beat it \(com\.microsoft\.MultiHeadAttention est\. "
+                     r"[0-9.e+]+ ms, Attention-23 est\. [0-9.e+]+ ms\)", text), text
+    first = picked == MHA and attention_ns < mha_ns
+    assert ("no other is estimated 10% cheaper" in text) == first, text
+    assert ("the cheapest of the kernels" in text) == (not first), text
+
+
+def test_one_kernel_beating_the_portable_plan_is_explained_as_before(monkeypatch):
+    decode = dict(ort_cost.DECODE)
+    decode.update({"mha": ((1.0, 20.0),), "attention": ((1.0, 1.0),), "dense": ((1.0, 10.0),)})
+    monkeypatch.setattr(ort_cost, "DECODE", decode)
+    text = explain(_dense_cached_block(), seq_hint=4096)
+    assert text.startswith("Attention-23:"), text
+    assert "kernels that beat it" not in text, text
+
+
+def test_the_kernel_picked_among_several_runs_like_the_reference(monkeypatch):
+    """A later kernel picked after an earlier one matched (MultiHeadAttention, then
+    Attention-23 estimated cheaper) is emitted alone and gives the reference's numbers,
+    prefill and a decode step."""
+    decode = dict(ort_cost.DECODE)
+    decode.update({"mha": ((1.0, 2.0),), "attention": ((1.0, 0.5),), "dense": ((1.0, 10.0),)})
+    monkeypatch.setattr(ort_cost, "DECODE", decode)
+    model = one_block("    heads: 4\n    mask: all\n    cache: true", seed=5, d=64)
+    weights = load_weights(model)
+    proto, ex = compile_with_explanations(model, weights, CompileOptions(23, "ort",
+                                                                         seq_hint=4096))
+    assert ex[0].lowering == "Attention-23", ex
+    assert [n.op_type for n in proto.graph.node].count("Attention") == 1
+    assert not any(n.op_type == "MultiHeadAttention" for n in proto.graph.node)
+    session = make_session(proto)
+    for seq, past in ((6, 0), (1, 4)):
+        feed = random_inputs(model, {"batch": 2, "seq": seq}, seed=seq, past_len=past)
+        got, want = run_both(model, feed, weights=weights, session=session)
+        assert output_error(got, want, dtype="float32") <= 1e-4, (ex, seq, past)

@@ -519,10 +519,12 @@ class OrtLowering(PortableLowering):
     """The portable lowering with fused ONNX Runtime kernels for the blocks that map.
 
     Per block the kernels are tried in order (causal masks GroupQueryAttention first, the
-    others MultiHeadAttention first); an exact one is then weighed against the portable plan:
+    others MultiHeadAttention first); each exact one is weighed against the portable plan:
     under ``--sparse auto`` by the measured cost model (``ort_cost.compare``: the cheaper
-    wins, the kernel within 10%; ``--explain`` gives both estimates), else, and where the
-    cost model has no constants for a side, by ``portable_skips_more``."""
+    wins, the kernel within 10%; ``--explain`` gives both estimates), and of the kernels
+    that beat it the cheapest estimate is emitted (``_cheapest``: the order decides within
+    10%); else, and where the cost model has no constants for a side, by
+    ``portable_skips_more``, which keeps the first exact kernel it does not reject."""
 
     def block(self, b: Block) -> None:
         if b.static_cache:  # the fused kernels' caches grow (or share a buffer per their
@@ -536,6 +538,7 @@ class OrtLowering(PortableLowering):
         reasons: list[tuple[str, str, bool]] = []  # (kernel, why not, exact)
         pattern = mask_pattern(b.mask)
         first = GQA if isinstance(pattern, Pattern) and pattern.causal else MHA
+        winners: list[tuple[str, Callable, object, ort_cost.Choice]] = []
         for name, match, emit in sorted(FUSED, key=lambda f: f[0] != first):
             plan = match(self, b)
             if isinstance(plan, str):
@@ -545,9 +548,21 @@ class OrtLowering(PortableLowering):
             if not choice.fused:
                 reasons.append((name, choice.text, True))
                 continue
+            winners.append((name, emit, plan, choice))
+            if choice.ms is None:  # the fixed rule: the first exact kernel it keeps
+                break
+        if winners:
+            name, emit, plan, choice = _cheapest(winners)
             emit(self, b, plan)
-            label = name if name != "Attention" else f"Attention-{min(self.opset, 24)}"
+            label = _label(name, self.opset)
             reason = plan.reason + (f"; {choice.text}" if choice.text else "")
+            if len(winners) > 1:  # several exact kernels beat the portable plan
+                weighed = ", ".join(f"{_label(n, self.opset)} est. {c.ms:.3g} ms"
+                                    for n, _, _, c in winners)
+                reason += (f"; the cheapest of the kernels that beat it ({weighed})"
+                           if min(c.ms for *_, c in winners) >= choice.ms else
+                           f"; the first of the kernels that beat it ({weighed}): no other "
+                           f"is estimated {100 * (ort_cost.MARGIN - 1):.0f}% cheaper")
             self.explain.append(BlockExplanation(b.name, label, reason))
             return
         first = len(self.explain)
@@ -578,6 +593,23 @@ class OrtLowering(PortableLowering):
         if any(n.domain == MS_DOMAIN for n in proto.graph.node):
             proto.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
         return proto
+
+
+def _label(kernel: str, opset: int) -> str:
+    return kernel if kernel != "Attention" else f"Attention-{min(opset, 24)}"
+
+
+def _cheapest(winners: list[tuple[str, Callable, object, ort_cost.Choice]]
+              ) -> tuple[str, Callable, object, ort_cost.Choice]:
+    """Of the exact kernels that each beat the portable plan (in the kernel order), the one
+    the cost model estimates cheapest; an earlier kernel keeps its place unless a later one
+    is estimated ``MARGIN`` cheaper (nearer estimates are within the probe's noise)."""
+    best = winners[0]
+    for w in winners[1:]:
+        ms, best_ms = w[3].ms, best[3].ms
+        if ms is not None and best_ms is not None and ms * ort_cost.MARGIN < best_ms:
+            best = w
+    return best
 
 
 def _fallback_reason(reasons: list[tuple[str, str, bool]]) -> str:

@@ -175,10 +175,12 @@ class Work:
 @dataclass(frozen=True)
 class Choice:
     """The cost model's verdict for one block: ``fused`` wins or not, and the words for
-    ``--explain``."""
+    ``--explain``; ``ms``: the kernel's estimate (None under the fixed rule), which
+    ``OrtLowering`` compares between exact kernels."""
 
     fused: bool
     text: str
+    ms: float | None = None
 
 
 def block_shape(model: Model, b: Block, seq_hint: int | None) -> Shape:
@@ -290,11 +292,11 @@ def compare(kernel: str, causal: bool, window: int | None, b: Block, shape: Shap
     ort_words = f"ort {name} (est. {fused:.3g} ms)"
     portable_words = f"portable {plan.kind} (est. {portable:.3g} ms)"
     if fused <= portable:
-        return Choice(True, f"{ort_words} over {portable_words}, {at}")
+        return Choice(True, f"{ort_words} over {portable_words}, {at}", fused)
     if fused <= portable * MARGIN:
         return Choice(True, f"{ort_words} over {portable_words}, {at}: within "
-                      f"{100 * (MARGIN - 1):.0f}%, the fused kernel is kept")
-    return Choice(False, f"{portable_words} over {ort_words}, {at}")
+                      f"{100 * (MARGIN - 1):.0f}%, the fused kernel is kept", fused)
+    return Choice(False, f"{portable_words} over {ort_words}, {at}", fused)
 
 
 __all__ = ["CASES", "DECODE", "MARGIN", "MEASURED_ON", "PREFILL", "Choice", "Shape", "Work",
