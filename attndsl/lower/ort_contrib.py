@@ -52,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import onnx
@@ -538,7 +539,7 @@ class OrtLowering(PortableLowering):
         reasons: list[tuple[str, str, bool]] = []  # (kernel, why not, exact)
         pattern = mask_pattern(b.mask)
         first = GQA if isinstance(pattern, Pattern) and pattern.causal else MHA
-        winners: list[tuple[str, Callable, object, ort_cost.Choice]] = []
+        winners: list[_Winner] = []
         for name, match, emit in sorted(FUSED, key=lambda f: f[0] != first):
             plan = match(self, b)
             if isinstance(plan, str):
@@ -548,19 +549,19 @@ class OrtLowering(PortableLowering):
             if not choice.fused:
                 reasons.append((name, choice.text, True))
                 continue
-            winners.append((name, emit, plan, choice))
+            winners.append(_Winner(name, emit, plan, choice))
             if choice.ms is None:  # the fixed rule: the first exact kernel it keeps
                 break
         if winners:
-            name, emit, plan, choice = _cheapest(winners)
+            name, emit, plan, choice = _cheapest(winners)  # one of them, emitted alone
             emit(self, b, plan)
             label = _label(name, self.opset)
             reason = plan.reason + (f"; {choice.text}" if choice.text else "")
             if len(winners) > 1:  # several exact kernels beat the portable plan
-                weighed = ", ".join(f"{_label(n, self.opset)} est. {c.ms:.3g} ms"
-                                    for n, _, _, c in winners)
+                weighed = ", ".join(f"{_label(w.kernel, self.opset)} est. {w.choice.ms:.3g} ms"
+                                    for w in winners)
                 reason += (f"; the cheapest of the kernels that beat it ({weighed})"
-                           if min(c.ms for *_, c in winners) >= choice.ms else
+                           if min(w.choice.ms for w in winners) >= choice.ms else
                            f"; the first of the kernels that beat it ({weighed}): no other "
                            f"is estimated {100 * (ort_cost.MARGIN - 1):.0f}% cheaper")
             self.explain.append(BlockExplanation(b.name, label, reason))
@@ -599,14 +600,22 @@ def _label(kernel: str, opset: int) -> str:
     return kernel if kernel != "Attention" else f"Attention-{min(opset, 24)}"
 
 
-def _cheapest(winners: list[tuple[str, Callable, object, ort_cost.Choice]]
-              ) -> tuple[str, Callable, object, ort_cost.Choice]:
+class _Winner(NamedTuple):
+    """An exact kernel that beat the portable plan: its name, emitter, plan and verdict."""
+
+    kernel: str
+    emit: Callable
+    plan: GqaPlan | MhaPlan | AttentionPlan
+    choice: ort_cost.Choice
+
+
+def _cheapest(winners: list[_Winner]) -> _Winner:
     """Of the exact kernels that each beat the portable plan (in the kernel order), the one
     the cost model estimates cheapest; an earlier kernel keeps its place unless a later one
     is estimated ``MARGIN`` cheaper (nearer estimates are within the probe's noise)."""
     best = winners[0]
     for w in winners[1:]:
-        ms, best_ms = w[3].ms, best[3].ms
+        ms, best_ms = w.choice.ms, best.choice.ms
         if ms is not None and best_ms is not None and ms * ort_cost.MARGIN < best_ms:
             best = w
     return best
