@@ -312,6 +312,17 @@ def test_one_kernel_beating_the_portable_plan_is_explained_as_before(monkeypatch
     assert "kernels that beat it" not in text, text
 
 
+def test_a_later_kernel_without_constants_is_not_weighed(monkeypatch):
+    """A kernel the probe has no constants for (here Attention's decode kind) cannot be
+    compared with an estimated one: the estimated kernel is kept and explained alone."""
+    decode = {k: v for k, v in ort_cost.DECODE.items() if not k.startswith("attention")}
+    decode.update({"mha": ((1.0, 0.5),), "dense": ((1.0, 10.0),)})
+    monkeypatch.setattr(ort_cost, "DECODE", decode)
+    text = explain(_dense_cached_block(), seq_hint=4096)
+    assert text.startswith(f"{MHA}:"), text
+    assert "ort MultiHeadAttention (est." in text and "kernels that beat it" not in text, text
+
+
 def test_the_kernel_picked_among_several_runs_like_the_reference(monkeypatch):
     """A later kernel picked after an earlier one matched (MultiHeadAttention, then
     Attention-23 estimated cheaper) is emitted alone and gives the reference's numbers,

@@ -549,9 +549,12 @@ class OrtLowering(PortableLowering):
             if not choice.fused:
                 reasons.append((name, choice.text, True))
                 continue
+            if choice.ms is None:  # the fixed rule (no constants for a side): it keeps the
+                if not winners:  # first exact kernel; a later one has no estimate to weigh
+                    winners.append(_Winner(name, emit, plan, choice))
+                    break
+                continue
             winners.append(_Winner(name, emit, plan, choice))
-            if choice.ms is None:  # the fixed rule: the first exact kernel it keeps
-                break
         if winners:
             name, emit, plan, choice = _cheapest(winners)  # one of them, emitted alone
             emit(self, b, plan)
@@ -610,13 +613,13 @@ class _Winner(NamedTuple):
 
 
 def _cheapest(winners: list[_Winner]) -> _Winner:
-    """Of the exact kernels that each beat the portable plan (in the kernel order), the one
-    the cost model estimates cheapest; an earlier kernel keeps its place unless a later one
-    is estimated ``MARGIN`` cheaper (nearer estimates are within the probe's noise)."""
+    """Of the exact kernels that each beat the portable plan (in the kernel order; all with
+    estimates when there are several), the one the cost model estimates cheapest; an earlier
+    kernel keeps its place unless a later one is estimated ``MARGIN`` cheaper (nearer
+    estimates are within the probe's noise)."""
     best = winners[0]
     for w in winners[1:]:
-        ms, best_ms = w.choice.ms, best.choice.ms
-        if ms is not None and best_ms is not None and ms * ort_cost.MARGIN < best_ms:
+        if w.choice.ms * ort_cost.MARGIN < best.choice.ms:
             best = w
     return best
 
